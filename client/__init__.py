@@ -1,0 +1,1 @@
+"""layerscope's client side: the `layerscope` command line (and, later, the gRPC client)."""

@@ -1,0 +1,72 @@
+"""Reading and writing the .npz files the CLI takes, safely: never a pickle."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used, with a message naming the file and the problem."""
+
+
+def load_npz(path: str | os.PathLike[str], required_any: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Return the arrays of an .npz file as a dict, refusing pickled (object) arrays.
+
+    ``required_any`` lists groups written ``"a|b"``: at least one name of each group must
+    be present.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataFileError(f"{p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            names = list(npz.files)
+            arrays = {}
+            for name in names:
+                try:
+                    arrays[name] = npz[name]
+                except ValueError as exc:
+                    if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+                        raise DataFileError(
+                            f"{p}: array {name!r} is a pickled object array; layerscope never "
+                            "loads pickles (save numeric arrays, e.g. np.savez(path, "
+                            "features=X.astype('float32'), labels=y.astype('int64')))"
+                        ) from None
+                    raise DataFileError(f"{p}: array {name!r} cannot be read: {exc}") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataFileError(f"{p}: not a readable .npz file ({exc})") from None
+    except ValueError as exc:
+        if isinstance(exc, DataFileError):
+            raise
+        raise DataFileError(f"{p}: not a readable .npz file ({exc})") from None
+    for group in required_any:
+        options = group.split("|")
+        if not any(o in arrays for o in options):
+            want = " or ".join(repr(o) for o in options)
+            found = ", ".join(repr(n) for n in names) or "no arrays"
+            raise DataFileError(f"{p}: missing array {want} (found: {found})")
+    return arrays
+
+
+def save_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
+    """Write ``arrays`` to ``path`` atomically (temporary file, fsync, rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p

@@ -1,0 +1,1 @@
+"""Exporters that bring models from other frameworks to ONNX (one module per framework)."""

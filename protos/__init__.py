@@ -1,0 +1,1 @@
+"""The gRPC contract (``layerscope/v1/*.proto``) and its generated Python stubs."""

@@ -1,0 +1,1 @@
+"""layerscope's server side: the index engine and (later) graph, runtime, analysis and API."""

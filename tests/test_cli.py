@@ -1,0 +1,178 @@
+"""The `layerscope indices` and `layerscope demo` commands, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from layerscope.client.cli import main
+
+
+def _brute_si(x: np.ndarray, labels: np.ndarray) -> float:
+    """si by a full float64 distance matrix, ties to the lower index (independent of the engine)."""
+    x = x.astype(np.float64)
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn = np.argmin(d, axis=1)  # argmin returns the first (lowest index) minimum
+    return float(np.mean(labels[nn] == labels))
+
+
+@pytest.fixture
+def cls_files(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) * 7 - 2  # labels -2 and 5
+    xt = rng.normal(size=(40, 6)).astype(np.float32)
+    yt = (xt[:, 0] > 0).astype(np.int64) * 7 - 2
+    train, test = tmp_path / "train.npz", tmp_path / "test.npz"
+    np.savez(train, features=x, labels=y)
+    np.savez(test, features=xt, labels=yt)
+    return train, test, x, y
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_output_uses_canonical_names_and_string_keys(cls_files, capsys):
+    train, test, x, y = cls_files
+    code, out, _ = run_cli(["indices", str(train), "--test", str(test), "--orders", "1,5",
+                            "--json"], capsys)
+    assert code == 0
+    res = json.loads(out)
+    assert res["task"] == "classification"
+    assert res["si"] == pytest.approx(_brute_si(x, y), abs=0)
+    assert set(res["high_order_si"]) == {"1", "5"}
+    assert set(res["si_per_class"]) == {"-2", "5"}
+    assert set(res["high_order_si_per_class"]["5"]) == {"-2", "5"}
+    assert {"si", "high_order_si", "soft_order_si", "anti_si", "center_si"} <= set(res["cross"])
+    assert res["options"]["orders"] == [1, 5]
+
+
+def test_table_output_lists_train_and_test_columns(cls_files, capsys):
+    train, test, _, _ = cls_files
+    code, out, _ = run_cli(["indices", str(train), "--test", str(test), "--per-class"], capsys)
+    assert code == 0
+    assert "train" in out and "test" in out
+    assert "high_order_si[5]" in out
+    assert "per class (train):" in out
+
+
+def test_regression_file_gives_smi_family(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(80, 3))
+    path = tmp_path / "reg.npz"
+    np.savez(path, features=x, targets=x[:, 0] * 2.0 + 0.1 * rng.normal(size=80))
+    code, out, _ = run_cli(["indices", str(path), "--json", "--orders", "1,3"], capsys)
+    assert code == 0
+    res = json.loads(out)
+    assert res["task"] == "regression"
+    assert res["smi_linear"] == res["high_order_smi_linear"]["1"]
+    assert 0.0 <= res["smi_exp"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("arrays", "needle"),
+    [
+        ({"feats": np.zeros((5, 2)), "labels": np.arange(5)}, "missing array 'features'"),
+        ({"features": np.zeros((5, 2))}, "'labels' or 'targets'"),
+        ({"features": np.zeros((5, 2)), "labels": np.arange(4)}, "4 entries"),
+        ({"features": np.zeros((5, 2)), "labels": np.zeros(5)}, "integer"),
+    ],
+)
+def test_bad_data_file_exits_2_with_the_problem_named(tmp_path, capsys, arrays, needle):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    code, _, err = run_cli(["indices", str(path)], capsys)
+    assert code == 2
+    assert needle in err
+
+
+def test_nan_features_are_reported_with_count_and_first_index(tmp_path, capsys):
+    x = np.ones((6, 3))
+    x[4, 1] = np.nan
+    x[5, 0] = np.inf
+    path = tmp_path / "nan.npz"
+    np.savez(path, features=x, labels=np.arange(6) % 2)
+    code, _, err = run_cli(["indices", str(path)], capsys)
+    assert code == 2
+    assert "2 non-finite" in err and "sample 4" in err
+
+
+def test_pickled_npz_is_refused(tmp_path, capsys):
+    path = tmp_path / "pickled.npz"
+    obj = np.empty(3, dtype=object)
+    obj[:] = [1, "a", None]
+    np.savez(path, features=obj, labels=np.arange(3))
+    code, _, err = run_cli(["indices", str(path)], capsys)
+    assert code == 2
+    assert "pickle" in err
+
+
+def test_not_an_npz_file_is_reported(tmp_path, capsys):
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(b"this is not a zip archive")
+    code, _, err = run_cli(["indices", str(path)], capsys)
+    assert code == 2
+    assert "not a readable .npz" in err
+
+
+def test_missing_file_is_reported(tmp_path, capsys):
+    code, _, err = run_cli(["indices", str(tmp_path / "nope.npz")], capsys)
+    assert code == 2
+    assert "no such file" in err
+
+
+def test_test_set_of_other_width_is_refused(cls_files, tmp_path, capsys):
+    train, _, _, _ = cls_files
+    other = tmp_path / "other.npz"
+    np.savez(other, features=np.zeros((4, 9), np.float32), labels=np.array([-2, 5, 5, -2]))
+    code, _, err = run_cli(["indices", str(train), "--test", str(other)], capsys)
+    assert code == 2
+    assert "9 features" in err and "6" in err
+
+
+def test_test_set_of_other_task_is_refused(cls_files, tmp_path, capsys):
+    train, _, _, _ = cls_files
+    other = tmp_path / "reg.npz"
+    np.savez(other, features=np.zeros((4, 6), np.float32), targets=np.zeros(4))
+    code, _, err = run_cli(["indices", str(train), "--test", str(other)], capsys)
+    assert code == 2
+    assert "same task" in err
+
+
+def test_order_too_large_exits_2(cls_files, capsys):
+    train, _, _, _ = cls_files
+    code, _, err = run_cli(["indices", str(train), "--orders", "500"], capsys)
+    assert code == 2
+    assert "order 500" in err
+
+
+def test_demo_writes_data_and_results(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    code, out, _ = run_cli(["demo", "--out", str(out_dir)], capsys)
+    assert code == 0
+    for name in ("digits", "diabetes"):
+        assert (out_dir / f"{name}-train.npz").is_file()
+        res = json.loads((out_dir / f"{name}-indices.json").read_text())
+        assert "cross" in res
+    digits = json.loads((out_dir / "digits-indices.json").read_text())
+    with np.load(out_dir / "digits-train.npz") as f:
+        assert digits["si"] == pytest.approx(_brute_si(f["features"], f["labels"]), abs=0)
+    assert "smi_linear" in out and "center_si" in out
+
+
+def test_installed_entry_point_runs(cls_files):
+    train, _, _, _ = cls_files
+    exe = Path(sys.executable).with_name("layerscope")
+    proc = subprocess.run([str(exe), "indices", str(train), "--json"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["task"] == "classification"
