@@ -414,7 +414,7 @@ def _classification(
                 xp, xt_x, lt_x, means, classes_x,
                 memory_budget_mb=common["memory_budget_mb"], precision=common["precision"],
             )
-        _fill(result.cross, cross_ps, lt, classes)
+        _fill(result.cross, cross_ps, lt, np.unique(lt))  # classes present in the test set
     return result
 
 

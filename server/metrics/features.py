@@ -62,7 +62,7 @@ def nearest_1d(xp: ModuleType, cols: Any) -> Any:
     pick_left = (dl < dr) | ((dl == dr) & (left < right))
     nn_sorted = xp.where(has_twin, twin_nn, xp.where(pick_left, left, right))
     out = xp.empty_like(nn_sorted)
-    xp.put_along_axis(out, order, nn_sorted, axis=0)
+    out[order, xp.arange(c)[None, :]] = nn_sorted  # back from sorted to original positions
     return out
 
 
@@ -93,8 +93,17 @@ def single_feature_scores(
     rows = xp.arange(m)
     for s in range(0, len(feats), step):
         nn = nearest_1d(xp, x[:, feats[s : s + step]])
-        out[s : s + step] = row_score(rows, nn).mean(axis=0)
+        out[s : s + step] = _column_means(xp, row_score(rows, nn))
     return out
+
+
+def _column_means(xp: ModuleType, values: Any) -> Any:
+    """Mean of each column, summed the same way whatever the number of columns.
+
+    Each column is made contiguous and reduced on its own, so a feature's score never
+    depends on how many features share its block (and so on the memory budget).
+    """
+    return xp.ascontiguousarray(values.T).sum(axis=1) / values.shape[0]
 
 
 def si_rows(xp: ModuleType, labels: Any) -> RowScore:
@@ -235,32 +244,55 @@ def _score_candidates(
     row_score: RowScore,
     budget: int,
 ) -> Any:
+    """Return the index of the selected subset plus each candidate feature."""
     m = x.shape[0]
-    pool = min(POOL, m - 1)
+    full_pool = m - 1 <= POOL  # every other point is in the pool: no outside bound
+    pool = m - 1 if full_pool else POOL
+    pool_d = xp.empty((m, pool), dtype=xp.float64)
+    pool_i = xp.empty((m, pool), dtype=xp.int64)
+    tau = xp.full(m, xp.inf)
     block = int(max(1, min(m, budget // (8 * m * 6))))
-    xf = x[:, feats].astype(xp.float64)  # (m, c)
-    totals = xp.zeros(len(feats), dtype=xp.float64)
-    cchunk = int(max(1, min(len(feats), budget // (8 * 4 * block * max(pool, 1)))))
     for s in range(0, m, block):
         r = xp.arange(s, min(s + block, m))
-        base = dist.rows(r)
-        base[xp.arange(len(r)), r] = xp.inf
-        pool_d, pool_i = topk_exact(xp, base, pool + 1 if pool < m - 1 else pool)
-        tau = pool_d[:, pool] if pool < m - 1 else xp.full(len(r), xp.inf)
-        pool_d, pool_i = pool_d[:, :pool], pool_i[:, :pool]
-        for a in range(0, len(feats), cchunk):
-            cols = xf[:, a : a + cchunk]  # (m, c)
-            diff = cols[r][:, None, :] - cols[pool_i]  # (b, pool, c)
-            cand = pool_d[:, :, None] + diff * diff
-            best = cand.min(axis=1)  # (b, c)
-            # lowest index among the pool entries that reach the minimum
-            hit = cand == best[:, None, :]
-            big = xp.iinfo(xp.int64).max
-            nn = xp.where(hit, pool_i[:, :, None], big).min(axis=1)  # (b, c)
-            bad_r, bad_c = xp.nonzero(~(best < tau[:, None]))
-            for p in range(0, len(bad_r), block):  # rows the pool cannot settle: full scan
+        vals, ids = topk_exact(xp, _rows_without_self(xp, dist, r), pool if full_pool else pool + 1)
+        if not full_pool:
+            tau[r] = vals[:, pool]
+        # Pool in index order, so that the first minimum along it is the lowest index.
+        by_idx = xp.argsort(ids[:, :pool], axis=1)
+        pool_i[r] = xp.take_along_axis(ids[:, :pool], by_idx, axis=1)
+        pool_d[r] = xp.take_along_axis(vals[:, :pool], by_idx, axis=1)
+    xf = x[:, feats].astype(xp.float64)
+    scores = xp.empty(len(feats), dtype=xp.float64)
+    cchunk = int(max(1, min(len(feats), budget // (8 * m * 4))))
+    for a in range(0, len(feats), cchunk):
+        cols = xf[:, a : a + cchunk]  # (m, c)
+        c = cols.shape[1]
+        per_point = xp.empty((m, c), dtype=xp.float64)
+        rblock = int(max(1, min(m, budget // (8 * 4 * pool * c))))
+        for s in range(0, m, rblock):
+            r = xp.arange(s, min(s + rblock, m))
+            pi = pool_i[r]
+            diff = cols[r][:, None, :] - cols[pi]  # (b, pool, c)
+            cand = pool_d[r][:, :, None] + diff * diff
+            first = xp.argmin(cand, axis=1)  # (b, c): first minimum = lowest index
+            best = xp.take_along_axis(cand, first[:, None, :], axis=1)[:, 0, :]
+            nn = xp.take_along_axis(pi, first, axis=1)
+            # Distances only grow when a feature is added: a pool minimum below tau is the
+            # nearest neighbour. Rows where it is not get a full scan.
+            bad_r, bad_c = xp.nonzero(~(best < tau[r][:, None]))
+            for p in range(0, len(bad_r), block):
                 br, bc = bad_r[p : p + block], bad_c[p : p + block]
-                full = base[br] + (cols[r[br], bc][:, None] - cols[:, bc].T) ** 2
+                rows = r[br]
+                full = _rows_without_self(xp, dist, rows)
+                full += (cols[rows, bc][:, None] - cols[:, bc].T) ** 2
                 nn[br, bc] = topk_exact(xp, full, 1)[1][:, 0]
-            totals[a : a + cchunk] += row_score(r, nn).sum(axis=0)
-    return totals / m
+            per_point[s : s + len(r)] = row_score(r, nn)
+        scores[a : a + c] = _column_means(xp, per_point)
+    return scores
+
+
+def _rows_without_self(xp: ModuleType, dist: _SubsetDistances, rows: Any) -> Any:
+    """Subset distances of ``rows`` to every point, each row's own entry set to inf."""
+    out = dist.rows(rows)
+    out[xp.arange(len(rows)), rows] = xp.inf
+    return out

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 _U32 = 2.0**-24
+_MAX_SCALE_EXP = 500
 MIB = 1 << 20
 
 Progress = Callable[[int, int], None]
@@ -79,6 +80,9 @@ def topk_exact(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
     ``dist`` (r, n) holds exact values (``inf`` marks excluded entries). Linear in r * n.
     """
     r, n = dist.shape
+    if k == 1:  # argmin returns the first (lowest-index) minimum
+        cols = xp.argmin(dist, axis=1)[:, None]
+        return xp.take_along_axis(dist, cols, axis=1), cols
     if k < n:
         kth = xp.partition(dist, k - 1, axis=1)[:, k - 1 : k]
         less = dist < kth
@@ -135,7 +139,9 @@ class _Prepared:
             lo = xp.minimum(lo, queries.min(axis=0).astype(xp.float64))
             hi = xp.maximum(hi, queries.max(axis=0).astype(xp.float64))
         amax = float(xp.maximum(xp.abs(hi - mu), xp.abs(lo - mu)).max())
-        self.scale = 2.0 ** (-math.ceil(math.log2(amax))) if amax > 0 else 1.0
+        # A power of two keeps the scaling exact; capped so that scale**2 stays finite.
+        exponent = -math.ceil(math.log2(amax)) if amax > 0 else 0
+        self.scale = 2.0 ** min(exponent, _MAX_SCALE_EXP)
         self.base32, self.base_n = self._cast(xp, base, mu, chunk)
         if queries is None:
             self.query32, self.query_n = self.base32, self.base_n
@@ -143,7 +149,10 @@ class _Prepared:
             self.query32, self.query_n = self._cast(xp, queries, mu, chunk)
         d = base.shape[1]
         self.c = 1.01 * (2 * d + 16) * _U32
-        self.abs_err = d * 2.0**-120  # float32 underflow of squares far below the scale
+        # Absolute terms: float32 underflow of products far below the scale (flushed to zero
+        # at worst), and the float64 rule's own underflow for tiny inputs (at most 2^-1074
+        # per square and per sum), carried into the scaled units.
+        self.abs_err = d * 2.0**-120 + 2 * d * 2.0**-1074 * self.scale * self.scale
         self.base_nmax = float(self.base_n.max())
 
     def _cast(self, xp: ModuleType, x: Any, mu: Any, chunk: int) -> tuple[Any, Any]:

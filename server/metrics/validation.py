@@ -25,7 +25,7 @@ def as_features(features: Any, name: str = "features") -> np.ndarray:
         raise ValueError(f"{name} must have one row per sample; got a scalar")
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
-    arr = arr.reshape(arr.shape[0], -1)
+    arr = arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:], dtype=np.int64)))
     if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
         arr = arr.astype(np.float64)
     if arr.shape[1] == 0:

@@ -1,0 +1,393 @@
+"""knn against an independent brute-force float64 reference.
+
+The contract (METRICS.md section 0): neighbours are ordered by the float64 squared distance
+``((q - b) ** 2).sum()`` of the inputs (float32 inputs are widened to float64 first), ties
+by the lower index; in self mode (``queries=None``) a point is never its own neighbour.
+The reference below computes the full distance matrix and sorts every row with
+``np.lexsort`` by (distance, index); every test compares indices for exact equality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from layerscope.server.metrics import knn
+
+SEARCHES = ("faiss", "blas")
+
+
+def reference_sqdist(base: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
+    """Full (n, m) matrix of float64 ``((q - b) ** 2).sum()``."""
+    b = np.asarray(base, dtype=np.float64)
+    q = b if queries is None else np.asarray(queries, dtype=np.float64)
+    return ((q[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
+
+
+def reference_knn(
+    base: np.ndarray, k: int, queries: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (indices, sqdist) of the k nearest by (distance, index), self excluded."""
+    dist = reference_sqdist(base, queries)
+    n, m = dist.shape
+    cols = np.arange(m)
+    idx = np.empty((n, k), dtype=np.int64)
+    for i in range(n):
+        row = dist[i].copy()
+        if queries is None:
+            row[i] = np.inf
+        idx[i] = np.lexsort((cols, row))[:k]
+    return idx, np.take_along_axis(dist, idx, axis=1)
+
+
+def has_ties(dist: np.ndarray, self_mode: bool) -> bool:
+    d = dist.copy()
+    if self_mode:
+        np.fill_diagonal(d, np.inf)
+    s = np.sort(d, axis=1)
+    return bool((s[:, 1:] == s[:, :-1]).any())
+
+
+# --- generic data -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_random_float64_matches_reference(search: str, k: int) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 7))
+    nb = knn(x, k, candidate_search=search)
+    expected, _ = reference_knn(x, k)
+    np.testing.assert_array_equal(nb.indices, expected)
+    assert nb.indices.shape == (120, k)
+    assert nb.indices.dtype == np.int64
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_random_float32_matches_float64_rule_on_float32_values(search: str) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(150, 5)).astype(np.float32)
+    nb = knn(x, 6, candidate_search=search)
+    expected, _ = reference_knn(x, 6)  # float32 values widened to float64, then summed
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+def test_point_is_never_its_own_neighbour_in_self_mode() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 3))
+    nb = knn(x, 59)
+    assert not (nb.indices == np.arange(60)[:, None]).any()
+
+
+# --- ties and duplicates ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_exact_duplicates_are_ordered_by_lower_index(search: str) -> None:
+    rng = np.random.default_rng(4)
+    pts = rng.normal(size=(30, 4))
+    x = np.concatenate([pts, pts[:10], pts[5:8], pts[5:8]])  # pairs and quadruples
+    nb = knn(x, 4, candidate_search=search)
+    expected, _ = reference_knn(x, 4)
+    np.testing.assert_array_equal(nb.indices, expected)
+    # point 0's twin is 30: distance 0 puts it first
+    assert nb.indices[0, 0] == 30
+    assert nb.indices[30, 0] == 0
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_big_duplicate_groups_use_the_fallback_and_stay_exact(search: str, dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    k = 5
+    group = k + 8 + 12  # more duplicates than the candidate list can hold
+    centers = rng.normal(size=(3, 4))
+    x = np.concatenate([np.repeat(centers, group, axis=0), rng.normal(size=(25, 4))])
+    x = rng.permutation(x).astype(dtype)  # groups scattered over the index range
+    nb = knn(x, k, candidate_search=search)
+    expected, _ = reference_knn(x, k)
+    assert nb.fallback_rows > 0
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+def test_duplicate_group_neighbours_are_the_lowest_other_indices_of_the_group() -> None:
+    x = np.zeros((40, 2))
+    x[35:] = 1.0  # 35 identical points, then 5 identical points
+    nb = knn(x, 3)
+    assert nb.fallback_rows > 0
+    np.testing.assert_array_equal(nb.indices[0], [1, 2, 3])
+    np.testing.assert_array_equal(nb.indices[2], [0, 1, 3])
+    np.testing.assert_array_equal(nb.indices[34], [0, 1, 2])
+    np.testing.assert_array_equal(nb.indices[39], [35, 36, 37])
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_integer_valued_data_with_many_ties(search: str, dtype: type) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 3, size=(90, 2)).astype(dtype)  # 9 distinct points, many ties
+    expected, _ = reference_knn(x, 12)
+    assert has_ties(reference_sqdist(x), self_mode=True)
+    nb = knn(x, 12, candidate_search=search)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_equidistant_points_on_a_lattice(search: str) -> None:
+    # every interior point of the grid has 4 neighbours at distance 1: pure index tie-break
+    g = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0), indexing="ij"), -1).reshape(-1, 2)
+    nb = knn(g, 8, candidate_search=search)
+    expected, _ = reference_knn(g, 8)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+# --- precision-sensitive data ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_large_common_offset_keeps_the_float64_order(search: str) -> None:
+    rng = np.random.default_rng(7)
+    x = 1e6 + rng.normal(scale=1e-3, size=(80, 4))
+    expected, _ = reference_knn(x, 5)
+    # float32 alone cannot see the noise (its spacing at 1e6 is 0.0625): the naive float32
+    # order is a different one, so this data really tests the float64 rule
+    naive, _ = reference_knn(x.astype(np.float32), 5)
+    assert not np.array_equal(naive, expected)
+    nb = knn(x, 5, candidate_search=search)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_near_ties_below_float32_resolution(search: str) -> None:
+    # pairs whose distances differ in the last bits of float64 only
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(50, 3))
+    eps = np.array([1e-13, 0.0, 0.0])
+    x = np.concatenate([x, x + eps, x - eps])
+    nb = knn(x, 4, candidate_search=search)
+    expected, _ = reference_knn(x, 4)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_tiny_differences_next_to_a_huge_outlier(search: str) -> None:
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=(40, 3)) * 1e-30
+    x[0] = 1e10  # the float32 candidate stage sees the cluster as one point
+    nb = knn(x, 5, candidate_search=search)
+    expected, _ = reference_knn(x, 5)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_float32_values_whose_squares_overflow_float32(search: str) -> None:
+    rng = np.random.default_rng(24)
+    x = (rng.normal(size=(40, 3)) * 1e30).astype(np.float32)
+    nb = knn(x, 5, candidate_search=search, return_distance=True)
+    expected, dist = reference_knn(x, 5)
+    np.testing.assert_array_equal(nb.indices, expected)
+    np.testing.assert_array_equal(nb.sqdist, dist)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_all_points_identical_gives_index_order(search: str) -> None:
+    x = np.full((30, 4), 2.5)
+    nb = knn(x, 29, candidate_search=search)
+    for i, row in enumerate(nb.indices):
+        assert row.tolist() == [j for j in range(30) if j != i]
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_high_dimensional_binary_data(search: str) -> None:
+    rng = np.random.default_rng(25)
+    x = rng.integers(0, 2, size=(60, 300)).astype(np.float32)
+    nb = knn(x, 7, candidate_search=search)
+    expected, _ = reference_knn(x, 7)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+def test_squared_distances_that_underflow_to_zero_tie_and_go_by_index() -> None:
+    # Differences of 1e-300 square to 0.0 in float64: by the float64 rule all the distances
+    # are equal, so each point's neighbours are the others in index order.
+    x = np.array([[0.0], [3e-300], [1e-300], [2e-300]])
+    assert (reference_sqdist(x) == 0).all()
+    nb = knn(x, 3)
+    np.testing.assert_array_equal(nb.indices, [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("scale", [1e-300, 1e-161])
+def test_subnormal_squared_distances_follow_the_float64_rule(search: str, scale: float) -> None:
+    # at 1e-161 the squares are subnormal: float64 rounds many of them to equal values
+    rng = np.random.default_rng(26)
+    x = rng.normal(size=(30, 2)) * scale
+    nb = knn(x, 4, candidate_search=search)
+    expected, _ = reference_knn(x, 4)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+# --- queries mode ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_queries_against_train_match_reference(search: str, dtype: type) -> None:
+    rng = np.random.default_rng(9)
+    train = rng.normal(size=(100, 6)).astype(dtype)
+    test = rng.normal(size=(40, 6)).astype(dtype)
+    nb = knn(train, 7, queries=test, candidate_search=search)
+    expected, _ = reference_knn(train, 7, queries=test)
+    np.testing.assert_array_equal(nb.indices, expected)
+    assert nb.indices.shape == (40, 7)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_queries_equal_to_train_points_find_them_first_without_exclusion(search: str) -> None:
+    rng = np.random.default_rng(10)
+    train = rng.integers(0, 4, size=(60, 2)).astype(np.float64)
+    test = train[[0, 5, 17, 59]]
+    nb = knn(train, 5, queries=test, candidate_search=search)
+    expected, _ = reference_knn(train, 5, queries=test)
+    np.testing.assert_array_equal(nb.indices, expected)
+    # the lowest-index copy of each query's value comes first (distance 0)
+    for row, q in zip(nb.indices, test, strict=True):
+        first_copy = int(np.flatnonzero((train == q).all(axis=1))[0])
+        assert row[0] == first_copy
+
+
+def test_queries_mode_allows_k_equal_to_m() -> None:
+    rng = np.random.default_rng(11)
+    train = rng.normal(size=(20, 3))
+    test = rng.normal(size=(5, 3))
+    nb = knn(train, 20, queries=test)
+    expected, _ = reference_knn(train, 20, queries=test)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+# --- k at its limit ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_k_equal_to_m_minus_one_is_a_full_ordering(search: str) -> None:
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 3, size=(25, 2)).astype(np.float64)
+    nb = knn(x, 24, candidate_search=search)
+    expected, _ = reference_knn(x, 24)
+    np.testing.assert_array_equal(nb.indices, expected)
+    for i, row in enumerate(nb.indices):  # every other point exactly once
+        assert sorted(row.tolist()) == [j for j in range(25) if j != i]
+
+
+def test_two_points_are_each_others_neighbour() -> None:
+    nb = knn(np.array([[0.0], [1.0]]), 1)
+    np.testing.assert_array_equal(nb.indices, [[1], [0]])
+
+
+@pytest.mark.parametrize("k", [0, 10])
+def test_k_outside_one_to_m_minus_one_is_rejected(k: int) -> None:
+    with pytest.raises(ValueError, match="k must be in 1..9"):
+        knn(np.zeros((10, 2)), k)
+
+
+# --- distances ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_return_distance_equals_reference_distances_exactly(search: str, dtype: type) -> None:
+    rng = np.random.default_rng(13)
+    x = (1e3 + rng.normal(size=(70, 9))).astype(dtype)
+    nb = knn(x, 6, return_distance=True, candidate_search=search)
+    idx, dist = reference_knn(x, 6)
+    np.testing.assert_array_equal(nb.indices, idx)
+    assert nb.sqdist is not None
+    assert nb.sqdist.dtype == np.float64
+    np.testing.assert_array_equal(nb.sqdist, dist)
+
+
+def test_return_distance_in_queries_mode_equals_reference() -> None:
+    rng = np.random.default_rng(14)
+    train = rng.normal(size=(50, 4))
+    test = rng.normal(size=(15, 4))
+    nb = knn(train, 3, queries=test, return_distance=True)
+    _, dist = reference_knn(train, 3, queries=test)
+    np.testing.assert_array_equal(nb.sqdist, dist)
+
+
+def test_distances_are_not_returned_unless_asked() -> None:
+    nb = knn(np.random.default_rng(15).normal(size=(10, 2)), 2)
+    assert nb.sqdist is None
+
+
+# --- candidate search and precision ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [16, 17])
+def test_faiss_and_blas_candidate_search_give_identical_indices(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = np.concatenate(
+        [rng.normal(size=(200, 8)), np.repeat(rng.normal(size=(2, 8)), 20, axis=0)]
+    ).astype(np.float32)
+    a = knn(x, 9, candidate_search="faiss")
+    b = knn(x, 9, candidate_search="blas")
+    assert a.candidate_search == "faiss"
+    assert b.candidate_search == "blas"
+    np.testing.assert_array_equal(a.indices, b.indices)
+    q = rng.normal(size=(30, 8))
+    np.testing.assert_array_equal(
+        knn(x, 9, queries=q, candidate_search="faiss").indices,
+        knn(x, 9, queries=q, candidate_search="blas").indices,
+    )
+
+
+def test_row_accounting_covers_every_row_once() -> None:
+    rng = np.random.default_rng(18)
+    x = rng.integers(0, 3, size=(80, 2)).astype(np.float64)
+    nb = knn(x, 5)
+    # fallback rows are a subset of the re-ranked ones
+    assert nb.certified_rows + nb.reranked_rows == 80
+    assert 0 <= nb.fallback_rows <= nb.reranked_rows
+
+
+def test_exact_precision_reports_itself() -> None:
+    nb = knn(np.random.default_rng(19).normal(size=(30, 3)), 2)
+    assert nb.precision == "exact"
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_fast_precision_reports_itself(search: str) -> None:
+    rng = np.random.default_rng(20)
+    nb = knn(rng.normal(size=(40, 3)), 3, precision="fast", candidate_search=search)
+    assert nb.precision == "fast"
+    assert nb.indices.shape == (40, 3)
+    assert nb.reranked_rows == 0
+    assert nb.fallback_rows == 0
+
+
+def test_fast_precision_agrees_with_reference_when_there_are_no_near_ties() -> None:
+    # well-separated integer lattice points scaled apart: float32 order is the exact order
+    rng = np.random.default_rng(21)
+    x = rng.permutation(np.arange(64, dtype=np.float64) ** 1.5)[:, None]
+    nb = knn(x, 3, precision="fast")
+    expected, _ = reference_knn(x, 3)
+    np.testing.assert_array_equal(nb.indices, expected)
+
+
+def test_unknown_precision_is_rejected() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        knn(np.zeros((5, 2)), 1, precision="half")
+
+
+def test_unknown_candidate_search_is_rejected() -> None:
+    with pytest.raises(ValueError, match="candidate_search"):
+        knn(np.zeros((5, 2)), 1, candidate_search="annoy")
+
+
+def test_knn_does_not_modify_its_inputs() -> None:
+    rng = np.random.default_rng(22)
+    base = rng.normal(size=(40, 3))
+    q = rng.normal(size=(10, 3)).astype(np.float32)
+    base0, q0 = base.copy(), q.copy()
+    knn(base, 4, return_distance=True)
+    knn(base, 4, queries=q, return_distance=True)
+    np.testing.assert_array_equal(base, base0)
+    np.testing.assert_array_equal(q, q0)
