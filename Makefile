@@ -19,8 +19,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# mypy sees the repository through a folder named like the package, whatever the name of
+# the checkout's own folder (the repository root is the `layerscope` package).
 typecheck: $(STAMP)
-	$(BIN)/mypy server/metrics client
+	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/layerscope
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p layerscope.server.metrics -p layerscope.server.graph \
+		-p layerscope.server.runtime -p layerscope.server.analysis -p layerscope.client
 
 test: lint typecheck
 	$(BIN)/pytest -q

@@ -80,6 +80,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-sample", action="store_true", help="with --json: per-sample arrays")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
+    lp = sub.add_parser(
+        "layers",
+        help="list a model's inputs, outputs and candidate layers",
+        description="List the inputs, outputs and candidate layers of an ONNX model; '*' "
+                    "marks the layers 'auto' picks.",
+    )
+    lp.add_argument("model", metavar="MODEL.onnx")
+    lp.add_argument("--json", action="store_true", help="print one JSON object")
+    lp.add_argument("--rule", action="store_true", help="also print the 'auto' rule")
+
+    an = sub.add_parser(
+        "analyze",
+        help="indices of every layer of an ONNX model on a dataset",
+        description=(
+            "Run MODEL.onnx on the data, reduce each chosen layer's activations to one "
+            "vector per sample and compute the indices per layer, for the training set and "
+            "(with --test) the cross indices of a test set. The .npz holds one array per "
+            "model input (by input name; a single-input model may use 'inputs') and "
+            "'labels' or 'targets'."
+        ),
+    )
+    an.add_argument("model", metavar="MODEL.onnx")
+    an.add_argument("--data", required=True, metavar="TRAIN.npz")
+    an.add_argument("--test", metavar="TEST.npz")
+    an.add_argument("--layers", default="auto",
+                    help="auto (default), all, tensor names or globs (comma-separated), "
+                         "or op:Conv,Gemm")
+    an.add_argument("--reduce", default="auto",
+                    help="auto (default), flatten, mean, first_token or project:N")
+    an.add_argument("--orders", type=_int_list, default=None, metavar="5",
+                    help="orders of the ordered families (default 5)")
+    an.add_argument("--indices", type=_name_list, default=None, metavar="NAMES",
+                    help="index names (default si, high_order_si, soft_order_si, center_si; "
+                         "the SmI family for regression)")
+    an.add_argument("--gamma", type=float, default=1.0)
+    an.add_argument("--normalize", action="store_true")
+    an.add_argument("--probe", action="store_true",
+                    help="also fit a ridge linear probe per layer (train/test accuracy)")
+    an.add_argument("--batch-size", type=int, default=None)
+    an.add_argument("--memory-budget-mb", type=float, default=1024.0)
+    an.add_argument("--tolerance", type=float, default=0.01,
+                    help="rise below which the index counts as no longer improving")
+    an.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    an.add_argument("--json", action="store_true", help="print one JSON object")
+    an.add_argument("--plot", metavar="FILE.png", help="write a plot of the indices per layer")
+    an.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
     d = sub.add_parser(
         "demo",
         help="indices of scikit-learn's bundled digits and diabetes sets (needs scikit-learn)",
@@ -247,6 +294,166 @@ def _per_class_table(out: dict[str, Any], orders: list[int]) -> str:
     return "\n".join(lines)
 
 
+class ProgressLine:
+    """A one-line progress display on stderr: stage, step and a bar."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 24
+        filled = int(width * done / max(total, 1))
+        line = f"\r{stage:<16} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        if line != self.last:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self.last = line
+
+    def close(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    from ..server.graph import AUTO_RULE, describe, load_model  # noqa: PLC0415
+
+    info = describe(load_model(args.model, with_data=False))
+    if args.json:
+        json.dump(info.to_dict(), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{args.model}: IR {info.ir_version}, opsets "
+          + ", ".join(f"{k} {v}" for k, v in info.opsets.items()))
+    for title, items in (("inputs", info.inputs), ("outputs", info.outputs)):
+        print(f"{title}:")
+        for t in items:
+            print(f"  {t.name}  {t.dtype}  {list(t.shape) if t.shape is not None else '?'}")
+    print(f"candidate layers ({len(info.layers)}; * = auto):")
+    width = max([len(la.name) for la in info.layers] + [4])
+    for la in info.layers:
+        shape = list(la.shape) if la.shape is not None else "?"
+        per = la.elements_per_sample if la.elements_per_sample is not None else "?"
+        print(f"  {'*' if la.auto else ' '} {la.position:>4}  {la.name:<{width}}  "
+              f"{la.op_type:<20} {str(shape):<24} {per}")
+    if args.rule:
+        print()
+        print(AUTO_RULE)
+    return 0
+
+
+def _load_model_set(path: str) -> tuple[dict[str, Any], str, np.ndarray]:
+    arrays = load_npz(path, required_any=("labels|targets",))
+    if "labels" in arrays and "targets" in arrays:
+        raise DataFileError(f"{path}: holds both 'labels' and 'targets'; keep one")
+    key = "labels" if "labels" in arrays else "targets"
+    y = arrays.pop(key)
+    return arrays, key, y
+
+
+def run_analyze(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the result dict of the ``analyze`` command."""
+    from ..server.analysis import analyze_layers  # noqa: PLC0415
+
+    data, key, y = _load_model_set(args.data)
+    kwargs: dict[str, Any] = {key: y}
+    if args.test:
+        test, tkey, yt = _load_model_set(args.test)
+        if tkey != key:
+            raise DataFileError(f"{args.test}: holds '{tkey}' but {args.data} holds '{key}'")
+        kwargs.update(test=test, **{f"test_{key}": yt})
+    bar = ProgressLine(not args.json and not args.no_progress and sys.stderr.isatty())
+    try:
+        result = analyze_layers(
+            args.model, data, layers=args.layers, reduce=args.reduce, indices=args.indices,
+            orders=args.orders, gamma=args.gamma, normalize=args.normalize, probe=args.probe,
+            batch_size=args.batch_size, memory_budget_mb=args.memory_budget_mb,
+            tolerance=args.tolerance, device=args.device, progress=bar, **kwargs,
+        )
+    finally:
+        bar.close()
+    out = result.to_dict()
+    out["model_path"] = str(args.model)
+    if args.plot:
+        from .plot import plot_layers  # noqa: PLC0415
+
+        out["plot"] = str(plot_layers(out, args.plot))
+    return out
+
+
+def format_layer_table(out: dict[str, Any]) -> str:
+    """Return the human-readable layer table of an ``analyze`` result dict."""
+    orders = out["options"]["orders"]
+    layers = out["layers"]
+    cols: list[tuple[str, str, str | None]] = []
+    for la in layers:
+        for k, v in la.items():
+            if k in ("name", "kind", "op_type", "shape", "reduction", "dims", "cross", "probe",
+                     "notes", "error"):
+                continue
+            entries = [(k, str(o)) for o in orders if str(o) in v] if isinstance(v, dict) \
+                else [(k, None)]
+            for name, o in entries:
+                label = name if o is None else f"{name}[{o}]"
+                if all(c[0] != label for c in cols):
+                    cols.append((label, name, o))
+    has_test = any("cross" in la for la in layers)
+    has_probe = any("probe" in la for la in layers)
+    nw = min(40, max(len(la["name"]) for la in layers) + 2)
+    head = f"{'#':>2} {'layer':<{nw}} {'op':<12} {'reduce':<12} {'dims':>6}"
+    for label, _, _ in cols:
+        head += f" {label:>{max(len(label), 7)}}"
+        if has_test:
+            head += f" {'test':>7}"
+    if has_probe:
+        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "")
+    lines = [f"{out['model_path']}: {out['task']}, {len(layers)} layers", head,
+             "-" * len(head)]
+
+    def cell(src: dict[str, Any] | None, name: str, o: str | None) -> str:
+        v = None if src is None else src.get(name)
+        if isinstance(v, dict):
+            v = v.get(o)
+        return "-" if v is None else f"{v:.4f}"
+
+    for i, la in enumerate(layers):
+        name = la["name"] if len(la["name"]) <= nw - 2 else "..." + la["name"][-(nw - 5):]
+        row = f"{i:>2} {name:<{nw}} {la['op_type'][:12]:<12} {la['reduction'][:12]:<12} " \
+              f"{la['dims']:>6}"
+        for label, n, o in cols:
+            row += f" {cell(la, n, o):>{max(len(label), 7)}}"
+            if has_test:
+                row += f" {cell(la.get('cross'), n, o):>7}"
+        if has_probe:
+            p = la.get("probe") or {}
+            key = "accuracy" if out["task"] == "classification" else "r2"
+            tr, te = p.get(f"train_{key}"), p.get(f"test_{key}")
+            row += f" {'-' if tr is None else f'{tr:.4f}':>7}"
+            if has_test:
+                row += f" {'-' if te is None else f'{te:.4f}':>7}"
+        if la.get("error"):
+            row += f"  error: {la['error']}"
+        lines.append(row)
+    pl = out.get("plateau")
+    if pl:
+        lines.append("")
+        lines.append(
+            f"{pl['index']} stops improving at layer {pl['position']} ({pl['layer']}, "
+            f"{pl['value']:.4f}): no later layer rises by more than {pl['tolerance']}"
+        )
+    for la in layers:
+        for note in la.get("notes", []):
+            lines.append(f"note ({la['name']}): {note}")
+    for w in out.get("warnings", []):
+        lines.append(f"warning: {w}")
+    if out.get("plot"):
+        lines.append(f"plot written to {out['plot']}")
+    return "\n".join(lines)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Write the demo data sets and print their indices."""
     try:
@@ -295,9 +502,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return run_demo(args)
+        if args.command == "layers":
+            return run_layers(args)
+        if args.command == "analyze":
+            out = run_analyze(args)
+            if args.json:
+                json.dump(out, sys.stdout)
+                sys.stdout.write("\n")
+            else:
+                print(format_layer_table(out))
+            return 0
     except (DataFileError, UsageError, ValueError) as exc:
         print(f"layerscope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RuntimeError as exc:  # missing optional extras, an unusable device
+        print(f"layerscope: error: {exc}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command!r}")
     return EXIT_BAD_INPUT
 

@@ -1,0 +1,297 @@
+"""Layer-wise analysis: how separation (or smoothness) evolves through a model's layers.
+
+For the model's float inputs, the chosen layers and the model's float outputs, in that
+order, the indices of the training set and the cross indices of a test set are computed on
+each layer's reduced activations; optionally a closed-form ridge linear probe per layer.
+The result says where the index stops improving.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..graph.inspect import LayerInfo, ModelInfo, describe
+from ..graph.load import load_model
+from ..graph.select import select_layers
+from ..metrics import compute_indices
+from ..metrics.backend import to_host
+from ..runtime.extract import LayerData, extract, model_feeds
+from ..runtime.reduce import Reduction
+
+DEFAULT_CLASSIFICATION = ("si", "high_order_si", "soft_order_si", "center_si")
+DEFAULT_ORDERS = (5,)
+DEFAULT_TOLERANCE = 0.01
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LayerResult:
+    """One row of the layer table."""
+
+    name: str
+    kind: str  # "input", "layer" or "output"
+    op_type: str
+    shape: list[int]
+    reduction: str
+    dims: int
+    values: dict[str, Any] = field(default_factory=dict)
+    cross: dict[str, Any] | None = None
+    probe: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name, "kind": self.kind, "op_type": self.op_type,
+            "shape": self.shape, "reduction": self.reduction, "dims": self.dims,
+        }
+        out.update(self.values)
+        if self.cross is not None:
+            out["cross"] = self.cross
+        if self.probe is not None:
+            out["probe"] = self.probe
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class LayerwiseResult:
+    """The layer table with the options applied and where the index stops improving."""
+
+    model: dict[str, Any]
+    task: str
+    layers: list[LayerResult]
+    plateau: dict[str, Any] | None
+    options: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "task": self.task,
+            "layers": [la.to_dict() for la in self.layers],
+            "plateau": self.plateau, "options": self.options, "warnings": list(self.warnings),
+        }
+
+
+def plateau_position(values: list[float | None], tolerance: float) -> int | None:
+    """Return the first position after which the values never rise by more than tolerance.
+
+    Positions without a value (a failed layer) are skipped.
+    """
+    pts = [(i, v) for i, v in enumerate(values) if v is not None and np.isfinite(v)]
+    for a, (i, v) in enumerate(pts):
+        later = [w for _, w in pts[a + 1 :]]
+        if not later or max(later) - v <= tolerance:
+            return i
+    return None
+
+
+def ridge_probe(
+    train: np.ndarray, y: np.ndarray, test: np.ndarray | None, yt: np.ndarray | None,
+    task: str, alpha: float = 1.0,
+) -> dict[str, float]:
+    """Fit a closed-form ridge linear probe on standardised features; return its scores.
+
+    Classification regresses one-hot labels and predicts the arg max (``train_accuracy``,
+    ``test_accuracy``); regression reports R^2 (``train_r2``, ``test_r2``). The solve is
+    primal (d x d) or dual (m x m), whichever is smaller.
+    """
+    x = train.astype(np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-10
+    x = (x - mean) / std
+    if task == "classification":
+        classes = np.unique(y)
+        target = (y[:, None] == classes[None, :]).astype(np.float64)
+    else:
+        target = y.reshape(len(y), -1).astype(np.float64)
+    t_mean = target.mean(axis=0)
+    tc = target - t_mean
+    m, d = x.shape
+    if d <= m:
+        w = np.linalg.solve(x.T @ x + alpha * np.eye(d), x.T @ tc)
+    else:
+        w = x.T @ np.linalg.solve(x @ x.T + alpha * np.eye(m), tc)
+
+    def score(feats: np.ndarray, labels: np.ndarray) -> float:
+        pred = ((feats.astype(np.float64) - mean) / std) @ w + t_mean
+        if task == "classification":
+            return float(np.mean(classes[np.argmax(pred, axis=1)] == labels))
+        truth = labels.reshape(len(labels), -1)
+        ss_res = float(((truth - pred) ** 2).sum())
+        ss_tot = float(((truth - truth.mean(axis=0)) ** 2).sum())
+        return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+
+    key = "accuracy" if task == "classification" else "r2"
+    out = {f"train_{key}": score(train, y), "alpha": alpha}
+    if test is not None and yt is not None:
+        out[f"test_{key}"] = score(test, yt)
+    return out
+
+
+def _is_float(dtype: str) -> bool:
+    try:
+        return np.dtype(dtype).kind == "f"
+    except TypeError:
+        return False
+
+
+def _input_layers(info: ModelInfo, feeds: Mapping[str, np.ndarray]) -> list[LayerInfo]:
+    out = []
+    for t in info.inputs:
+        if not _is_float(t.dtype):
+            continue  # token ids and other integer inputs are not features
+        arr = feeds[t.name]
+        out.append(LayerInfo(
+            name=t.name, node="", op_type="input", dtype=t.dtype, shape=tuple(arr.shape),
+            elements_per_sample=int(np.prod(arr.shape[1:], dtype=np.int64)), position=-1,
+            auto=False, channels_first=arr.ndim != 3,
+        ))
+    return out
+
+
+def analyze_layers(
+    model: str | os.PathLike[str] | bytes | onnx.ModelProto,
+    data: Mapping[str, Any],
+    labels: Any = None,
+    targets: Any = None,
+    *,
+    test: Mapping[str, Any] | None = None,
+    test_labels: Any = None,
+    test_targets: Any = None,
+    layers: str | Iterable[str] | None = "auto",
+    reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
+    indices: Iterable[str] | None = None,
+    orders: Iterable[int] | None = None,
+    gamma: float = 1.0,
+    normalize: bool = False,
+    probe: bool = False,
+    probe_alpha: float = 1.0,
+    include_inputs: bool = True,
+    include_outputs: bool = True,
+    batch_size: int | None = None,
+    memory_budget_mb: float = 1024.0,
+    tolerance: float = DEFAULT_TOLERANCE,
+    device: str | None = None,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> LayerwiseResult:
+    """Return the indices of every chosen layer of ``model`` on ``data`` (and ``test``).
+
+    ``data`` / ``test`` map each model input name to an array (a single-input model may use
+    ``inputs``); ``labels`` (classification) or ``targets`` (regression) go with them.
+    Defaults: ``si``, ``high_order_si`` and ``soft_order_si`` at order 5 and ``center_si``,
+    or the SmI family at order 5.
+    """
+    started = time.perf_counter()
+    if (labels is None) == (targets is None):
+        raise ValueError("give exactly one of labels (classification) or targets (regression)")
+    task = "classification" if labels is not None else "regression"
+    if test is not None and (test_labels if task == "classification" else test_targets) is None:
+        raise ValueError(f"a test set needs its {'labels' if labels is not None else 'targets'}")
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
+    info = describe(proto)
+    chosen = select_layers(info, layers)
+    outputs = []
+    if include_outputs:
+        by_name = {la.name: la for la in info.layers}
+        for t in info.outputs:
+            if _is_float(t.dtype):
+                outputs.append(by_name.get(t.name) or LayerInfo(
+                    name=t.name, node="", op_type="output", dtype=t.dtype, shape=t.shape,
+                    elements_per_sample=None, position=10**9, auto=False,
+                ))
+    chosen_names = {la.name for la in chosen}
+    run_layers = chosen + [o for o in outputs if o.name not in chosen_names]
+    sets = [data] if test is None else [data, test]
+    extracted = extract(
+        proto, info, run_layers, sets, reduce=reduce, batch_size=batch_size,
+        memory_budget_mb=memory_budget_mb, device=device, progress=progress,
+        cancelled=cancelled,
+    )
+    rows: list[tuple[str, LayerData]] = []
+    if include_inputs:
+        feeds, _ = model_feeds(info, data, "data")
+        test_feeds = model_feeds(info, test, "test")[0] if test is not None else None
+        for la in _input_layers(info, feeds):
+            x = feeds[la.name]
+            rows.append(("input", LayerData(
+                la.name, "input", tuple(x.shape[1:]), Reduction("flatten"),
+                x.reshape(len(x), -1),
+                None if test_feeds is None else test_feeds[la.name].reshape(
+                    len(test_feeds[la.name]), -1),
+            )))
+    output_names = {o.name for o in outputs}
+    for d in extracted:
+        rows.append(("output" if d.name in output_names and d.name not in chosen_names
+                     else "layer", d))
+
+    names = list(indices) if indices is not None else (
+        list(DEFAULT_CLASSIFICATION) if task == "classification" else None
+    )
+    orders_t = tuple(orders) if orders is not None else DEFAULT_ORDERS
+    y = np.asarray(labels if task == "classification" else targets)
+    yt = None if test is None else np.asarray(
+        test_labels if task == "classification" else test_targets)
+    results: list[LayerResult] = []
+    warnings: list[str] = []
+    for i, (kind, d) in enumerate(rows):
+        row = LayerResult(
+            name=d.name, kind=kind, op_type=d.op_type, shape=[int(s) for s in d.shape],
+            reduction=d.reduction.describe(), dims=d.dims, notes=list(d.notes),
+        )
+        train_x, test_x = to_host(d.train), None if d.test is None else to_host(d.test)
+        try:
+            kw: dict[str, Any] = {"labels": y} if task == "classification" else {"targets": y}
+            if test_x is not None:
+                kw["test_features"] = test_x
+                kw["test_labels" if task == "classification" else "test_targets"] = yt
+            res = compute_indices(
+                train_x, indices=names, orders=orders_t, gamma=gamma, normalize=normalize,
+                device=device, **kw,
+            )
+            full = res.to_dict(per_class=False)
+            row.values = {k: v for k, v in full.items()
+                          if k not in ("task", "n_features", "n_samples", "options", "warnings",
+                                       "classes", "cross")}
+            if "cross" in full:
+                row.cross = {k: v for k, v in full["cross"].items() if k != "n_samples"}
+            row.notes += res.warnings
+            if probe:
+                row.probe = ridge_probe(train_x, y, test_x, yt, task, probe_alpha)
+        except ValueError as exc:
+            row.error = str(exc)
+            warnings.append(f"layer {d.name!r} was not analysed: {exc}")
+        results.append(row)
+        if progress is not None:
+            progress("indices", i + 1, len(rows))
+
+    key = "si" if task == "classification" else "smi_linear"
+    series = [r.values.get(key) for r in results]
+    pos = plateau_position(series, tolerance)
+    plateau = None if pos is None else {
+        "index": key, "position": pos, "layer": results[pos].name, "value": series[pos],
+        "tolerance": tolerance,
+    }
+    options = {
+        "layers": layers if isinstance(layers, str) or layers is None else list(layers),
+        "orders": list(orders_t), "normalize": normalize, "probe": probe,
+        "batch_size": batch_size, "memory_budget_mb": memory_budget_mb,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    model_info = {
+        "inputs": [t.to_dict() for t in info.inputs],
+        "outputs": [t.to_dict() for t in info.outputs],
+        "opsets": info.opsets, "ir_version": info.ir_version,
+        "candidate_layers": len(info.layers),
+    }
+    return LayerwiseResult(model_info, task, results, plateau, options, warnings)

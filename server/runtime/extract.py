@@ -1,0 +1,268 @@
+"""Running a model in batches and keeping each layer's reduced activations.
+
+One session runs the model with the chosen layers exposed as outputs. Each batch's outputs
+are reduced at once and written into that layer's accumulator, so memory holds one batch
+of raw activations plus the reduced accumulators, never every raw layer of every sample.
+On a GPU the outputs are bound to device buffers (IOBinding) and reduced by CuPy without a
+copy to the host; the accumulators live on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..graph.expose import expose
+from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo
+from ..metrics.backend import get_backend
+from .reduce import DEFAULT_PROJECTION, Projector, Reduction, reduce_batch, reduced_width
+from .session import make_session
+
+MIB = 1 << 20
+Progress = Callable[[str, int, int], None]
+
+
+class InputError(ValueError):
+    """Input arrays that do not fit the model, naming the input, the value and the need."""
+
+
+class Cancelled(RuntimeError):
+    """The caller asked to stop; raised between batches."""
+
+
+@dataclass
+class LayerData:
+    """A layer's reduced activations for the training set (and the test set)."""
+
+    name: str
+    op_type: str
+    shape: tuple[int, ...]
+    reduction: Reduction
+    train: Any
+    test: Any | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dims(self) -> int:
+        return int(self.train.shape[1])
+
+
+def _ort_input_dtype(t: TensorInfo) -> np.dtype:
+    return np.dtype(t.dtype)
+
+
+def model_feeds(
+    info: ModelInfo, arrays: Mapping[str, Any], role: str = "data"
+) -> tuple[dict[str, np.ndarray], int]:
+    """Return ``{input name: array}`` for the model's inputs from ``arrays`` and the count.
+
+    A single-input model may take its array under the key ``inputs``. Arrays are cast to
+    the input's dtype when that is a safe cast of the same kind (float64 -> float32,
+    int32 -> int64); static dimensions must match.
+    """
+    feeds: dict[str, np.ndarray] = {}
+    n: int | None = None
+    for t in info.inputs:
+        key = t.name if t.name in arrays else None
+        if key is None and len(info.inputs) == 1 and "inputs" in arrays:
+            key = "inputs"
+        if key is None:
+            expected = ", ".join(repr(i.name) for i in info.inputs)
+            hint = " (or 'inputs', as the model has one input)" if len(info.inputs) == 1 else ""
+            found = ", ".join(repr(k) for k in arrays) or "nothing"
+            raise InputError(
+                f"{role}: no array for model input {t.name!r}; expected {expected}{hint}, "
+                f"found {found}"
+            )
+        arr = np.asarray(arrays[key])
+        want = _ort_input_dtype(t)
+        if arr.dtype != want:
+            same_kind = arr.dtype.kind in "fc" and want.kind in "fc" or (
+                arr.dtype.kind in "iub" and want.kind in "iu"
+            )
+            if not same_kind or not np.can_cast(arr.dtype, want, casting="same_kind"):
+                raise InputError(
+                    f"{role}: input {t.name!r} has dtype {arr.dtype} but the model takes "
+                    f"{want}"
+                )
+            arr = arr.astype(want)
+        if t.shape is not None:
+            if arr.ndim != len(t.shape):
+                raise InputError(
+                    f"{role}: input {t.name!r} has shape {arr.shape} (rank {arr.ndim}) but "
+                    f"the model takes rank {len(t.shape)}: {list(t.shape)}"
+                )
+            for axis, (got, need) in enumerate(zip(arr.shape, t.shape, strict=True)):
+                if axis > 0 and isinstance(need, int) and need > 0 and got != need:
+                    raise InputError(
+                        f"{role}: input {t.name!r} has shape {arr.shape} but the model "
+                        f"takes {list(t.shape)} (axis {axis} must be {need})"
+                    )
+        if n is None:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
+            raise InputError(
+                f"{role}: input {t.name!r} has {arr.shape[0]} samples but others have {n}"
+            )
+        feeds[t.name] = arr
+    if not n:
+        raise InputError(f"{role}: the input arrays hold no samples")
+    return feeds, int(n)
+
+
+def _fixed_batch(info: ModelInfo) -> int | None:
+    for t in info.inputs:
+        if t.shape and isinstance(t.shape[0], int) and t.shape[0] > 0:
+            return int(t.shape[0])
+    return None
+
+
+class _Runner:
+    """Runs one batch and returns the requested outputs as arrays of the chosen backend."""
+
+    def __init__(self, session: Any, names: list[str], xp: ModuleType, device: str) -> None:
+        self.session, self.names, self.xp, self.device = session, names, xp, device
+        self.on_gpu = device == "gpu" and "CUDAExecutionProvider" in session.get_providers()
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> list[Any]:
+        if not self.on_gpu:
+            outs = self.session.run(self.names, feed)
+            return [np.asarray(o) for o in outs]
+        # Device path: outputs stay on the GPU and are wrapped by CuPy without a host copy.
+        binding = self.session.io_binding()
+        for name, arr in feed.items():
+            binding.bind_cpu_input(name, arr)
+        for name in self.names:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return [self._to_cupy(v) for v in binding.get_outputs()]
+
+    def _to_cupy(self, value: Any) -> Any:
+        xp = self.xp
+        dtype = np.dtype(_ORT_TYPES.get(value.data_type(), "float32"))
+        shape = tuple(value.shape())
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        mem = xp.cuda.UnownedMemory(value.data_ptr(), size, value)
+        arr = xp.ndarray(shape, dtype=dtype, memptr=xp.cuda.MemoryPointer(mem, 0))
+        return arr.copy()  # the OrtValue's buffer is reused by the next run
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool",
+}
+
+
+def extract(
+    model: onnx.ModelProto,
+    info: ModelInfo,
+    layers: Sequence[LayerInfo],
+    sets: Sequence[Mapping[str, Any]],
+    *,
+    reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
+    batch_size: int | None = None,
+    memory_budget_mb: float = 1024.0,
+    device: str | None = None,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    projection_seed: int = 0,
+) -> list[LayerData]:
+    """Return each layer's reduced activations for each set of inputs.
+
+    ``sets`` is ``[train]`` or ``[train, test]``, each a mapping of input name to array.
+    ``reduce`` is one reduction for all layers or a mapping ``{layer name: reduction}``
+    (missing names take ``"auto"``). The same projection serves train and test.
+    """
+    from .reduce import parse_reduction  # noqa: PLC0415
+
+    dev, xp = get_backend(device)
+    feeds = [model_feeds(info, s, role) for s, role in zip(sets, ("data", "test"), strict=False)]
+    names = [la.name for la in layers]
+    session = make_session(expose(model, names).SerializeToString(), device=dev)
+    runner = _Runner(session, names, xp, dev)
+    budget = int(memory_budget_mb * MIB)
+    fixed = _fixed_batch(info)
+
+    # A first small batch tells the real activation shapes (symbolic dims resolved).
+    first_feed, _ = feeds[0]
+    probe_n = fixed or min(feeds[0][1], 4)
+    probe = runner({k: v[:probe_n] for k, v in first_feed.items()})
+    shapes = [tuple(int(d) for d in p.shape) for p in probe]
+    for la, shp in zip(layers, shapes, strict=True):
+        if len(shp) == 0 or shp[0] != probe_n:
+            raise InputError(
+                f"layer {la.name!r} has shape {list(shp)} for a batch of {probe_n}: its first "
+                "axis is not the batch axis, so it cannot be analysed per sample"
+            )
+    per_sample = [int(np.prod(s[1:], dtype=np.int64)) * 4 for s in shapes]
+    if batch_size is None:
+        raw_budget = budget // 4
+        batch_size = max(1, min(1024, raw_budget // max(1, sum(per_sample))))
+    if fixed:
+        batch_size = fixed
+    total = sum(n for _, n in feeds)
+    acc_budget = budget // 2 // max(1, len(layers))
+
+    out: list[LayerData] = []
+    projectors: list[Projector | None] = []
+    for la, shp in zip(layers, shapes, strict=True):
+        red = parse_reduction(reduce.get(la.name, "auto") if isinstance(reduce, Mapping)
+                              else reduce)
+        notes: list[str] = []
+        if red.kind == "auto":
+            full = int(np.prod(shp[1:], dtype=np.int64))
+            if total * full * 4 <= acc_budget:
+                red = Reduction("flatten")
+            else:
+                width = int(max(1, min(DEFAULT_PROJECTION, acc_budget // (4 * total))))
+                red = Reduction("project", width, projection_seed)
+                notes.append(
+                    f"auto: flattening {full} values x {total} samples exceeds this layer's "
+                    f"share of the memory budget ({acc_budget // MIB} MiB); projected to "
+                    f"{width} dims (relative std of squared distances about "
+                    f"{math.sqrt(2.0 / width):.3f})"
+                )
+        elif red.kind == "project":
+            red = Reduction("project", red.width, projection_seed)
+        if red.kind == "first_token" and len(shp) < 3:
+            raise InputError(
+                f"reduce 'first_token' needs a sequence (batch, tokens, features); layer "
+                f"{la.name!r} has shape {list(shp)}"
+            )
+        width = reduced_width(shp, red, la.channels_first)
+        projectors.append(
+            Projector(xp, int(np.prod(shp[1:], dtype=np.int64)), width, red.seed)
+            if red.kind == "project" else None
+        )
+        accs = [xp.empty((n, width), dtype=xp.float32) for _, n in feeds]
+        out.append(LayerData(la.name, la.op_type, shp[1:], red, accs[0],
+                             accs[1] if len(accs) > 1 else None, notes))
+
+    for set_index, (feed, n) in enumerate(feeds):
+        stage = "extract:" + ("train" if set_index == 0 else "test")
+        nb = math.ceil(n / batch_size)
+        for b in range(nb):
+            if cancelled is not None and cancelled():
+                raise Cancelled("cancelled between batches")
+            lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+            batch = {k: v[lo:hi] for k, v in feed.items()}
+            pad = 0
+            if fixed and hi - lo < fixed:  # a model with a fixed batch: pad the last one
+                pad = fixed - (hi - lo)
+                batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+                         for k, v in batch.items()}
+            outs = runner(batch)
+            for data, proj, la, raw in zip(out, projectors, layers, outs, strict=True):
+                reduced = reduce_batch(xp, raw[: hi - lo] if pad else raw, data.reduction,
+                                       la.channels_first, proj)
+                target: Any = data.train if set_index == 0 else data.test
+                target[lo:hi] = reduced
+            if progress is not None:
+                progress(stage, b + 1, nb)
+    return out

@@ -1,0 +1,40 @@
+"""onnxruntime sessions: the CUDA provider only where a CUDA device is really usable."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..metrics.backend import cuda_device_count, requested_device
+
+
+def providers(device: str | None = None) -> list[str]:
+    """Return the execution providers to ask for: CUDA first only when a device is there.
+
+    Asking onnxruntime-gpu for CUDA on a machine without it makes it fall back with a loud
+    error in the log; checking the driver first avoids that.
+    """
+    import onnxruntime as ort  # noqa: PLC0415
+
+    want = requested_device(device)
+    available = ort.get_available_providers()
+    if want != "cpu" and "CUDAExecutionProvider" in available and cuda_device_count() > 0:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if want == "gpu":
+        raise RuntimeError(
+            "device 'gpu' was requested but onnxruntime has no usable CUDA provider here "
+            f"(providers: {', '.join(available)}; CUDA devices: {cuda_device_count()})"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def make_session(model: bytes, device: str | None = None, threads: int | None = None) -> Any:
+    """Return an onnxruntime InferenceSession for serialized ``model`` bytes."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model, opts, providers=providers(device))
