@@ -1,24 +1,32 @@
 """The ``layerscope`` command line.
 
-Exit codes: 0 success, 2 bad input (the message says what and what was expected), 1 any
-other failure.
+Every command goes through the gRPC API: to ``--server host:port`` when given, else to the
+embedded server of the data directory (started on a free loopback port, and stopped again,
+when none is running). Exit codes: 0 success, 2 bad input (the message says what and what
+was expected), 1 any other failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
+from .client import Client, LayerscopeError
 from .npz import DataFileError, load_npz, save_npz
+from .report import format_layer_table, format_table
 
 EXIT_BAD_INPUT = 2
+BAD_INPUT_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED",
+                   "UNAUTHENTICATED", "PERMISSION_DENIED", "FAILED", "OUT_OF_RANGE"}
 
 
 class UsageError(ValueError):
@@ -39,6 +47,29 @@ def _int_list(text: str) -> list[int]:
 
 def _name_list(text: str) -> list[str]:
     return [t for t in text.replace(" ", "").split(",") if t]
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("server")
+    g.add_argument("--server", metavar="HOST:PORT", default=os.environ.get("LAYERSCOPE_SERVER"),
+                   help="use this server (default: the embedded one; $LAYERSCOPE_SERVER)")
+    g.add_argument("--token", default=os.environ.get("LAYERSCOPE_TOKEN"),
+                   help="bearer token for --server ($LAYERSCOPE_TOKEN)")
+    g.add_argument("--data-dir", type=Path, default=None,
+                   help="data directory of the embedded server (default: the user's data home)")
+    g.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
+                   help="device of the embedded server")
+
+
+@contextlib.contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Client]:
+    """The client of ``--server``, or of the embedded server."""
+    if args.server:
+        client = Client(args.server, token=args.token)
+    else:
+        client = Client.local(args.data_dir, device=args.device)
+    with client:
+        yield client
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,29 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--indices", type=_name_list, default=None, metavar="NAMES",
                    help="comma-separated index names (default: SI family + center_si, or the "
                         "SmI family); add single_feature_si, margin_order, feature_ranking, ...")
-    p.add_argument("--gamma", type=float, default=1.0, help="sharpness of SmI exp variants")
+    p.add_argument("--gamma", type=float, default=None, help="sharpness of SmI exp variants")
     p.add_argument("--normalize", action="store_true",
                    help="standardise each feature with the training mean and std")
-    p.add_argument("--margin-cap", type=int, default=64, help="cap K of margin_order")
+    p.add_argument("--margin-cap", type=int, default=None, help="cap K of margin_order")
     p.add_argument("--max-features", type=int, default=None, help="feature_ranking: steps")
     p.add_argument("--patience", type=int, default=None,
                    help="feature_ranking: stop after this many steps without a new maximum")
     p.add_argument("--precision", choices=("exact", "fast"), default="exact")
-    p.add_argument("--memory-budget-mb", type=float, default=256.0)
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    p.add_argument("--memory-budget-mb", type=float, default=None)
     p.add_argument("--per-class", action="store_true", help="also show per-class values")
     p.add_argument("--per-sample", action="store_true", help="with --json: per-sample arrays")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _connection_args(p)
 
     lp = sub.add_parser(
         "layers",
         help="list a model's inputs, outputs and candidate layers",
         description="List the inputs, outputs and candidate layers of an ONNX model; '*' "
-                    "marks the layers 'auto' picks.",
+                    "marks the layers 'auto' picks (docs/layers.md gives the rule).",
     )
     lp.add_argument("model", metavar="MODEL.onnx")
     lp.add_argument("--json", action="store_true", help="print one JSON object")
-    lp.add_argument("--rule", action="store_true", help="also print the 'auto' rule")
+    _connection_args(lp)
 
     an = sub.add_parser(
         "analyze",
@@ -114,412 +145,228 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--indices", type=_name_list, default=None, metavar="NAMES",
                     help="index names (default si, high_order_si, soft_order_si, center_si; "
                          "the SmI family for regression)")
-    an.add_argument("--gamma", type=float, default=1.0)
+    an.add_argument("--gamma", type=float, default=None)
     an.add_argument("--normalize", action="store_true")
     an.add_argument("--probe", action="store_true",
                     help="also fit a ridge linear probe per layer (train/test accuracy)")
     an.add_argument("--batch-size", type=int, default=None)
-    an.add_argument("--memory-budget-mb", type=float, default=1024.0)
-    an.add_argument("--tolerance", type=float, default=0.01,
-                    help="rise below which the index counts as no longer improving")
-    an.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None)
+    an.add_argument("--memory-budget-mb", type=float, default=None)
+    an.add_argument("--tolerance", type=float, default=None,
+                    help="rise below which the index counts as no longer improving (0.01)")
     an.add_argument("--json", action="store_true", help="print one JSON object")
     an.add_argument("--plot", metavar="FILE.png", help="write a plot of the indices per layer")
     an.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _connection_args(an)
+
+    sv = sub.add_parser("serve", help="run the gRPC server",
+                        description="Run the layerscope gRPC server until SIGTERM.")
+    from ..server.api.options import add_serve_arguments  # noqa: PLC0415 - light
+
+    add_serve_arguments(sv)
 
     d = sub.add_parser(
         "demo",
-        help="indices of scikit-learn's bundled digits and diabetes sets (needs scikit-learn)",
+        help="train a small model on scikit-learn's digits and analyse it layer by layer",
         description=(
-            "Write train/test .npz files of scikit-learn's digits (classification) and "
-            "diabetes (regression) data sets to OUT and print their indices."
+            "Train (or reuse) a small MLP on scikit-learn's digits, export it to ONNX, and "
+            "run the layer-wise analysis with train and test sets through the embedded "
+            "server; print the layer table and write OUT/ with the JSON result and a plot."
         ),
     )
-    d.add_argument("--out", default="layerscope-demo", help="folder for the .npz and JSON files")
+    d.add_argument("--out", default="layerscope-demo", help="folder for the model and results")
+    _connection_args(d)
     return parser
 
 
-def _load_set(path: str) -> tuple[np.ndarray, str, np.ndarray]:
-    arrays = load_npz(path, required_any=("features", "labels|targets"))
+def _split_labels(path: str, arrays: dict[str, Any]) -> tuple[str, Any]:
     if "labels" in arrays and "targets" in arrays:
         raise DataFileError(
             f"{path}: holds both 'labels' and 'targets'; keep one (labels for "
             "classification, targets for regression)"
         )
     key = "labels" if "labels" in arrays else "targets"
-    return arrays["features"], key, arrays[key]
+    return key, arrays.pop(key)
 
 
-def run_indices(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the result dict of the ``indices`` command (also used by ``demo``)."""
-    from ..server.metrics import compute_indices  # noqa: PLC0415 - keeps --help fast
+def _options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
-    x, key, y = _load_set(args.data)
+
+def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """Return the result dict of the ``indices`` command."""
+    arrays = load_npz(args.data, required_any=("features", "labels|targets"))
+    key, y = _split_labels(args.data, arrays)
     kwargs: dict[str, Any] = {key: y}
     if args.test:
-        xt, tkey, yt = _load_set(args.test)
+        tarrays = load_npz(args.test, required_any=("features", "labels|targets"))
+        tkey, yt = _split_labels(args.test, tarrays)
         if tkey != key:
             raise DataFileError(
                 f"{args.test}: holds '{tkey}' but {args.data} holds '{key}'; "
                 "both sets must be of the same task"
             )
-        kwargs["test_features"] = xt
+        kwargs["test_features"] = tarrays["features"]
         kwargs[f"test_{key}"] = yt
-    result = compute_indices(
-        x,
-        indices=args.indices,
-        orders=args.orders,
-        gamma=args.gamma,
-        normalize=args.normalize,
-        margin_cap=args.margin_cap,
-        max_features=args.max_features,
-        patience=args.patience,
-        precision=args.precision,
-        memory_budget_mb=args.memory_budget_mb,
-        device=args.device,
-        **kwargs,
-    )
-    out = result.to_dict(per_class=True, per_sample=args.per_sample)
+    opts = _options(args, ("indices", "orders", "gamma", "margin_cap", "max_features",
+                           "patience", "precision", "memory_budget_mb"))
+    result = client.compute_indices(arrays["features"], normalize=args.normalize,
+                                    per_sample=args.per_sample, **opts, **kwargs)
+    out = result.to_dict()
     out["data"] = str(args.data)
     if args.test:
         out["test"] = str(args.test)
     return out
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _fmt3(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _rows(d: dict[str, Any], orders: list[int]) -> list[tuple[str, Any]]:
-    """(label, value) rows for the dataset-level values of one set, in canonical order."""
-    from ..server.metrics import CLASSIFICATION_INDICES, REGRESSION_INDICES  # noqa: PLC0415
-
-    rows: list[tuple[str, Any]] = []
-    for name in (*CLASSIFICATION_INDICES, *REGRESSION_INDICES):
-        if name not in d or name == "feature_ranking" or name.startswith("single_feature"):
-            continue
-        value = d[name]
-        if isinstance(value, dict):
-            rows.extend((f"{name}[{r}]", value.get(str(r))) for r in orders)
-        else:
-            rows.append((name, value))
-    return rows
-
-
-def format_table(out: dict[str, Any], per_class: bool = False) -> str:
-    """Return the human-readable report of an ``indices`` result dict."""
-    orders = out["options"]["orders"]
-    head = (
-        f"{out['data']}: {out['task']}, {out['n_samples']} samples, "
-        f"{out['n_features']} features"
-    )
-    if out.get("classes") is not None:
-        head += f", {len(out['classes'])} classes"
-    lines = [head]
-    if "cross" in out:
-        lines.append(f"test: {out['test']}, {out['cross']['n_samples']} samples")
-    train_rows = dict(_rows(out, orders))
-    cross_rows = dict(_rows(out["cross"], orders)) if "cross" in out else {}
-    names = list(train_rows)
-    width = max([len(n) for n in names] + [5])
-    cols = ["train"] + (["test"] if "cross" in out else [])
-    lines.append("")
-    lines.append(f"{'index':<{width}}  " + "  ".join(f"{c:>8}" for c in cols))
-    lines.append("-" * (width + 2 + 10 * len(cols)))
-    for n in names:
-        vals = [_fmt(train_rows[n])]
-        if "cross" in out:
-            vals.append(_fmt(cross_rows.get(n)) if n in cross_rows else "")
-        lines.append(f"{n:<{width}}  " + "  ".join(f"{v:>8}" for v in vals))
-    for key in ("single_feature_si", "single_feature_smi_linear", "single_feature_smi_exp"):
-        if key in out:
-            scores = np.asarray(out[key], dtype=float)
-            top = np.argsort(-scores, kind="stable")[:5]
-            best = ", ".join(f"#{i}={scores[i]:.3f}" for i in top)
-            lines.append(f"{key}: best features {best}")
-    if "feature_ranking" in out:
-        fr = out["feature_ranking"]
-        lines.append(
-            f"feature_ranking ({fr['criterion']}): order {fr['order'][:12]}"
-            f"{' ...' if len(fr['order']) > 12 else ''}; best subset of "
-            f"{len(fr['best_subset'])} features reaches {max(fr['scores']):.4f}"
-        )
-    if per_class and out.get("classes") is not None:
-        lines.append("")
-        lines.append(_per_class_table(out, orders))
-    knn_info = out["options"].get("knn", {}).get("train")
-    if knn_info:
-        lines.append("")
-        lines.append(
-            f"exact k-NN ({knn_info['candidate_search']} candidates): "
-            f"{knn_info['certified_rows']} rows proven in float32, "
-            f"{knn_info['reranked_rows']} re-ranked in float64, "
-            f"{knn_info['fallback_rows']} full scans; {out['options']['seconds']:.2f} s "
-            f"on {out['options']['device']}"
-        )
-    for w in out.get("warnings", []):
-        lines.append(f"warning: {w}")
-    return "\n".join(lines)
-
-
-def _per_class_table(out: dict[str, Any], orders: list[int]) -> str:
-    """One row per index, one column per label."""
-    rows: list[tuple[str, dict[str, Any]]] = []
-    for key, value in out.items():
-        if not key.endswith("_per_class"):
-            continue
-        name = key[: -len("_per_class")]
-        if value and isinstance(next(iter(value.values())), dict):
-            rows.extend((f"{name}[{r}]", value[str(r)]) for r in orders if str(r) in value)
-        else:
-            rows.append((name, value))
-    labels = [str(c) for c in out["classes"]]
-    width = max([len(n) for n, _ in rows] + [5])
-    cell = max([len(c) for c in labels] + [6])
-    lines = [
-        "per class (train):",
-        f"{'label':<{width}}  " + " ".join(f"{c:>{cell}}" for c in labels),
-    ]
-    for name, col in rows:
-        cells = " ".join(f"{_fmt3(col.get(c)):>{cell}}" for c in labels)
-        lines.append(f"{name:<{width}}  {cells}")
-    return "\n".join(lines)
-
-
-class ProgressLine:
-    """A one-line progress display on stderr: stage, step and a bar."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.last = ""
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        width = 24
-        filled = int(width * done / max(total, 1))
-        line = f"\r{stage:<16} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-        if line != self.last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self.last = line
-
-    def close(self) -> None:
-        if self.enabled and self.last:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def run_layers(args: argparse.Namespace) -> int:
-    from ..server.graph import AUTO_RULE, describe, load_model  # noqa: PLC0415
-
-    info = describe(load_model(args.model, with_data=False))
+def run_layers(args: argparse.Namespace, client: Client) -> int:
+    model = client.upload_model(args.model)
     if args.json:
-        json.dump(info.to_dict(), sys.stdout)
+        from google.protobuf import json_format  # noqa: PLC0415
+
+        json.dump(json_format.MessageToDict(model, preserving_proto_field_name=True),
+                  sys.stdout)
         sys.stdout.write("\n")
         return 0
-    print(f"{args.model}: IR {info.ir_version}, opsets "
-          + ", ".join(f"{k} {v}" for k, v in info.opsets.items()))
-    for title, items in (("inputs", info.inputs), ("outputs", info.outputs)):
+    print(f"{args.model}: IR {model.ir_version}, opsets "
+          + ", ".join(f"{k} {v}" for k, v in sorted(model.opsets.items())))
+    for title, items in (("inputs", model.inputs), ("outputs", model.outputs)):
         print(f"{title}:")
         for t in items:
-            print(f"  {t.name}  {t.dtype}  {list(t.shape) if t.shape is not None else '?'}")
-    print(f"candidate layers ({len(info.layers)}; * = auto):")
-    width = max([len(la.name) for la in info.layers] + [4])
-    for la in info.layers:
-        shape = list(la.shape) if la.shape is not None else "?"
-        per = la.elements_per_sample if la.elements_per_sample is not None else "?"
+            print(f"  {t.name}  {t.dtype}  [{', '.join(t.shape)}]")
+    print(f"candidate layers ({len(model.layers)}; * = auto):")
+    width = max([len(la.name) for la in model.layers] + [4])
+    for la in model.layers:
+        shape = f"[{', '.join(la.shape)}]"
+        per = la.elements_per_sample or "?"
         print(f"  {'*' if la.auto else ' '} {la.position:>4}  {la.name:<{width}}  "
-              f"{la.op_type:<20} {str(shape):<24} {per}")
-    if args.rule:
-        print()
-        print(AUTO_RULE)
+              f"{la.op_type:<20} {shape:<24} {per}")
     return 0
 
 
-def _load_model_set(path: str) -> tuple[dict[str, Any], str, np.ndarray]:
-    arrays = load_npz(path, required_any=("labels|targets",))
-    if "labels" in arrays and "targets" in arrays:
-        raise DataFileError(f"{path}: holds both 'labels' and 'targets'; keep one")
-    key = "labels" if "labels" in arrays else "targets"
-    y = arrays.pop(key)
-    return arrays, key, y
-
-
-def run_analyze(args: argparse.Namespace) -> dict[str, Any]:
+def run_analyze(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the result dict of the ``analyze`` command."""
-    from ..server.analysis import analyze_layers  # noqa: PLC0415
-
-    data, key, y = _load_model_set(args.data)
+    data = load_npz(args.data, required_any=("labels|targets",))
+    key, y = _split_labels(args.data, data)
     kwargs: dict[str, Any] = {key: y}
+    test = None
     if args.test:
-        test, tkey, yt = _load_model_set(args.test)
+        test = load_npz(args.test, required_any=("labels|targets",))
+        tkey, yt = _split_labels(args.test, test)
         if tkey != key:
             raise DataFileError(f"{args.test}: holds '{tkey}' but {args.data} holds '{key}'")
-        kwargs.update(test=test, **{f"test_{key}": yt})
-    bar = ProgressLine(not args.json and not args.no_progress and sys.stderr.isatty())
-    try:
-        result = analyze_layers(
-            args.model, data, layers=args.layers, reduce=args.reduce, indices=args.indices,
-            orders=args.orders, gamma=args.gamma, normalize=args.normalize, probe=args.probe,
-            batch_size=args.batch_size, memory_budget_mb=args.memory_budget_mb,
-            tolerance=args.tolerance, device=args.device, progress=bar, **kwargs,
-        )
-    finally:
-        bar.close()
+        kwargs[f"test_{key}"] = yt
+    opts = _options(args, ("indices", "orders", "gamma", "batch_size", "memory_budget_mb",
+                           "tolerance"))
+    show = not args.json and not args.no_progress and sys.stderr.isatty()
+    result = client.analyze_layers(
+        args.model, data, test, layers=[args.layers], reduce=args.reduce, probe=args.probe,
+        normalize=args.normalize, progress=show, **opts, **kwargs,
+    )
     out = result.to_dict()
     out["model_path"] = str(args.model)
     if args.plot:
-        from .plot import plot_layers  # noqa: PLC0415
-
-        out["plot"] = str(plot_layers(out, args.plot))
+        out["plot"] = str(result.plot(args.plot))
     return out
 
 
-def format_layer_table(out: dict[str, Any]) -> str:
-    """Return the human-readable layer table of an ``analyze`` result dict."""
-    orders = out["options"]["orders"]
-    layers = out["layers"]
-    cols: list[tuple[str, str, str | None]] = []
-    for la in layers:
-        for k, v in la.items():
-            if k in ("name", "kind", "op_type", "shape", "reduction", "dims", "cross", "probe",
-                     "notes", "error"):
-                continue
-            entries = [(k, str(o)) for o in orders if str(o) in v] if isinstance(v, dict) \
-                else [(k, None)]
-            for name, o in entries:
-                label = name if o is None else f"{name}[{o}]"
-                if all(c[0] != label for c in cols):
-                    cols.append((label, name, o))
-    has_test = any("cross" in la for la in layers)
-    has_probe = any("probe" in la for la in layers)
-    nw = min(40, max(len(la["name"]) for la in layers) + 2)
-    head = f"{'#':>2} {'layer':<{nw}} {'op':<12} {'reduce':<12} {'dims':>6}"
-    for label, _, _ in cols:
-        head += f" {label:>{max(len(label), 7)}}"
-        if has_test:
-            head += f" {'test':>7}"
-    if has_probe:
-        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "")
-    lines = [f"{out['model_path']}: {out['task']}, {len(layers)} layers", head,
-             "-" * len(head)]
-
-    def cell(src: dict[str, Any] | None, name: str, o: str | None) -> str:
-        v = None if src is None else src.get(name)
-        if isinstance(v, dict):
-            v = v.get(o)
-        return "-" if v is None else f"{v:.4f}"
-
-    for i, la in enumerate(layers):
-        name = la["name"] if len(la["name"]) <= nw - 2 else "..." + la["name"][-(nw - 5):]
-        row = f"{i:>2} {name:<{nw}} {la['op_type'][:12]:<12} {la['reduction'][:12]:<12} " \
-              f"{la['dims']:>6}"
-        for label, n, o in cols:
-            row += f" {cell(la, n, o):>{max(len(label), 7)}}"
-            if has_test:
-                row += f" {cell(la.get('cross'), n, o):>7}"
-        if has_probe:
-            p = la.get("probe") or {}
-            key = "accuracy" if out["task"] == "classification" else "r2"
-            tr, te = p.get(f"train_{key}"), p.get(f"test_{key}")
-            row += f" {'-' if tr is None else f'{tr:.4f}':>7}"
-            if has_test:
-                row += f" {'-' if te is None else f'{te:.4f}':>7}"
-        if la.get("error"):
-            row += f"  error: {la['error']}"
-        lines.append(row)
-    pl = out.get("plateau")
-    if pl:
-        lines.append("")
-        lines.append(
-            f"{pl['index']} stops improving at layer {pl['position']} ({pl['layer']}, "
-            f"{pl['value']:.4f}): no later layer rises by more than {pl['tolerance']}"
-        )
-    for la in layers:
-        for note in la.get("notes", []):
-            lines.append(f"note ({la['name']}): {note}")
-    for w in out.get("warnings", []):
-        lines.append(f"warning: {w}")
-    if out.get("plot"):
-        lines.append(f"plot written to {out['plot']}")
-    return "\n".join(lines)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Write the demo data sets and print their indices."""
+def _demo_model(out_dir: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """Train a small MLP on the digits and export it with skl2onnx (reused when present)."""
+    path = out_dir / "digits-mlp.onnx"
+    if path.is_file():
+        return path
     try:
-        from sklearn.datasets import load_diabetes, load_digits  # noqa: PLC0415
+        from skl2onnx import to_onnx  # noqa: PLC0415
+        from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
     except ImportError:
         raise UsageError(
-            "the demo uses scikit-learn's bundled data sets: pip install 'layerscope[sklearn]'"
+            "the demo trains a scikit-learn model and exports it with skl2onnx: "
+            "pip install 'layerscope[sklearn]'"
+        ) from None
+    clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=400, random_state=0)
+    clf.fit(x, y)
+    onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
+    tmp = path.with_suffix(".onnx.tmp")
+    tmp.write_bytes(onx.SerializeToString())
+    os.replace(tmp, path)
+    return path
+
+
+def run_demo(args: argparse.Namespace, client: Client) -> int:
+    """Train or reuse the demo model, analyse it through the server, write the results."""
+    try:
+        from sklearn.datasets import load_digits  # noqa: PLC0415
+    except ImportError:
+        raise UsageError(
+            "the demo uses scikit-learn's bundled digits: pip install 'layerscope[sklearn]'"
         ) from None
     out_dir = Path(args.out)
-    rng = np.random.default_rng(0)
-    sets = {
-        "digits": (load_digits(return_X_y=True), "labels"),
-        "diabetes": (load_diabetes(return_X_y=True), "targets"),
-    }
-    for name, ((x, y), key) in sets.items():
-        perm = rng.permutation(len(x))
-        cut = int(0.8 * len(x))
-        tr, te = perm[:cut], perm[cut:]
-        y = y.astype(np.int64) if key == "labels" else y.astype(np.float64)
-        train = save_npz(out_dir / f"{name}-train.npz", features=x[tr].astype(np.float32),
-                         **{key: y[tr]})
-        test = save_npz(out_dir / f"{name}-test.npz", features=x[te].astype(np.float32),
-                        **{key: y[te]})
-        ns = build_parser().parse_args(
-            ["indices", str(train), "--test", str(test), "--orders", "1,5,10"]
-        )
-        result = run_indices(ns)
-        (out_dir / f"{name}-indices.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(format_table(result, per_class=key == "labels"))
-        print()
-    print(f"wrote {out_dir}/: train/test .npz files and the JSON results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    perm = np.random.default_rng(0).permutation(len(x))
+    tr, te = perm[: int(0.8 * len(x))], perm[int(0.8 * len(x)) :]
+    model_path = _demo_model(out_dir, x[tr], y[tr])
+    save_npz(out_dir / "digits-train.npz", inputs=x[tr], labels=y[tr].astype(np.int64))
+    save_npz(out_dir / "digits-test.npz", inputs=x[te], labels=y[te].astype(np.int64))
+    result = client.analyze_layers(
+        model_path, {"inputs": x[tr]}, {"inputs": x[te]}, labels=y[tr].astype(np.int64),
+        test_labels=y[te].astype(np.int64), probe=True, progress=sys.stderr.isatty(),
+    )
+    out = result.to_dict()
+    out["model_path"] = str(model_path)
+    (out_dir / "result.json").write_text(json.dumps(out, indent=2) + "\n")
+    try:
+        out["plot"] = str(result.plot(out_dir / "layers.png"))
+    except RuntimeError as exc:  # matplotlib missing: the table and JSON still stand
+        print(f"note: {exc}", file=sys.stderr)
+    print(format_layer_table(out))
+    print(f"\nwrote {out_dir}/: the model, train/test .npz files, result.json"
+          + (", layers.png" if "plot" in out else ""))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from ..server.api.serve import serve  # noqa: PLC0415 - the server side
+
+        return serve(args)
+    with connect(args) as client:
         if args.command == "indices":
-            out = run_indices(args)
+            out = run_indices(args, client)
             if args.json:
                 json.dump(out, sys.stdout)
                 sys.stdout.write("\n")
             else:
                 print(format_table(out, per_class=args.per_class))
             return 0
-        if args.command == "demo":
-            return run_demo(args)
         if args.command == "layers":
-            return run_layers(args)
+            return run_layers(args, client)
         if args.command == "analyze":
-            out = run_analyze(args)
+            out = run_analyze(args, client)
             if args.json:
                 json.dump(out, sys.stdout)
                 sys.stdout.write("\n")
             else:
                 print(format_layer_table(out))
             return 0
+        if args.command == "demo":
+            return run_demo(args, client)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
     except (DataFileError, UsageError, ValueError) as exc:
         print(f"layerscope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except LayerscopeError as exc:
+        print(f"layerscope: error: {exc.details} ({exc.code})", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.code in BAD_INPUT_CODES else 1
     except RuntimeError as exc:  # missing optional extras, an unusable device
         print(f"layerscope: error: {exc}", file=sys.stderr)
         return 1
-    parser.error(f"unknown command {args.command!r}")
-    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

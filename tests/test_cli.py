@@ -10,6 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from layerscope.client.cli import main
+from layerscope.client.client import Client
+
+
+@pytest.fixture(scope="module", autouse=True)
+def embedded_server(tmp_path_factory):
+    """One embedded server for the module: every command reuses it, as a person's would."""
+    data_dir = tmp_path_factory.mktemp("cli-data")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LAYERSCOPE_DATA_DIR", str(data_dir))
+    mp.delenv("LAYERSCOPE_SERVER", raising=False)
+    client = Client.local(data_dir)
+    yield client
+    client.close()
+    mp.undo()
 
 
 def _brute_si(x: np.ndarray, labels: np.ndarray) -> float:
@@ -154,18 +168,29 @@ def test_order_too_large_exits_2(cls_files, capsys):
     assert "order 500" in err
 
 
-def test_demo_writes_data_and_results(tmp_path, capsys):
+def test_demo_trains_exports_and_analyses_digits(tmp_path, capsys):
     out_dir = tmp_path / "demo"
     code, out, _ = run_cli(["demo", "--out", str(out_dir)], capsys)
     assert code == 0
-    for name in ("digits", "diabetes"):
-        assert (out_dir / f"{name}-train.npz").is_file()
-        res = json.loads((out_dir / f"{name}-indices.json").read_text())
-        assert "cross" in res
-    digits = json.loads((out_dir / "digits-indices.json").read_text())
+    for name in ("digits-mlp.onnx", "digits-train.npz", "digits-test.npz", "result.json",
+                 "layers.png"):
+        assert (out_dir / name).is_file(), name
+    res = json.loads((out_dir / "result.json").read_text())
+    kinds = [la["kind"] for la in res["layers"]]
+    assert kinds[0] == "input" and "layer" in kinds
+    assert all("cross" in la and "probe" in la for la in res["layers"])
     with np.load(out_dir / "digits-train.npz") as f:
-        assert digits["si"] == pytest.approx(_brute_si(f["features"], f["labels"]), abs=0)
-    assert "smi_linear" in out and "center_si" in out
+        expected = _brute_si(f["inputs"], f["labels"])
+    assert res["layers"][0]["si"] == pytest.approx(expected, abs=0)
+    assert "stops improving" in out
+
+
+def test_demo_reuses_the_trained_model(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    assert run_cli(["demo", "--out", str(out_dir)], capsys)[0] == 0
+    first = (out_dir / "digits-mlp.onnx").stat().st_mtime_ns
+    assert run_cli(["demo", "--out", str(out_dir)], capsys)[0] == 0
+    assert (out_dir / "digits-mlp.onnx").stat().st_mtime_ns == first
 
 
 def test_installed_entry_point_runs(cls_files):

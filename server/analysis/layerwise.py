@@ -245,6 +245,10 @@ def analyze_layers(
     results: list[LayerResult] = []
     warnings: list[str] = []
     for i, (kind, d) in enumerate(rows):
+        if cancelled is not None and cancelled():
+            from ..runtime.extract import Cancelled  # noqa: PLC0415
+
+            raise Cancelled("cancelled between layers")
         row = LayerResult(
             name=d.name, kind=kind, op_type=d.op_type, shape=[int(s) for s in d.shape],
             reduction=d.reduction.describe(), dims=d.dims, notes=list(d.notes),

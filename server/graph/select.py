@@ -27,8 +27,9 @@ def parse_spec(spec: str | Iterable[str] | None) -> list[str]:
     """Return the items of a layer specification (``"a,b"`` or a list)."""
     if spec is None:
         return ["auto"]
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    out = [s.strip() for s in items if s and s.strip()]
+    # Items may arrive as one string or a list of them, each possibly comma-separated.
+    text = spec if isinstance(spec, str) else ",".join(spec)
+    out = [s.strip() for s in text.split(",") if s.strip()]
     # "op:Conv,Relu" arrives split as ["op:Conv", "Relu"]: re-attach the bare op types.
     merged: list[str] = []
     for item in out:

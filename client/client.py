@@ -1,0 +1,471 @@
+"""The Python client: typed methods over the gRPC API, NumPy in, plain results out.
+
+    with Client.local() as c:                       # an embedded server on loopback
+        model = c.upload_model("model.onnx")
+        train = c.upload_dataset({"image": x}, labels=y)
+        result = c.analyze_layers(model, train, progress=True)
+
+    with Client("host:50051", token="...") as c:   # a remote server
+        ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from .paths import default_data_dir
+from .progress import ProgressLine
+from .results import IndicesResult, Job, LayerwiseResult
+from .stubs import (
+    analysis_pb2,
+    analysis_pb2_grpc,
+    common_pb2,
+    datasets_pb2,
+    datasets_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+)
+
+CHUNK = 1 << 20
+READY_PREFIX = "layerscope serving on "
+
+
+class LayerscopeError(RuntimeError):
+    """An error the server returned: ``code`` (a grpc.StatusCode name) and its message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.details = message
+
+
+def _wrap(exc: grpc.RpcError) -> LayerscopeError:
+    code = exc.code().name if hasattr(exc, "code") and exc.code() else "UNKNOWN"
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return LayerscopeError(code, details or "")
+
+
+def _sha256_of(parts: Iterable[memoryview]) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    for p in parts:
+        h.update(p)
+        n += len(p)
+    return h.hexdigest(), n
+
+
+def _views(arrays: list[np.ndarray]) -> Iterator[memoryview]:
+    """The raw little-endian bytes of each array, in CHUNK-sized pieces, without copies."""
+    for a in arrays:
+        buf = memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        for s in range(0, len(buf), CHUNK):
+            yield buf[s : s + CHUNK]
+
+
+def _le(a: Any) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(a))
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr
+
+
+def _chunks(arrays: list[np.ndarray]) -> Iterator[common_pb2.Chunk]:
+    offset = 0
+    for view in _views(arrays):
+        yield common_pb2.Chunk(offset=offset, data=view.tobytes())
+        offset += len(view)
+
+
+def _spec(name: str, a: np.ndarray) -> common_pb2.TensorSpec:
+    return common_pb2.TensorSpec(name=name, dtype=str(a.dtype), shape=list(a.shape))
+
+
+def _index_options(**kw: Any) -> analysis_pb2.IndexOptions:
+    o = analysis_pb2.IndexOptions()
+    if kw.get("indices") is not None:
+        o.indices.extend([kw["indices"]] if isinstance(kw["indices"], str) else kw["indices"])
+    if kw.get("orders") is not None:
+        orders = kw["orders"]
+        o.orders.extend([orders] if isinstance(orders, int) else [int(r) for r in orders])
+    for name in ("gamma", "margin_cap", "max_features", "patience", "memory_budget_mb"):
+        if kw.get(name) is not None:
+            setattr(o, name, kw[name])
+    if kw.get("candidates") is not None:
+        o.candidates.extend(int(c) for c in kw["candidates"])
+    o.normalize = bool(kw.get("normalize", False))
+    o.criterion = kw.get("criterion") or ""
+    o.precision = kw.get("precision") or ""
+    o.per_sample = bool(kw.get("per_sample", False))
+    return o
+
+
+class Client:
+    """A connection to a layerscope server."""
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        *,
+        root_certificates: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+        options = [("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.max_send_message_length", 16 << 20)]
+        if root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._models = models_pb2_grpc.ModelsStub(self._channel)
+        self._datasets = datasets_pb2_grpc.DatasetsStub(self._channel)
+        self._analysis = analysis_pb2_grpc.AnalysisStub(self._channel)
+        self._process: subprocess.Popen[str] | None = None
+
+    # lifecycle --------------------------------------------------------------------------
+    @classmethod
+    def local(
+        cls,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        startup_timeout: float = 120.0,
+    ) -> Client:
+        """Connect to the embedded server of ``data_dir`` (default: the user's data home),
+        starting one on a free loopback port if none is running; it stops with the client
+        when this client started it."""
+        folder = Path(data_dir) if data_dir is not None else default_data_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        running = _running_server(folder)
+        if running:
+            return cls(running)
+        cmd = [sys.executable, "-m", "layerscope.server.api", "--host", "127.0.0.1",
+               "--port", "0", "--data-dir", str(folder)]
+        if device:
+            cmd += ["--device", device]
+        log = open(folder / "server.log", "a")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                                start_new_session=True)
+        log.close()
+        address = _await_ready(proc, startup_timeout)
+        if address is None:
+            proc.wait(timeout=5) if proc.poll() is None else None
+            running = _running_server(folder)  # another client started one meanwhile
+            if running:
+                return cls(running)
+            tail = _tail(folder / "server.log")
+            raise LayerscopeError("UNAVAILABLE", f"the embedded server did not start:\n{tail}")
+        client = cls(address)
+        client._process = proc
+        client.wait_ready(startup_timeout)
+        return client
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the server answers (raises LayerscopeError after ``timeout``)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise LayerscopeError("UNAVAILABLE", f"no server answers at {self.address}") from None
+
+    def close(self) -> None:
+        """Close the channel and stop the embedded server this client started."""
+        self._channel.close()
+        proc, self._process = self._process, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any, **kw: Any) -> Any:
+        try:
+            return method(request, metadata=self._metadata, timeout=kw.get("timeout",
+                                                                           self.timeout))
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+
+    # models -----------------------------------------------------------------------------
+    def upload_model(self, model: str | os.PathLike[str] | bytes | Any, name: str | None = None,
+                     sample_inputs: Any = None) -> models_pb2.Model:
+        """Upload ONNX bytes, a path to an .onnx file (or an onnx.ModelProto); return the
+        stored model with its candidate layers. The same bytes twice upload once."""
+        if hasattr(model, "SerializeToString"):
+            data = model.SerializeToString()
+        elif isinstance(model, (bytes, bytearray)):
+            data = bytes(model)
+        else:
+            path = Path(model)
+            data = path.read_bytes()
+            name = name or path.name
+        sha = hashlib.sha256(data).hexdigest()
+
+        def requests() -> Iterator[models_pb2.UploadModelRequest]:
+            yield models_pb2.UploadModelRequest(header=models_pb2.UploadModelHeader(
+                name=name or "", size_bytes=len(data), sha256=sha))
+            for s in range(0, len(data), CHUNK):
+                yield models_pb2.UploadModelRequest(
+                    chunk=common_pb2.Chunk(offset=s, data=data[s : s + CHUNK]))
+
+        return self._call(self._models.UploadModel, requests()).model
+
+    def get_model(self, model_id: str) -> models_pb2.Model:
+        return self._call(self._models.GetModel, models_pb2.GetModelRequest(id=model_id))
+
+    def models(self) -> list[models_pb2.Model]:
+        return list(self._call(self._models.ListModels, models_pb2.ListModelsRequest()).models)
+
+    def delete_model(self, model_id: str) -> None:
+        self._call(self._models.DeleteModel, models_pb2.DeleteModelRequest(id=model_id))
+
+    # datasets ---------------------------------------------------------------------------
+    def upload_dataset(
+        self,
+        inputs: Mapping[str, Any] | Any,
+        labels: Any = None,
+        targets: Any = None,
+        name: str | None = None,
+    ) -> datasets_pb2.Dataset:
+        """Upload named input arrays (or one array, stored as ``inputs``) with ``labels``
+        (classification) or ``targets`` (regression); return the stored dataset."""
+        if (labels is None) == (targets is None):
+            raise ValueError("give exactly one of labels or targets")
+        named = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": inputs}
+        if "labels" in named or "targets" in named:
+            raise ValueError("input arrays may not be named 'labels' or 'targets'")
+        named["labels" if labels is not None else "targets"] = (
+            labels if labels is not None else targets)
+        arrays = {k: _le(v) for k, v in named.items()}
+        order = list(arrays.values())
+        sha, size = _sha256_of(_views(order))
+        header = datasets_pb2.UploadDatasetHeader(
+            name=name or "", tensors=[_spec(k, a) for k, a in arrays.items()],
+            size_bytes=size, sha256=sha)
+
+        def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
+            yield datasets_pb2.UploadDatasetRequest(header=header)
+            for chunk in _chunks(order):
+                yield datasets_pb2.UploadDatasetRequest(chunk=chunk)
+
+        return self._call(self._datasets.UploadDataset, requests()).dataset
+
+    def get_dataset(self, dataset_id: str) -> datasets_pb2.Dataset:
+        return self._call(self._datasets.GetDataset, datasets_pb2.GetDatasetRequest(id=dataset_id))
+
+    def datasets(self) -> list[datasets_pb2.Dataset]:
+        return list(self._call(self._datasets.ListDatasets,
+                               datasets_pb2.ListDatasetsRequest()).datasets)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._call(self._datasets.DeleteDataset, datasets_pb2.DeleteDatasetRequest(id=dataset_id))
+
+    # indices ----------------------------------------------------------------------------
+    def compute_indices(
+        self,
+        features: Any,
+        labels: Any = None,
+        targets: Any = None,
+        *,
+        test_features: Any = None,
+        test_labels: Any = None,
+        test_targets: Any = None,
+        **options: Any,
+    ) -> IndicesResult:
+        """The engine's indices of ``features`` (see METRICS.md), computed by the server.
+
+        Options as ``compute_indices``: indices, orders, gamma, normalize, margin_cap,
+        max_features, patience, candidates, criterion, precision, memory_budget_mb,
+        per_sample.
+        """
+        named = {"features": features, "labels": labels, "targets": targets,
+                 "test_features": test_features, "test_labels": test_labels,
+                 "test_targets": test_targets}
+        arrays = {k: _le(v) for k, v in named.items() if v is not None}
+        header = analysis_pb2.ComputeIndicesHeader(
+            options=_index_options(**options),
+            tensors=[_spec(k, a) for k, a in arrays.items()])
+        order = list(arrays.values())
+
+        def requests() -> Iterator[analysis_pb2.ComputeIndicesRequest]:
+            yield analysis_pb2.ComputeIndicesRequest(header=header)
+            for chunk in _chunks(order):
+                yield analysis_pb2.ComputeIndicesRequest(chunk=chunk)
+
+        return IndicesResult.from_proto(self._call(self._analysis.ComputeIndices, requests()))
+
+    # jobs -------------------------------------------------------------------------------
+    def start_layer_analysis(
+        self,
+        model: str | models_pb2.Model,
+        train: str | datasets_pb2.Dataset,
+        test: str | datasets_pb2.Dataset | None = None,
+        *,
+        layers: str | Iterable[str] = "auto",
+        reduce: str = "auto",
+        probe: bool = False,
+        batch_size: int | None = None,
+        tolerance: float | None = None,
+        **options: Any,
+    ) -> Job:
+        """Start a layer-wise analysis job on the server; return it at once."""
+        req = analysis_pb2.StartLayerAnalysisRequest(
+            model_id=_id(model), dataset_id=_id(train),
+            test_dataset_id=_id(test) if test is not None else "",
+            layers=[layers] if isinstance(layers, str) else list(layers), reduce=reduce,
+            options=_index_options(**options), probe=probe, batch_size=batch_size or 0,
+        )
+        if tolerance is not None:
+            req.tolerance = tolerance
+        return Job.from_proto(self._call(self._analysis.StartLayerAnalysis, req))
+
+    def watch(self, job: str | Job) -> Iterator[Job]:
+        """Yield the job as it changes, ending in a final state."""
+        try:
+            for msg in self._analysis.WatchJob(analysis_pb2.WatchJobRequest(id=_id(job)),
+                                               metadata=self._metadata):
+                yield Job.from_proto(msg)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+
+    def job(self, job: str | Job) -> Job:
+        return Job.from_proto(self._call(self._analysis.GetJob,
+                                         analysis_pb2.GetJobRequest(id=_id(job))))
+
+    def jobs(self) -> list[Job]:
+        resp = self._call(self._analysis.ListJobs, analysis_pb2.ListJobsRequest())
+        return [Job.from_proto(j) for j in resp.jobs]
+
+    def cancel(self, job: str | Job) -> Job:
+        return Job.from_proto(self._call(self._analysis.CancelJob,
+                                         analysis_pb2.CancelJobRequest(id=_id(job))))
+
+    def analyze_layers(
+        self,
+        model: str | os.PathLike[str] | bytes | models_pb2.Model,
+        train: Mapping[str, Any] | datasets_pb2.Dataset | str,
+        test: Mapping[str, Any] | datasets_pb2.Dataset | str | None = None,
+        *,
+        labels: Any = None,
+        targets: Any = None,
+        test_labels: Any = None,
+        test_targets: Any = None,
+        layers: str | Iterable[str] = "auto",
+        progress: bool = False,
+        **kw: Any,
+    ) -> LayerwiseResult:
+        """Run a layer-wise analysis and wait for its result.
+
+        ``model`` is a stored model (or its id) or a path/bytes to upload; ``train`` and
+        ``test`` stored datasets (or ids) or dicts of input arrays, uploaded with
+        ``labels``/``targets``. ``progress=True`` shows a progress bar on stderr. Other
+        keywords as :meth:`start_layer_analysis`.
+        """
+        stored_model = model if isinstance(model, models_pb2.Model) else (
+            self.get_model(model) if isinstance(model, str) and _is_id(model)
+            else self.upload_model(model))
+        train_ds = self._dataset(train, labels, targets)
+        test_ds = None if test is None else self._dataset(test, test_labels, test_targets)
+        job = self.start_layer_analysis(stored_model, train_ds, test_ds, layers=layers, **kw)
+        bar = ProgressLine(progress)
+        last = job
+        try:
+            for last in self.watch(job):
+                p = last.progress
+                bar(str(p.get("stage", last.state)), int(p.get("done", 0)),
+                    int(p.get("total", 0)) or 1, f"{float(p.get('fraction', 0)) * 100:5.1f}%")
+        except KeyboardInterrupt:
+            self.cancel(job)
+            raise
+        finally:
+            bar.close()
+        if last.state != "succeeded" or last.result is None:
+            raise LayerscopeError(last.state.upper(),
+                                  last.message or f"job {last.id} {last.state}")
+        return last.result
+
+    def _dataset(self, value: Any, labels: Any, targets: Any) -> datasets_pb2.Dataset:
+        if isinstance(value, datasets_pb2.Dataset):
+            return value
+        if isinstance(value, str):
+            return self.get_dataset(value)
+        return self.upload_dataset(value, labels=labels, targets=targets)
+
+
+def _id(value: Any) -> str:
+    return value if isinstance(value, str) else str(value.id)
+
+
+def _is_id(value: str) -> bool:
+    return len(value) in (32, 64) and all(c in "0123456789abcdef" for c in value)
+
+
+def _running_server(folder: Path) -> str | None:
+    """The address of a live server holding ``folder``, if there is one."""
+    try:
+        info = json.loads((folder / "server.json").read_text())
+        pid, address = int(info["pid"]), str(info["address"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=5)
+        return address
+    except grpc.FutureTimeoutError:
+        return None
+    finally:
+        channel.close()
+
+
+def _await_ready(proc: subprocess.Popen[str], timeout: float) -> str | None:
+    """Read the server's first line ('layerscope serving on HOST:PORT ...')."""
+    result: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(READY_PREFIX):
+                result.append(line[len(READY_PREFIX):].split()[0])
+                return
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    deadline = time.monotonic() + timeout
+    while t.is_alive() and time.monotonic() < deadline:
+        t.join(0.1)
+        if proc.poll() is not None and not result:
+            t.join(1.0)
+            break
+    return result[0] if result else None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text().splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"

@@ -1,0 +1,190 @@
+"""Human-readable reports of results: the index table and the layer table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# Canonical names (METRICS.md) in the order reports list them.
+INDEX_NAMES = (
+    "si", "high_order_si", "soft_order_si", "anti_si", "center_si", "margin_order",
+    "smi_linear", "smi_exp", "high_order_smi_linear", "high_order_smi_exp",
+    "soft_order_smi_linear", "soft_order_smi_exp", "anti_smi_linear", "anti_smi_exp",
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _fmt3(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _rows(d: dict[str, Any], orders: list[int]) -> list[tuple[str, Any]]:
+    """(label, value) rows for the dataset-level values of one set, in canonical order."""
+    rows: list[tuple[str, Any]] = []
+    for name in INDEX_NAMES:
+        if name not in d or name == "feature_ranking" or name.startswith("single_feature"):
+            continue
+        value = d[name]
+        if isinstance(value, dict):
+            rows.extend((f"{name}[{r}]", value.get(str(r))) for r in orders)
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def format_table(out: dict[str, Any], per_class: bool = False) -> str:
+    """Return the human-readable report of an ``indices`` result dict."""
+    orders = out["options"]["orders"]
+    head = (
+        f"{out['data']}: {out['task']}, {out['n_samples']} samples, "
+        f"{out['n_features']} features"
+    )
+    if out.get("classes") is not None:
+        head += f", {len(out['classes'])} classes"
+    lines = [head]
+    if "cross" in out:
+        lines.append(f"test: {out['test']}, {out['cross']['n_samples']} samples")
+    train_rows = dict(_rows(out, orders))
+    cross_rows = dict(_rows(out["cross"], orders)) if "cross" in out else {}
+    names = list(train_rows)
+    width = max([len(n) for n in names] + [5])
+    cols = ["train"] + (["test"] if "cross" in out else [])
+    lines.append("")
+    lines.append(f"{'index':<{width}}  " + "  ".join(f"{c:>8}" for c in cols))
+    lines.append("-" * (width + 2 + 10 * len(cols)))
+    for n in names:
+        vals = [_fmt(train_rows[n])]
+        if "cross" in out:
+            vals.append(_fmt(cross_rows.get(n)) if n in cross_rows else "")
+        lines.append(f"{n:<{width}}  " + "  ".join(f"{v:>8}" for v in vals))
+    for key in ("single_feature_si", "single_feature_smi_linear", "single_feature_smi_exp"):
+        if key in out:
+            scores = np.asarray(out[key], dtype=float)
+            top = np.argsort(-scores, kind="stable")[:5]
+            best = ", ".join(f"#{i}={scores[i]:.3f}" for i in top)
+            lines.append(f"{key}: best features {best}")
+    if "feature_ranking" in out:
+        fr = out["feature_ranking"]
+        lines.append(
+            f"feature_ranking ({fr['criterion']}): order {fr['order'][:12]}"
+            f"{' ...' if len(fr['order']) > 12 else ''}; best subset of "
+            f"{len(fr['best_subset'])} features reaches {max(fr['scores']):.4f}"
+        )
+    if per_class and out.get("classes") is not None:
+        lines.append("")
+        lines.append(_per_class_table(out, orders))
+    knn_info = out["options"].get("knn", {}).get("train")
+    if knn_info:
+        lines.append("")
+        lines.append(
+            f"exact k-NN ({knn_info['candidate_search']} candidates): "
+            f"{knn_info['certified_rows']} rows proven in float32, "
+            f"{knn_info['reranked_rows']} re-ranked in float64, "
+            f"{knn_info['fallback_rows']} full scans; {out['options']['seconds']:.2f} s "
+            f"on {out['options']['device']}"
+        )
+    for w in out.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def _per_class_table(out: dict[str, Any], orders: list[int]) -> str:
+    """One row per index, one column per label."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for key, value in out.items():
+        if not key.endswith("_per_class"):
+            continue
+        name = key[: -len("_per_class")]
+        if value and isinstance(next(iter(value.values())), dict):
+            rows.extend((f"{name}[{r}]", value[str(r)]) for r in orders if str(r) in value)
+        else:
+            rows.append((name, value))
+    labels = [str(c) for c in out["classes"]]
+    width = max([len(n) for n, _ in rows] + [5])
+    cell = max([len(c) for c in labels] + [6])
+    lines = [
+        "per class (train):",
+        f"{'label':<{width}}  " + " ".join(f"{c:>{cell}}" for c in labels),
+    ]
+    for name, col in rows:
+        cells = " ".join(f"{_fmt3(col.get(c)):>{cell}}" for c in labels)
+        lines.append(f"{name:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
+def format_layer_table(out: dict[str, Any]) -> str:
+    """Return the human-readable layer table of an ``analyze`` result dict."""
+    orders = out["options"]["orders"]
+    layers = out["layers"]
+    cols: list[tuple[str, str, str | None]] = []
+    for la in layers:
+        for k, v in la.items():
+            if k in ("name", "kind", "op_type", "shape", "reduction", "dims", "cross", "probe",
+                     "notes", "error"):
+                continue
+            entries = [(k, str(o)) for o in orders if str(o) in v] if isinstance(v, dict) \
+                else [(k, None)]
+            for name, o in entries:
+                label = name if o is None else f"{name}[{o}]"
+                if all(c[0] != label for c in cols):
+                    cols.append((label, name, o))
+    has_test = any("cross" in la for la in layers)
+    has_probe = any("probe" in la for la in layers)
+    nw = min(40, max(len(la["name"]) for la in layers) + 2)
+    head = f"{'#':>2} {'layer':<{nw}} {'op':<12} {'reduce':<12} {'dims':>6}"
+    for label, _, _ in cols:
+        head += f" {label:>{max(len(label), 7)}}"
+        if has_test:
+            head += f" {'test':>7}"
+    if has_probe:
+        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "")
+    lines = [f"{out['model_path']}: {out['task']}, {len(layers)} layers", head,
+             "-" * len(head)]
+
+    def cell(src: dict[str, Any] | None, name: str, o: str | None) -> str:
+        v = None if src is None else src.get(name)
+        if isinstance(v, dict):
+            v = v.get(o)
+        return "-" if v is None else f"{v:.4f}"
+
+    for i, la in enumerate(layers):
+        name = la["name"] if len(la["name"]) <= nw - 2 else "..." + la["name"][-(nw - 5):]
+        row = f"{i:>2} {name:<{nw}} {la['op_type'][:12]:<12} {la['reduction'][:12]:<12} " \
+              f"{la['dims']:>6}"
+        for label, n, o in cols:
+            row += f" {cell(la, n, o):>{max(len(label), 7)}}"
+            if has_test:
+                row += f" {cell(la.get('cross'), n, o):>7}"
+        if has_probe:
+            p = la.get("probe") or {}
+            key = "accuracy" if out["task"] == "classification" else "r2"
+            tr, te = p.get(f"train_{key}"), p.get(f"test_{key}")
+            row += f" {'-' if tr is None else f'{tr:.4f}':>7}"
+            if has_test:
+                row += f" {'-' if te is None else f'{te:.4f}':>7}"
+        if la.get("error"):
+            row += f"  error: {la['error']}"
+        lines.append(row)
+    pl = out.get("plateau")
+    if pl:
+        lines.append("")
+        lines.append(
+            f"{pl['index']} stops improving at layer {pl['position']} ({pl['layer']}, "
+            f"{pl['value']:.4f}): no later layer rises by more than {pl['tolerance']}"
+        )
+    for la in layers:
+        for note in la.get("notes", []):
+            lines.append(f"note ({la['name']}): {note}")
+    for w in out.get("warnings", []):
+        lines.append(f"warning: {w}")
+    if out.get("plot"):
+        lines.append(f"plot written to {out['plot']}")
+    return "\n".join(lines)

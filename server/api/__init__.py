@@ -1,0 +1,1 @@
+"""The gRPC API: servicers, auth, errors, and the `serve` entry point."""

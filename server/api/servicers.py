@@ -1,0 +1,394 @@
+"""The gRPC servicers: thin translation between messages and domain calls.
+
+Every domain error becomes a status code with a message that names the field or value
+(:func:`status_for`); nothing reaches the client as UNKNOWN with a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from ...client.stubs import (
+    analysis_pb2,
+    analysis_pb2_grpc,
+    common_pb2,
+    datasets_pb2,
+    datasets_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+)
+from ..analysis import analyze_layers
+from ..graph import LayerSelectionError, describe, load_model, select_layers
+from ..graph.load import ModelError
+from ..metrics import compute_indices
+from ..runtime.extract import Cancelled, InputError, model_feeds
+from ..store import (
+    InvalidUpload,
+    JobCancelled,
+    NotFound,
+    QueueFull,
+    ShuttingDown,
+    SizeLimitError,
+    Store,
+    check_dataset_specs,
+    dataset_id,
+)
+from ..store.jobs import JobManager
+from ..store.store import split_tensors
+from . import convert
+
+log = logging.getLogger("layerscope.api")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FailedPrecondition(ValueError):
+    """A request whose resources exist but do not fit together."""
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Return the status code and message for a domain error."""
+    if isinstance(exc, NotFound):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, (SizeLimitError, QueueFull)):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, (FailedPrecondition, InputError)):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, ShuttingDown):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, (Cancelled, JobCancelled)):
+        return grpc.StatusCode.CANCELLED, str(exc) or "cancelled"
+    if isinstance(exc, ValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}): {exc}"
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+    code, message = status_for(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("internal error")
+    context.abort(code, message)
+
+
+def rpc(fn: F) -> F:
+    """Map domain errors of a unary-response method to status codes."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except grpc.RpcError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every error gets a status code
+            if isinstance(exc, AssertionError):
+                raise
+            _abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def rpc_stream(fn: F) -> F:
+    """Map domain errors of a streaming-response method to status codes."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except grpc.RpcError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _header(requests: Iterator[Any], what: str) -> Any:
+    try:
+        first = next(requests)
+    except StopIteration:
+        raise ValueError(f"{what}: the stream was empty; send a header first") from None
+    if first.WhichOneof("part") != "header":
+        raise ValueError(f"{what}: the first message must be a header, then chunks")
+    return first.header
+
+
+def _receive(requests: Iterator[Any], writer: Any, context: grpc.ServicerContext) -> None:
+    for req in requests:
+        if not context.is_active():
+            raise JobCancelled("the client went away during the upload")
+        if req.WhichOneof("part") != "chunk":
+            raise ValueError("after the header, every message must be a chunk")
+        writer.write(req.chunk.offset, req.chunk.data)
+
+
+def _specs(tensors: Any) -> list[dict[str, Any]]:
+    return [{"name": t.name, "dtype": t.dtype, "shape": [int(d) for d in t.shape]}
+            for t in tensors]
+
+
+def _check_finite(arrays: dict[str, np.ndarray]) -> None:
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f" and arr.size:
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                first = int(np.argmax(bad.reshape(len(arr), -1).any(axis=1)))
+                raise InvalidUpload(
+                    f"tensor {name!r} holds {int(bad.sum())} non-finite value(s) (NaN or Inf); "
+                    f"the first in sample {first}"
+                )
+
+
+class ModelsService(models_pb2_grpc.ModelsServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @rpc
+    def UploadModel(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        h = _header(requests, "UploadModel")
+        try:
+            row = self.store.catalog.model(h.sha256)
+            return models_pb2.UploadModelResponse(model=convert.model(row),
+                                                  already_present=True)
+        except NotFound:
+            pass
+        writer = self.store.writer(h.size_bytes, h.sha256)
+        try:
+            _receive(requests, writer, context)
+            path = writer.commit()
+        finally:
+            writer.abort()
+        try:
+            info = describe(load_model(path.read_bytes()))
+        except (ModelError, ValueError) as exc:
+            self.store.drop_blob_if_unused(h.sha256)
+            raise ModelError(f"UploadModel: {exc}") from None
+        self.store.catalog.add_model(h.sha256, h.name or h.sha256[:12], h.size_bytes,
+                                     info.to_dict())
+        stored = self.store.catalog.model(h.sha256)
+        return models_pb2.UploadModelResponse(model=convert.model(stored))
+
+    @rpc
+    def GetModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return convert.model(self.store.catalog.model(request.id))
+
+    @rpc
+    def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:
+        rows = self.store.catalog.models()
+        return models_pb2.ListModelsResponse(models=[convert.model(r, False) for r in rows])
+
+    @rpc
+    def DeleteModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.store.catalog.delete_model(request.id)
+        self.store.drop_blob_if_unused(request.id)
+        return models_pb2.DeleteModelResponse()
+
+
+class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @rpc
+    def UploadDataset(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        h = _header(requests, "UploadDataset")
+        specs = _specs(h.tensors)
+        n, task, total = check_dataset_specs(specs)
+        if total != h.size_bytes:
+            raise InvalidUpload(
+                f"header.size_bytes is {h.size_bytes} but the tensors' dtypes and shapes make "
+                f"{total} bytes"
+            )
+        ds_id = dataset_id(specs, h.sha256)
+        try:
+            row = self.store.catalog.dataset(ds_id)
+            return datasets_pb2.UploadDatasetResponse(dataset=convert.dataset(row),
+                                                      already_present=True)
+        except NotFound:
+            pass
+        writer = self.store.writer(h.size_bytes, h.sha256)
+        try:
+            _receive(requests, writer, context)
+            path = writer.commit()
+        finally:
+            writer.abort()
+        try:
+            _check_finite(split_tensors(path, specs))
+        except ValueError:
+            self.store.drop_blob_if_unused(h.sha256)
+            raise
+        self.store.catalog.add_dataset({
+            "id": ds_id, "name": h.name or ds_id[:12], "blob": h.sha256, "size": total,
+            "specs": specs, "n_samples": n, "task": task,
+        })
+        return datasets_pb2.UploadDatasetResponse(
+            dataset=convert.dataset(self.store.catalog.dataset(ds_id)))
+
+    @rpc
+    def GetDataset(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return convert.dataset(self.store.catalog.dataset(request.id))
+
+    @rpc
+    def ListDatasets(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return datasets_pb2.ListDatasetsResponse(
+            datasets=[convert.dataset(r) for r in self.store.catalog.datasets()])
+
+    @rpc
+    def DeleteDataset(self, request: Any, context: grpc.ServicerContext) -> Any:
+        blob = self.store.catalog.delete_dataset(request.id)
+        self.store.drop_blob_if_unused(blob)
+        return datasets_pb2.DeleteDatasetResponse()
+
+
+def _options(o: Any) -> dict[str, Any]:
+    """IndexOptions -> keyword arguments of compute_indices (unset fields left out)."""
+    kw: dict[str, Any] = {}
+    if o.indices:
+        kw["indices"] = list(o.indices)
+    if o.orders:
+        kw["orders"] = [int(r) for r in o.orders]
+    for name in ("gamma", "margin_cap", "max_features", "patience", "memory_budget_mb"):
+        if o.HasField(name):
+            kw[name] = getattr(o, name)
+    if o.normalize:
+        kw["normalize"] = True
+    if o.candidates:
+        kw["candidates"] = list(o.candidates)
+    if o.criterion:
+        kw["criterion"] = o.criterion
+    if o.precision:
+        kw["precision"] = o.precision
+    return kw
+
+
+class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
+    def __init__(self, store: Store, jobs: JobManager, device: str | None) -> None:
+        self.store, self.jobs, self.device = store, jobs, device
+
+    @rpc
+    def ComputeIndices(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        h = _header(requests, "ComputeIndices")
+        specs = _specs(h.tensors)
+        sizes = []
+        for s in specs:
+            try:
+                item = np.dtype(s["dtype"]).itemsize
+            except TypeError:
+                raise ValueError(f"tensor {s['name']!r}: unknown dtype {s['dtype']!r}") from None
+            sizes.append(int(np.prod(s["shape"], dtype=np.int64)) * item)
+        total = sum(sizes)
+        if total > self.store.max_upload_bytes:
+            raise SizeLimitError(
+                f"ComputeIndices tensors total {total} bytes, above the server's limit of "
+                f"{self.store.max_upload_bytes} bytes (--max-upload-mb)"
+            )
+        buf = bytearray()
+        for req in requests:
+            if not context.is_active():
+                raise JobCancelled("the client went away")
+            if req.WhichOneof("part") != "chunk" or req.chunk.offset != len(buf):
+                raise ValueError("after the header, send chunks in order (offset = bytes sent)")
+            buf += req.chunk.data
+            if len(buf) > total:
+                raise ValueError(f"received more than the {total} bytes the specs describe")
+        if len(buf) != total:
+            raise ValueError(f"received {len(buf)} bytes; the specs describe {total}")
+        arrays: dict[str, Any] = {}
+        offset = 0
+        for s, size in zip(specs, sizes, strict=True):
+            arrays[s["name"]] = np.frombuffer(bytes(buf[offset:offset + size]),
+                                              dtype=np.dtype(s["dtype"]).newbyteorder("<")
+                                              ).reshape(s["shape"])
+            offset += size
+        known = {"features", "labels", "targets", "test_features", "test_labels", "test_targets"}
+        unknown = set(arrays) - known
+        if unknown or "features" not in arrays:
+            raise ValueError(
+                f"ComputeIndices tensors must be named among {sorted(known)} with 'features' "
+                f"present; got {sorted(arrays)}"
+            )
+        kw = _options(h.options)
+        result = compute_indices(device=self.device, **arrays, **kw)
+        return convert.indices_result(result, per_sample=h.options.per_sample)
+
+    @rpc
+    def StartLayerAnalysis(self, request: Any, context: grpc.ServicerContext) -> Any:
+        model_bytes = self.store.model_bytes(request.model_id)
+        _, train = self.store.dataset_arrays(request.dataset_id)
+        test = None
+        if request.test_dataset_id:
+            _, test = self.store.dataset_arrays(request.test_dataset_id)
+        info = describe(load_model(model_bytes))
+        layers = list(request.layers) or ["auto"]
+        try:
+            select_layers(info, layers)
+        except LayerSelectionError as exc:
+            raise ValueError(f"layers: {exc}") from None
+        for role, arrays in (("dataset", train), ("test dataset", test)):
+            if arrays is not None:
+                try:
+                    model_feeds(info, arrays, role)
+                except InputError as exc:
+                    raise FailedPrecondition(str(exc)) from None
+        if test is not None and (("labels" in train) != ("labels" in test)):
+            raise FailedPrecondition("the dataset and the test dataset are of different tasks")
+        opts = _options(request.options)
+        req = {
+            "model_id": request.model_id, "dataset_id": request.dataset_id,
+            "test_dataset_id": request.test_dataset_id or None, "layers": layers,
+            "reduce": request.reduce or "auto", "probe": request.probe,
+            "batch_size": request.batch_size or None,
+            "tolerance": request.tolerance if request.HasField("tolerance") else 0.01,
+            "options": opts,
+        }
+        work = functools.partial(self._layer_analysis, req)
+        return convert.job(self.jobs.submit("layer_analysis", req, work))
+
+    def _layer_analysis(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
+        progress("loading", 0, 1)
+        model = load_model(self.store.model_bytes(req["model_id"]))
+        _, train = self.store.dataset_arrays(req["dataset_id"])
+        test = None
+        if req["test_dataset_id"]:
+            _, test = self.store.dataset_arrays(req["test_dataset_id"])
+        key = "labels" if "labels" in train else "targets"
+        data = {k: v for k, v in train.items() if k not in ("labels", "targets")}
+        kw: dict[str, Any] = {key: np.asarray(train[key])}
+        if test is not None:
+            kw["test"] = {k: v for k, v in test.items() if k not in ("labels", "targets")}
+            kw[f"test_{key}"] = np.asarray(test[key])
+        opts = dict(req["options"])
+        budget = opts.pop("memory_budget_mb", 1024.0)
+        result = analyze_layers(
+            model, data, layers=req["layers"], reduce=req["reduce"], probe=req["probe"],
+            batch_size=req["batch_size"], tolerance=req["tolerance"], device=self.device,
+            memory_budget_mb=budget, progress=progress, cancelled=cancelled,
+            indices=opts.get("indices"), orders=opts.get("orders"),
+            gamma=opts.get("gamma", 1.0), normalize=opts.get("normalize", False), **kw,
+        )
+        return result.to_dict()
+
+    @rpc_stream
+    def WatchJob(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        self.jobs.get(request.id, with_result=False)  # NOT_FOUND before the stream starts
+        for row in self.jobs.watch(request.id, context.is_active):
+            yield convert.job(row)
+
+    @rpc
+    def GetJob(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return convert.job(self.jobs.get(request.id))
+
+    @rpc
+    def ListJobs(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return analysis_pb2.ListJobsResponse(
+            jobs=[convert.job(r) for r in self.store.catalog.jobs()])
+
+    @rpc
+    def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return convert.job(self.jobs.cancel(request.id))
+
+
+__all__ = ["AnalysisService", "DatasetsService", "ModelsService", "common_pb2", "status_for"]

@@ -1,0 +1,19 @@
+"""The embedded store: SQLite catalog, content-addressed blobs, and the job runner."""
+
+from .blobs import BlobError, SizeLimitError
+from .catalog import Catalog, JobRow, NotFound
+from .jobs import JobCancelled, JobManager, QueueFull, ShuttingDown
+from .store import (
+    DataDirBusy,
+    InvalidUpload,
+    Store,
+    check_dataset_specs,
+    dataset_id,
+    default_data_dir,
+)
+
+__all__ = [
+    "BlobError", "Catalog", "DataDirBusy", "InvalidUpload", "JobCancelled", "JobManager",
+    "JobRow", "NotFound", "QueueFull", "ShuttingDown", "SizeLimitError", "Store",
+    "check_dataset_specs", "dataset_id", "default_data_dir",
+]

@@ -1,0 +1,232 @@
+"""The catalog: a SQLite database (WAL) of models, datasets and jobs.
+
+Every change is one transaction. Blob bytes live in :mod:`blobs`; rows refer to them by
+sha256. On opening, jobs left queued or running by a server that stopped are marked
+interrupted with a message: never silently lost, never left "running".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    info_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    specs_json TEXT NOT NULL,
+    n_samples INTEGER NOT NULL,
+    task TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    request_json TEXT NOT NULL,
+    progress_json TEXT NOT NULL DEFAULT '{}',
+    message TEXT NOT NULL DEFAULT '',
+    result_json TEXT
+);
+"""
+
+ACTIVE = ("queued", "running")
+FINAL = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+class NotFound(KeyError):
+    """An id the catalog does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+@dataclass
+class JobRow:
+    id: str
+    kind: str
+    state: str
+    created: float
+    started: float | None
+    finished: float | None
+    request: dict[str, Any]
+    progress: dict[str, Any]
+    message: str
+    result: dict[str, Any] | None
+
+
+class Catalog:
+    """Thread-safe access to the SQLite catalog at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self._lock:
+            self._db.executescript(SCHEMA)  # executescript commits on its own
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # models -----------------------------------------------------------------------------
+    def add_model(self, id: str, name: str, size: int, info: dict[str, Any]) -> bool:
+        """Insert a model row; return False when the id was already there."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO models (id, name, size, created, info_json) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (id, name, size, time.time(), json.dumps(info)),
+            )
+            return cur.rowcount == 1
+
+    def model(self, id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM models WHERE id = ?", (id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no model with id {id!r}")
+        return _model_dict(row)
+
+    def models(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM models ORDER BY created DESC").fetchall()
+        return [_model_dict(r) for r in rows]
+
+    def delete_model(self, id: str) -> None:
+        with self.transaction() as db:
+            if db.execute("DELETE FROM models WHERE id = ?", (id,)).rowcount == 0:
+                raise NotFound(f"no model with id {id!r}")
+
+    # datasets ---------------------------------------------------------------------------
+    def add_dataset(self, row: dict[str, Any]) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO datasets (id, name, blob, size, created, specs_json, "
+                "n_samples, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], row["name"], row["blob"], row["size"], time.time(),
+                 json.dumps(row["specs"]), row["n_samples"], row["task"]),
+            )
+            return cur.rowcount == 1
+
+    def dataset(self, id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM datasets WHERE id = ?", (id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no dataset with id {id!r}")
+        return _dataset_dict(row)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM datasets ORDER BY created DESC").fetchall()
+        return [_dataset_dict(r) for r in rows]
+
+    def delete_dataset(self, id: str) -> str:
+        """Delete the row; return its blob's sha256 (the caller drops unreferenced blobs)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT blob FROM datasets WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no dataset with id {id!r}")
+            db.execute("DELETE FROM datasets WHERE id = ?", (id,))
+            return str(row["blob"])
+
+    def blob_in_use(self, digest: str) -> bool:
+        with self._lock:
+            a = self._db.execute("SELECT 1 FROM datasets WHERE blob = ?", (digest,)).fetchone()
+            b = self._db.execute("SELECT 1 FROM models WHERE id = ?", (digest,)).fetchone()
+        return a is not None or b is not None
+
+    # jobs -------------------------------------------------------------------------------
+    def add_job(self, id: str, kind: str, request: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, state, created, request_json, progress_json) "
+                "VALUES (?, ?, 'queued', ?, ?, ?)",
+                (id, kind, time.time(), json.dumps(request), json.dumps({"stage": "queued"})),
+            )
+
+    def update_job(self, id: str, **fields: Any) -> None:
+        cols, vals = [], []
+        for key, value in fields.items():
+            if key in ("progress", "result", "request"):
+                key, value = f"{key}_json", None if value is None else json.dumps(value)
+            cols.append(f"{key} = ?")
+            vals.append(value)
+        with self.transaction() as db:
+            db.execute(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ?", (*vals, id))
+
+    def job(self, id: str, with_result: bool = True) -> JobRow:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job with id {id!r}")
+        return _job_row(row, with_result)
+
+    def jobs(self) -> list[JobRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()
+        return [_job_row(r, False) for r in rows]
+
+    def interrupt_active(self, message: str) -> int:
+        """Mark every queued or running job interrupted; return how many."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = 'interrupted', message = ?, finished = ? "
+                "WHERE state IN ('queued', 'running')",
+                (message, time.time()),
+            )
+            return int(cur.rowcount)
+
+
+def _model_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "size": row["size"],
+            "created": row["created"], "info": json.loads(row["info_json"])}
+
+
+def _dataset_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "blob": row["blob"], "size": row["size"],
+            "created": row["created"], "specs": json.loads(row["specs_json"]),
+            "n_samples": row["n_samples"], "task": row["task"]}
+
+
+def _job_row(row: sqlite3.Row, with_result: bool) -> JobRow:
+    result = row["result_json"] if with_result else None
+    return JobRow(
+        id=row["id"], kind=row["kind"], state=row["state"], created=row["created"],
+        started=row["started"], finished=row["finished"],
+        request=json.loads(row["request_json"]), progress=json.loads(row["progress_json"]),
+        message=row["message"], result=None if result is None else json.loads(result),
+    )
