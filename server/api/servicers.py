@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -117,13 +118,24 @@ def _header(requests: Iterator[Any], what: str) -> Any:
     return first.header
 
 
-def _receive(requests: Iterator[Any], writer: Any, context: grpc.ServicerContext) -> None:
-    for req in requests:
-        if not context.is_active():
-            raise JobCancelled("the client went away during the upload")
-        if req.WhichOneof("part") != "chunk":
-            raise ValueError("after the header, every message must be a chunk")
-        writer.write(req.chunk.offset, req.chunk.data)
+def _receive_blob(
+    store: Store, header: Any, requests: Iterator[Any], context: grpc.ServicerContext
+) -> Path:
+    """Write the chunks that follow a header into the store; return the blob's path.
+
+    Nothing is left behind when the stream breaks off or the bytes do not match.
+    """
+    writer = store.writer(header.size_bytes, header.sha256)
+    try:
+        for req in requests:
+            if not context.is_active():
+                raise JobCancelled("the client went away during the upload")
+            if req.WhichOneof("part") != "chunk":
+                raise ValueError("after the header, every message must be a chunk")
+            writer.write(req.chunk.offset, req.chunk.data)
+        return writer.commit()
+    finally:
+        writer.abort()
 
 
 def _specs(tensors: Any) -> list[dict[str, Any]]:
@@ -156,12 +168,7 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
                                                   already_present=True)
         except NotFound:
             pass
-        writer = self.store.writer(h.size_bytes, h.sha256)
-        try:
-            _receive(requests, writer, context)
-            path = writer.commit()
-        finally:
-            writer.abort()
+        path = _receive_blob(self.store, h, requests, context)
         try:
             info = describe(load_model(path.read_bytes()))
         except (ModelError, ValueError) as exc:
@@ -209,12 +216,7 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
                                                       already_present=True)
         except NotFound:
             pass
-        writer = self.store.writer(h.size_bytes, h.sha256)
-        try:
-            _receive(requests, writer, context)
-            path = writer.commit()
-        finally:
-            writer.abort()
+        path = _receive_blob(self.store, h, requests, context)
         try:
             _check_finite(split_tensors(path, specs))
         except ValueError:

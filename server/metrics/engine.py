@@ -254,18 +254,31 @@ def compute_indices(
 
     common = dict(memory_budget_mb=memory_budget_mb, precision=precision, xp=xp,
                   candidate_search=candidate_search)
+    ctx = _Context(orders_t, margin_cap, gamma, max_features, patience, candidates, criterion,
+                   common, report, warnings, options)
     if task == "classification":
-        result = _classification(
-            x, v.as_labels(labels, m), xt, test_labels, names, orders_t, margin_cap,
-            max_features, patience, candidates, criterion, common, report, warnings, options,
-        )
+        result = _classification(x, v.as_labels(labels, m), xt, test_labels, names, ctx)
     else:
-        result = _regression(
-            x, v.as_targets(targets, m), xt, test_targets, names, orders_t, gamma,
-            max_features, patience, candidates, criterion, common, report, warnings, options,
-        )
+        result = _regression(x, v.as_targets(targets, m), xt, test_targets, names, ctx)
     options["seconds"] = round(time.perf_counter() - started, 6)
     return result
+
+
+@dataclass
+class _Context:
+    """The validated options and the bookkeeping shared by both tasks."""
+
+    orders: tuple[int, ...]
+    margin_cap: int
+    gamma: float
+    max_features: int | None
+    patience: int | None
+    candidates: Sequence[int] | None
+    criterion: str | None
+    common: dict[str, Any]
+    report: Callable[[str], Callable[[int, int], None] | None]
+    warnings: list[str]
+    options: dict[str, Any]
 
 
 def _knn_stats(options: dict[str, Any], key: str, nb: Any) -> None:
@@ -326,17 +339,10 @@ def _classification(
     xt: np.ndarray | None,
     test_labels: Any,
     names: set[str],
-    orders: tuple[int, ...],
-    margin_cap: int,
-    max_features: int | None,
-    patience: int | None,
-    candidates: Sequence[int] | None,
-    criterion: str | None,
-    common: dict[str, Any],
-    report: Callable[[str], Callable[[int, int], None] | None],
-    warnings: list[str],
-    options: dict[str, Any],
+    ctx: _Context,
 ) -> IndexResult:
+    orders, margin_cap, common, report = ctx.orders, ctx.margin_cap, ctx.common, ctx.report
+    warnings, options = ctx.warnings, ctx.options
     xp = common["xp"]
     m, d = x.shape
     classes, counts = np.unique(labels, return_counts=True)
@@ -357,8 +363,8 @@ def _classification(
                 f"test_labels contain label(s) absent from the training labels: "
                 f"{', '.join(map(str, missing[:10].tolist()))}"
             )
-    if criterion not in (None, "si"):
-        raise ValueError(f"criterion for classification must be 'si'; got {criterion!r}")
+    if ctx.criterion not in (None, "si"):
+        raise ValueError(f"criterion for classification must be 'si'; got {ctx.criterion!r}")
 
     labels_x = xp.asarray(labels)
     classes_x = xp.asarray(classes)
@@ -393,7 +399,7 @@ def _classification(
         )
         result.train.dataset["single_feature_si"] = to_host(scores)
     if "feature_ranking" in names:
-        mf, pat, cands = _ranking_options(max_features, patience, candidates, d)
+        mf, pat, cands = _ranking_options(ctx.max_features, ctx.patience, ctx.candidates, d)
         result.feature_ranking = forward_selection(
             xp, x_x, si_rows(xp, labels_x), "si", max_features=mf, patience=pat,
             candidates=cands, memory_budget_mb=common["memory_budget_mb"],
@@ -424,17 +430,10 @@ def _regression(
     xt: np.ndarray | None,
     test_targets: Any,
     names: set[str],
-    orders: tuple[int, ...],
-    gamma: float,
-    max_features: int | None,
-    patience: int | None,
-    candidates: Sequence[int] | None,
-    criterion: str | None,
-    common: dict[str, Any],
-    report: Callable[[str], Callable[[int, int], None] | None],
-    warnings: list[str],
-    options: dict[str, Any],
+    ctx: _Context,
 ) -> IndexResult:
+    orders, gamma, common, report = ctx.orders, ctx.gamma, ctx.common, ctx.report
+    warnings, options, criterion = ctx.warnings, ctx.options, ctx.criterion
     xp = common["xp"]
     budget = common["memory_budget_mb"]
     m, d = x.shape
@@ -475,7 +474,7 @@ def _regression(
             result.train.dataset[name] = to_host(scores)
     if "feature_ranking" in names:
         crit = criterion or "smi_linear"
-        mf, pat, cands = _ranking_options(max_features, patience, candidates, d)
+        mf, pat, cands = _ranking_options(ctx.max_features, ctx.patience, ctx.candidates, d)
         result.feature_ranking = forward_selection(
             xp, x_x, smi_rows(xp, y_x, stats, crit.split("_")[1], gamma), crit,
             max_features=mf, patience=pat, candidates=cands, memory_budget_mb=budget,
