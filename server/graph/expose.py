@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import onnx
 from onnx import helper
@@ -34,8 +34,43 @@ def max_ir_version() -> int:
     return 7
 
 
-def expose(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+def mean_output(name: str) -> str:
+    """The name of the in-graph mean of tensor ``name`` that :func:`expose` adds."""
+    return f"{name}::layerscope_mean"
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+               default=1)
+
+
+def _add_mean(model: onnx.ModelProto, name: str, axes: Sequence[int], elem_type: int) -> str:
+    out_name = mean_output(name)
+    g = model.graph
+    if _default_opset(model) >= 18:  # axes became an input in opset 18
+        axes_name = f"{name}::layerscope_mean_axes"
+        g.initializer.append(helper.make_tensor(axes_name, onnx.TensorProto.INT64,
+                                                [len(axes)], list(axes)))
+        node = helper.make_node("ReduceMean", [name, axes_name], [out_name], keepdims=0,
+                                name=f"{name}::layerscope_mean_node")
+    else:
+        node = helper.make_node("ReduceMean", [name], [out_name], axes=list(axes), keepdims=0,
+                                name=f"{name}::layerscope_mean_node")
+    g.node.append(node)
+    return out_name
+
+
+def expose(
+    model: onnx.ModelProto,
+    tensors: Sequence[str],
+    means: Mapping[str, Sequence[int]] | None = None,
+) -> onnx.ModelProto:
     """Return a copy of ``model`` whose outputs are its own outputs plus ``tensors``.
+
+    A tensor named in ``means`` is exposed as its mean over those axes instead (computed in
+    the graph by a ReduceMean node appended after it, output :func:`mean_output`): the
+    runtime then returns (and copies) one value per channel rather than the whole
+    activation, and keeps its optimised memory layout for everything else.
 
     Types and shapes come from shape inference (symbolic dims stay symbolic); the IR
     version is lowered to what onnxruntime accepts. The given model is not modified.
@@ -45,7 +80,16 @@ def expose(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
     inferred = infer(model).graph
     known = {vi.name: vi for vi in [*inferred.value_info, *inferred.output, *inferred.input]}
     existing = {o.name for o in out.graph.output}
+    means = means or {}
     for name in tensors:
+        if name in means:
+            vi = known.get(name)
+            elem = vi.type.tensor_type.elem_type if vi is not None else 0
+            mean_name = _add_mean(out, name, means[name], elem or onnx.TensorProto.FLOAT)
+            new = out.graph.output.add()
+            new.CopyFrom(helper.make_tensor_value_info(mean_name, elem or onnx.TensorProto.FLOAT,
+                                                       None))
+            continue
         if name in existing:
             continue
         vi = known.get(name)

@@ -30,7 +30,8 @@ auto picks, in topological order:
   MatMul with a constant weight) or recurrent layer (LSTM, GRU, RNN), followed forward
   through its bias, batch normalisation, activation (Relu, Gelu, Sigmoid, Tanh, SiLU, ...)
   and dropout, so that the layer's output after its activation is taken; projections that
-  only feed a reshape into attention heads are skipped;
+  only feed a reshape into attention heads are skipped, and so are branches that only
+  feed a residual merge or a concatenation (the merge is the layer);
 - pooling outputs (MaxPool, AveragePool and their global forms);
 - residual merges (Add of two computed tensors) and concatenations of computed tensors,
   again after a following activation;
@@ -294,6 +295,11 @@ def _is_const(name: str, initializers: set[str], data: set[str]) -> bool:
     return name in initializers or name not in data
 
 
+def _is_merge(node: onnx.NodeProto, initializers: set[str], data: set[str]) -> bool:
+    inputs = [i for i in node.input if i and not _is_const(i, initializers, data)]
+    return node.op_type in MERGE_OPS and len(inputs) >= 2
+
+
 def _auto_names(
     g: onnx.GraphProto,
     candidates: dict[str, LayerInfo],
@@ -337,6 +343,8 @@ def _auto_names(
             users = consumers.get(end, [])
             if op in ("MatMul", "Gemm") and users and all(u.op_type in HEAD_SPLIT for u in users):
                 continue  # query/key/value projection feeding the attention heads
+            if users and all(_is_merge(u, initializers, data) for u in users):
+                continue  # the branch of a residual or concatenation: the merge is the layer
             picked.add(end)
         elif op in POOL_OPS or op in NORM_OPS:
             picked.add(out)

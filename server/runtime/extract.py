@@ -18,10 +18,18 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..graph.expose import expose
+from ..graph.expose import expose, mean_output
 from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo
 from ..metrics.backend import get_backend
-from .reduce import DEFAULT_PROJECTION, Projector, Reduction, reduce_batch, reduced_width
+from .reduce import (
+    DEFAULT_PROJECTION,
+    Projector,
+    Reduction,
+    mean_axes,
+    parse_reduction,
+    reduce_batch,
+    reduced_width,
+)
 from .session import make_session
 
 MIB = 1 << 20
@@ -179,13 +187,24 @@ def extract(
     ``reduce`` is one reduction for all layers or a mapping ``{layer name: reduction}``
     (missing names take ``"auto"``). The same projection serves train and test.
     """
-    from .reduce import parse_reduction  # noqa: PLC0415
 
     dev, xp = get_backend(device)
     feeds = [model_feeds(info, s, role) for s, role in zip(sets, ("data", "test"), strict=False)]
     names = [la.name for la in layers]
-    session = make_session(expose(model, names).SerializeToString(), device=dev)
-    runner = _Runner(session, names, xp, dev)
+    requested = [
+        parse_reduction(reduce.get(la.name, "auto") if isinstance(reduce, Mapping) else reduce)
+        for la in layers
+    ]
+    # `mean` of a tensor of known rank runs in the graph (a ReduceMean node): the runtime
+    # then hands over one value per channel instead of the whole activation.
+    means = {
+        la.name: mean_axes(len(la.shape), la.channels_first)
+        for la, red in zip(layers, requested, strict=True)
+        if red.kind == "mean" and la.shape is not None and len(la.shape) >= 3
+    }
+    outputs = [mean_output(n) if n in means else n for n in names]
+    session = make_session(expose(model, names, means).SerializeToString(), device=dev)
+    runner = _Runner(session, outputs, xp, dev)
     budget = int(memory_budget_mb * MIB)
     fixed = _fixed_batch(info)
 
@@ -211,9 +230,7 @@ def extract(
 
     out: list[LayerData] = []
     projectors: list[Projector | None] = []
-    for la, shp in zip(layers, shapes, strict=True):
-        red = parse_reduction(reduce.get(la.name, "auto") if isinstance(reduce, Mapping)
-                              else reduce)
+    for la, shp, red in zip(layers, shapes, requested, strict=True):
         notes: list[str] = []
         if red.kind == "auto":
             full = int(np.prod(shp[1:], dtype=np.int64))
@@ -241,7 +258,10 @@ def extract(
             if red.kind == "project" else None
         )
         accs = [xp.empty((n, width), dtype=xp.float32) for _, n in feeds]
-        out.append(LayerData(la.name, la.op_type, shp[1:], red, accs[0],
+        raw_shape = shp[1:]
+        if la.name in means and la.shape is not None:  # report the activation's own shape
+            raw_shape = tuple(d if isinstance(d, int) else -1 for d in la.shape[1:])
+        out.append(LayerData(la.name, la.op_type, raw_shape, red, accs[0],
                              accs[1] if len(accs) > 1 else None, notes))
 
     for set_index, (feed, n) in enumerate(feeds):
