@@ -20,8 +20,9 @@ import onnx
 from ..graph.inspect import LayerInfo, ModelInfo, describe
 from ..graph.load import load_model
 from ..graph.select import select_layers
-from ..metrics import compute_indices
+from ..metrics import check_index_options, compute_indices
 from ..metrics.backend import to_host
+from ..metrics.validation import as_orders
 from ..runtime.extract import LayerData, extract, model_feeds
 from ..runtime.reduce import Reduction
 
@@ -198,6 +199,12 @@ def analyze_layers(
     task = "classification" if labels is not None else "regression"
     if test is not None and (test_labels if task == "classification" else test_targets) is None:
         raise ValueError(f"a test set needs its {'labels' if labels is not None else 'targets'}")
+    names = list(indices) if indices is not None else (
+        list(DEFAULT_CLASSIFICATION) if task == "classification" else None
+    )
+    check_index_options(task, names, gamma)
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0; got {tolerance!r}")
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
     info = describe(proto)
     chosen = select_layers(info, layers)
@@ -212,6 +219,9 @@ def analyze_layers(
                 ))
     chosen_names = {la.name for la in chosen}
     run_layers = chosen + [o for o in outputs if o.name not in chosen_names]
+    n_train = model_feeds(info, data, "data")[1]
+    if orders is not None:  # fail before the model runs, not once per layer
+        as_orders(orders, n_train, DEFAULT_ORDERS)
     sets = [data] if test is None else [data, test]
     extracted = extract(
         proto, info, run_layers, sets, reduce=reduce, batch_size=batch_size,
@@ -235,10 +245,8 @@ def analyze_layers(
         rows.append(("output" if d.name in output_names and d.name not in chosen_names
                      else "layer", d))
 
-    names = list(indices) if indices is not None else (
-        list(DEFAULT_CLASSIFICATION) if task == "classification" else None
-    )
-    orders_t = tuple(orders) if orders is not None else DEFAULT_ORDERS
+    orders_t = as_orders(orders, n_train, DEFAULT_ORDERS) if orders is not None \
+        else DEFAULT_ORDERS
     y = np.asarray(labels if task == "classification" else targets)
     yt = None if test is None else np.asarray(
         test_labels if task == "classification" else test_targets)

@@ -27,8 +27,10 @@ from ...client.stubs import (
 from ..analysis import analyze_layers
 from ..graph import LayerSelectionError, describe, load_model, select_layers
 from ..graph.load import ModelError
-from ..metrics import compute_indices
+from ..metrics import check_index_options, compute_indices
+from ..metrics.validation import as_orders
 from ..runtime.extract import Cancelled, InputError, model_feeds
+from ..runtime.reduce import parse_reduction
 from ..store import (
     InvalidUpload,
     JobCancelled,
@@ -337,7 +339,18 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                     raise FailedPrecondition(str(exc)) from None
         if test is not None and (("labels" in train) != ("labels" in test)):
             raise FailedPrecondition("the dataset and the test dataset are of different tasks")
+        if request.batch_size < 0:
+            raise ValueError(f"batch_size must be >= 1 (0 = automatic); got {request.batch_size}")
+        if request.HasField("tolerance") and not request.tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0; got {request.tolerance}")
+        parse_reduction(request.reduce or "auto")
         opts = _options(request.options)
+        task = "classification" if "labels" in train else "regression"
+        if "orders" in opts:
+            as_orders(opts["orders"], len(train["labels" if task == "classification"
+                                               else "targets"]), (5,))
+        check_index_options(task, opts.get("indices") or (
+            ["si"] if task == "classification" else None), opts.get("gamma", 1.0))
         req = {
             "model_id": request.model_id, "dataset_id": request.dataset_id,
             "test_dataset_id": request.test_dataset_id or None, "layers": layers,

@@ -12,6 +12,7 @@ from .engine import (
     REGRESSION_INDICES,
     IndexResult,
     IndexSet,
+    check_index_options,
     compute_indices,
 )
 from .features import Ranking
@@ -26,6 +27,7 @@ __all__ = [
     "IndexSet",
     "Neighbors",
     "Ranking",
+    "check_index_options",
     "compute_indices",
     "get_backend",
     "knn",

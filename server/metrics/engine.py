@@ -148,6 +148,13 @@ def _names(indices: Iterable[str] | None, task: str) -> set[str]:
     return names
 
 
+def check_index_options(task: str, indices: Iterable[str] | None, gamma: float = 1.0) -> None:
+    """Raise ValueError for unknown index names or a bad gamma, before any work starts."""
+    _names(indices, task)
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be a finite number > 0; got {gamma!r}")
+
+
 def _standardize(x: np.ndarray, test: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     mean = x.mean(axis=0, dtype=np.float64)
     std = x.std(axis=0, ddof=1, dtype=np.float64) + 1e-10
@@ -223,6 +230,8 @@ def compute_indices(
     if precision not in ("exact", "fast"):
         raise ValueError(f"precision must be 'exact' or 'fast'; got {precision!r}")
 
+    if test_features is None and (test_labels is not None or test_targets is not None):
+        raise ValueError("test_labels / test_targets were given without test_features")
     xt = None
     if test_features is not None:
         xt = v.as_features(test_features, "test_features")

@@ -188,6 +188,12 @@ def extract(
     (missing names take ``"auto"``). The same projection serves train and test.
     """
 
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 (or None for auto); got "
+                         f"{batch_size!r}")
+    if memory_budget_mb <= 0:
+        raise ValueError(f"memory_budget_mb must be > 0; got {memory_budget_mb!r}")
     dev, xp = get_backend(device)
     feeds = [model_feeds(info, s, role) for s, role in zip(sets, ("data", "test"), strict=False)]
     names = [la.name for la in layers]

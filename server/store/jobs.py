@@ -92,14 +92,13 @@ class JobManager:
             try:
                 self._execute(job_id, work)
             finally:
-                with self._cond:
-                    self._active -= 1
-                    self._cancel.pop(job_id, None)
-                    self._live.pop(job_id, None)
-                    self._bump(job_id)
+                self._release(job_id)
+                self._bump(job_id)
 
     def _execute(self, job_id: str, work: Work) -> None:
-        event = self._cancel[job_id]
+        event = self._cancel.get(job_id)
+        if event is None:  # cancelled while queued: already final, its slot already free
+            return
         if event.is_set():
             state = "interrupted" if self._closing else "cancelled"
             self._finish(job_id, state, "cancelled before it started"
@@ -143,6 +142,8 @@ class JobManager:
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
             self._finish(job_id, "failed", f"internal error ({type(exc).__name__}): {exc}")
         else:
+            self._live.pop(job_id, None)
+            self._release(job_id)
             self.catalog.update_job(
                 job_id, state="succeeded", finished=time.time(), result=result,
                 progress={"stage": "done", "fraction": 1.0,
@@ -150,9 +151,18 @@ class JobManager:
                           "remaining_seconds": 0.0},
             )
 
+    def _release(self, job_id: str) -> None:
+        """Free the job's queue slot (once), before its final state becomes visible, so
+        that a client who sees it finished can start the next job at once."""
+        with self._cond:
+            if job_id in self._cancel:
+                self._active -= 1
+                self._cancel.pop(job_id, None)
+
     def _finish(self, job_id: str, state: str, message: str) -> None:
         row = self.catalog.job(job_id, with_result=False)
-        progress = dict(self._live.get(job_id) or row.progress)
+        progress = dict(self._live.pop(job_id, {}) or row.progress)
+        self._release(job_id)
         self.catalog.update_job(job_id, state=state, message=message, finished=time.time(),
                                 progress=progress)
 
