@@ -145,16 +145,26 @@ def _specs(tensors: Any) -> list[dict[str, Any]]:
             for t in tensors]
 
 
-def _check_finite(arrays: dict[str, np.ndarray]) -> None:
+def _check_finite(arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) -> None:
+    """Raise InvalidUpload at the first tensor with NaN or Inf, in bounded memory."""
     for name, arr in arrays.items():
-        if arr.dtype.kind == "f" and arr.size:
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                first = int(np.argmax(bad.reshape(len(arr), -1).any(axis=1)))
-                raise InvalidUpload(
-                    f"tensor {name!r} holds {int(bad.sum())} non-finite value(s) (NaN or Inf); "
-                    f"the first in sample {first}"
-                )
+        if arr.dtype.kind != "f" or not arr.size:
+            continue
+        per = max(1, arr[:1].nbytes)
+        step = max(1, chunk_bytes // per)
+        count, first = 0, -1
+        for s in range(0, len(arr), step):
+            bad = ~np.isfinite(arr[s : s + step]).reshape(min(step, len(arr) - s), -1)
+            rows = bad.any(axis=1)
+            if rows.any():
+                count += int(bad.sum())
+                if first < 0:
+                    first = s + int(np.argmax(rows))
+        if count:
+            raise InvalidUpload(
+                f"tensor {name!r} holds {count} non-finite value(s) (NaN or Inf); "
+                f"the first in sample {first}"
+            )
 
 
 class ModelsService(models_pb2_grpc.ModelsServicer):
