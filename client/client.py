@@ -215,14 +215,15 @@ class Client:
                      sample_inputs: Any = None) -> models_pb2.Model:
         """Upload ONNX bytes, a path to an .onnx file (or an onnx.ModelProto); return the
         stored model with its candidate layers. The same bytes twice upload once."""
+        origin = "model bytes"
         if hasattr(model, "SerializeToString"):
             data = model.SerializeToString()
         elif isinstance(model, (bytes, bytearray)):
             data = bytes(model)
         else:
             path = Path(model)
-            data = path.read_bytes()
-            name = name or path.name
+            origin, name = str(path), name or path.name
+            data = _model_file_bytes(path)
         sha = hashlib.sha256(data).hexdigest()
 
         def requests() -> Iterator[models_pb2.UploadModelRequest]:
@@ -232,7 +233,10 @@ class Client:
                 yield models_pb2.UploadModelRequest(
                     chunk=common_pb2.Chunk(offset=s, data=data[s : s + CHUNK]))
 
-        return self._call(self._models.UploadModel, requests()).model
+        try:
+            return self._call(self._models.UploadModel, requests()).model
+        except LayerscopeError as exc:  # name the file the user gave, not "model bytes"
+            raise LayerscopeError(exc.code, exc.details.replace("model bytes", origin)) from None
 
     def get_model(self, model_id: str) -> models_pb2.Model:
         return self._call(self._models.GetModel, models_pb2.GetModelRequest(id=model_id))
@@ -414,6 +418,40 @@ class Client:
         if isinstance(value, str):
             return self.get_dataset(value)
         return self.upload_dataset(value, labels=labels, targets=targets)
+
+
+def _model_file_bytes(path: Path) -> bytes:
+    """The bytes of an ONNX file, with any external data next to it folded in.
+
+    The server keeps models as single files; a model saved with external data is loaded
+    here (locations must stay inside the model's folder) and serialised whole.
+    """
+    data = path.read_bytes()
+    import onnx  # noqa: PLC0415 - only to fold external data in
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data  # noqa: PLC0415
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception:  # noqa: BLE001 - not parseable here: let the server say why
+        return data
+    tensors = list(proto.graph.initializer) + [
+        a.t for n in proto.graph.node for a in n.attribute
+        if a.type == onnx.AttributeProto.TENSOR
+    ]
+    external = [t for t in tensors if uses_external_data(t)]
+    if not external:
+        return data
+    root = path.parent.resolve()
+    for t in external:
+        loc = (root / ExternalDataInfo(t).location).resolve()
+        if root not in loc.parents:
+            raise ValueError(
+                f"{path}: tensor {t.name!r} has external data at "
+                f"{ExternalDataInfo(t).location!r}, outside the model's folder; refused"
+            )
+    onnx.load_external_data_for_model(proto, str(root))
+    return proto.SerializeToString()
 
 
 def _id(value: Any) -> str:

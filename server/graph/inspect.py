@@ -340,7 +340,9 @@ def _auto_names(
             if op == "MatMul" and len(data_inputs) != 1:
                 continue  # a product of two activations (attention scores), not a layer
             end = follow(out)
-            users = consumers.get(end, [])
+            # Shape/Size read no values: a reshape that asks for the batch size still
+            # only splits heads.
+            users = [u for u in consumers.get(end, []) if u.op_type not in SHAPE_OPS]
             if op in ("MatMul", "Gemm") and users and all(u.op_type in HEAD_SPLIT for u in users):
                 continue  # query/key/value projection feeding the attention heads
             if users and all(_is_merge(u, initializers, data) for u in users):

@@ -124,6 +124,13 @@ def model_feeds(
     return feeds, int(n)
 
 
+def _pad(arr: np.ndarray, n: int) -> np.ndarray:
+    """``arr`` with its last sample repeated up to ``n`` samples (for fixed-batch models)."""
+    if len(arr) >= n:
+        return arr
+    return np.concatenate([arr, np.repeat(arr[-1:], n - len(arr), axis=0)])
+
+
 def _fixed_batch(info: ModelInfo) -> int | None:
     for t in info.inputs:
         if t.shape and isinstance(t.shape[0], int) and t.shape[0] > 0:
@@ -217,7 +224,7 @@ def extract(
     # A first small batch tells the real activation shapes (symbolic dims resolved).
     first_feed, _ = feeds[0]
     probe_n = fixed or min(feeds[0][1], 4)
-    probe = runner({k: v[:probe_n] for k, v in first_feed.items()})
+    probe = runner({k: _pad(v[:probe_n], probe_n) for k, v in first_feed.items()})
     shapes = [tuple(int(d) for d in p.shape) for p in probe]
     for la, shp in zip(layers, shapes, strict=True):
         if len(shp) == 0 or shp[0] != probe_n:
@@ -254,10 +261,11 @@ def extract(
         elif red.kind == "project":
             red = Reduction("project", red.width, projection_seed)
         if red.kind == "first_token" and len(shp) < 3:
-            raise InputError(
-                f"reduce 'first_token' needs a sequence (batch, tokens, features); layer "
-                f"{la.name!r} has shape {list(shp)}"
-            )
+            # A (batch, features) tensor (a classifier's output, say) has no token axis:
+            # it is taken as it is, and the row says so.
+            notes.append(f"first_token: shape {list(shp[1:])} has no token axis; taken as "
+                         "it is (flatten)")
+            red = Reduction("flatten")
         width = reduced_width(shp, red, la.channels_first)
         projectors.append(
             Projector(xp, int(np.prod(shp[1:], dtype=np.int64)), width, red.seed)
@@ -278,11 +286,9 @@ def extract(
                 raise Cancelled("cancelled between batches")
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
             batch = {k: v[lo:hi] for k, v in feed.items()}
-            pad = 0
-            if fixed and hi - lo < fixed:  # a model with a fixed batch: pad the last one
-                pad = fixed - (hi - lo)
-                batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
-                         for k, v in batch.items()}
+            pad = fixed - (hi - lo) if fixed else 0  # a fixed-batch model: pad the last one
+            if fixed and pad:
+                batch = {k: _pad(v, fixed) for k, v in batch.items()}
             outs = runner(batch)
             for data, proj, la, raw in zip(out, projectors, layers, outs, strict=True):
                 reduced = reduce_batch(xp, raw[: hi - lo] if pad else raw, data.reduction,

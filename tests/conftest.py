@@ -1,0 +1,67 @@
+"""Session-scoped fixtures: small real models, trained and exported to ONNX once per session.
+
+The builders live in ``models.py``; each fixture writes into its own temporary folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import models as M
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> M.Built:
+    """CNN trained on noisy, shifted digits; dynamic batch axis."""
+    return M.build_cnn(tmp_path_factory.mktemp("cnn"))
+
+
+@pytest.fixture(scope="session")
+def cnn_fixed(tmp_path_factory: pytest.TempPathFactory, cnn: M.Built) -> Path:
+    """The same trained CNN exported with a fixed batch of 16."""
+    return M.build_fixed_batch_cnn(tmp_path_factory.mktemp("cnn_fixed"), cnn, batch=16)
+
+
+@pytest.fixture(scope="session")
+def cnn_opset18(tmp_path_factory: pytest.TempPathFactory, cnn: M.Built) -> Path:
+    """The trained CNN converted to opset 18 (ReduceMean takes its axes as an input)."""
+    return M.convert_opset(cnn.path, tmp_path_factory.mktemp("cnn18") / "cnn18.onnx", 18)
+
+
+@pytest.fixture(scope="session")
+def resnet(tmp_path_factory: pytest.TempPathFactory) -> M.Built:
+    return M.build_resnet(tmp_path_factory.mktemp("resnet"))
+
+
+@pytest.fixture(scope="session")
+def transformer(tmp_path_factory: pytest.TempPathFactory) -> M.Built:
+    return M.build_transformer(tmp_path_factory.mktemp("transformer"))
+
+
+@pytest.fixture(scope="session")
+def two_inputs(tmp_path_factory: pytest.TempPathFactory) -> M.Built:
+    return M.build_two_inputs(tmp_path_factory.mktemp("two_inputs"))
+
+
+@pytest.fixture(scope="session")
+def sklearn_mlp(tmp_path_factory: pytest.TempPathFactory) -> M.Built:
+    return M.build_sklearn_mlp(tmp_path_factory.mktemp("sklearn_mlp"))
+
+
+@pytest.fixture(scope="session")
+def nan_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return M.build_nan_branch(tmp_path_factory.mktemp("nan_model"))
+
+
+@pytest.fixture(scope="session")
+def high_ir_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return M.build_high_ir(tmp_path_factory.mktemp("high_ir"))
+
+
+@pytest.fixture(scope="session")
+def external_model(tmp_path_factory: pytest.TempPathFactory, resnet: M.Built) -> Path:
+    """The residual network saved as ``model.onnx`` + ``weights.bin`` in one folder.
+
+    Tests must not modify these files (copy them first)."""
+    return M.save_external(resnet.path, tmp_path_factory.mktemp("external") / "model")
