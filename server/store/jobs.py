@@ -93,6 +93,10 @@ class JobManager:
                 self._execute(job_id, work)
             finally:
                 self._release(job_id)
+                # Live progress goes only after the final state is written: until then a
+                # reader of the catalog's (throttled) progress could see it go backwards.
+                with self._cond:
+                    self._live.pop(job_id, None)
                 self._bump(job_id)
 
     def _execute(self, job_id: str, work: Work) -> None:
@@ -142,7 +146,6 @@ class JobManager:
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
             self._finish(job_id, "failed", f"internal error ({type(exc).__name__}): {exc}")
         else:
-            self._live.pop(job_id, None)
             self._release(job_id)
             self.catalog.update_job(
                 job_id, state="succeeded", finished=time.time(), result=result,
@@ -161,7 +164,7 @@ class JobManager:
 
     def _finish(self, job_id: str, state: str, message: str) -> None:
         row = self.catalog.job(job_id, with_result=False)
-        progress = dict(self._live.pop(job_id, {}) or row.progress)
+        progress = dict(self._live.get(job_id) or row.progress)
         self._release(job_id)
         self.catalog.update_job(job_id, state=state, message=message, finished=time.time(),
                                 progress=progress)
