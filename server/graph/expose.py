@@ -44,9 +44,17 @@ def _default_opset(model: onnx.ModelProto) -> int:
                default=1)
 
 
-def _add_mean(model: onnx.ModelProto, name: str, axes: Sequence[int], elem_type: int) -> str:
+def _add_mean(
+    model: onnx.ModelProto, name: str, axes: Sequence[int], rank: int | None
+) -> str:
     out_name = mean_output(name)
     g = model.graph
+    if rank is not None and list(axes) == list(range(2, rank)):
+        # Channels first, every spatial axis: GlobalAveragePool runs on onnxruntime's
+        # blocked convolution layout directly, with no reorder back to NCHW first.
+        g.node.append(helper.make_node("GlobalAveragePool", [name], [out_name],
+                                       name=f"{name}::layerscope_mean_node"))
+        return out_name
     if _default_opset(model) >= 18:  # axes became an input in opset 18
         axes_name = f"{name}::layerscope_mean_axes"
         g.initializer.append(helper.make_tensor(axes_name, onnx.TensorProto.INT64,
@@ -68,7 +76,8 @@ def expose(
     """Return a copy of ``model`` whose outputs are its own outputs plus ``tensors``.
 
     A tensor named in ``means`` is exposed as its mean over those axes instead (computed in
-    the graph by a ReduceMean node appended after it, output :func:`mean_output`): the
+    the graph by a GlobalAveragePool or ReduceMean node appended after it, output
+    :func:`mean_output`; GlobalAveragePool keeps (N, C, 1, ...) axes of size 1): the
     runtime then returns (and copies) one value per channel rather than the whole
     activation, and keeps its optimised memory layout for everything else.
 
@@ -85,7 +94,8 @@ def expose(
         if name in means:
             vi = known.get(name)
             elem = vi.type.tensor_type.elem_type if vi is not None else 0
-            mean_name = _add_mean(out, name, means[name], elem or onnx.TensorProto.FLOAT)
+            dims = vi.type.tensor_type.shape.dim if vi is not None else None
+            mean_name = _add_mean(out, name, means[name], len(dims) if dims else None)
             new = out.graph.output.add()
             new.CopyFrom(helper.make_tensor_value_info(mean_name, elem or onnx.TensorProto.FLOAT,
                                                        None))
