@@ -22,7 +22,7 @@ import numpy as np
 from .. import __version__
 from .client import Client, LayerscopeError
 from .npz import DataFileError, load_npz, save_npz
-from .report import format_layer_table, format_table
+from .report import format_certify, format_layer_table, format_ranking, format_table
 
 EXIT_BAD_INPUT = 2
 BAD_INPUT_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED",
@@ -157,6 +157,53 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--plot", metavar="FILE.png", help="write a plot of the indices per layer")
     an.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _connection_args(an)
+
+    rk = sub.add_parser(
+        "rank",
+        help="rank pre-trained models for a target dataset",
+        description=(
+            "For each model, take the features that feed its fully connected head (or the "
+            "--layer given), select the SI-maximising feature subset (SmI for regression) "
+            "and rank the models by it (METRICS.md section 4). TARGET.npz holds one array "
+            "per model input name (or 'inputs' when every model has one input) and "
+            "'labels' or 'targets'."
+        ),
+    )
+    rk.add_argument("models", nargs="+", metavar="MODEL.onnx")
+    rk.add_argument("--data", required=True, metavar="TARGET.npz")
+    rk.add_argument("--layer", action="append", default=[], metavar="MODEL=TENSOR",
+                    help="use TENSOR of MODEL (its path as given) instead of the head rule")
+    rk.add_argument("--reduce", default="auto")
+    rk.add_argument("--max-features", type=int, default=None,
+                    help="forward selection steps (default 32)")
+    rk.add_argument("--patience", type=int, default=None)
+    rk.add_argument("--order", type=int, default=None, help="soft-order tie-breaker order (5)")
+    rk.add_argument("--baselines", action="store_true",
+                    help="also LogME, LEEP, NCE and H-score on the same features")
+    rk.add_argument("--batch-size", type=int, default=None)
+    rk.add_argument("--json", action="store_true")
+    _connection_args(rk)
+
+    ce = sub.add_parser(
+        "certify",
+        help="certify queries against a reference set: confidence, guarantee, radius",
+        description=(
+            "Build a reference from MODEL.onnx and REFERENCE.npz at a layer (default: the "
+            "head rule) and certify each query of QUERIES.npz (raw model inputs by input "
+            "name / 'inputs', or 'features' at that layer): METRICS.md section 3."
+        ),
+    )
+    ce.add_argument("model", metavar="MODEL.onnx")
+    ce.add_argument("--reference", required=True, metavar="REFERENCE.npz")
+    ce.add_argument("--queries", required=True, metavar="QUERIES.npz")
+    ce.add_argument("--layer", default=None)
+    ce.add_argument("--reduce", default="auto")
+    ce.add_argument("--uncertainty", type=float, default=0.0)
+    ce.add_argument("--order", type=int, default=1)
+    ce.add_argument("--mode", choices=("conservative", "exact"), default="conservative",
+                    help="regression: the set of cells that the uncertainty ball may reach")
+    ce.add_argument("--json", action="store_true")
+    _connection_args(ce)
 
     sv = sub.add_parser("serve", help="run the gRPC server",
                         description="Run the layerscope gRPC server until SIGTERM.")
@@ -325,6 +372,47 @@ def run_demo(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def run_rank(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    data = load_npz(args.data, required_any=("labels|targets",))
+    key, y = _split_labels(args.data, data)
+    layers: dict[str, str] = {}
+    for item in args.layer:
+        model, sep, tensor = item.partition("=")
+        if not sep or not tensor or model not in args.models:
+            raise UsageError(f"--layer takes MODEL=TENSOR with MODEL one of the models given; "
+                             f"got {item!r}")
+        layers[model] = tensor
+    result = client.rank_models(
+        args.models, data, **{key: y}, layers=layers, reduce=args.reduce,
+        max_features=args.max_features, patience=args.patience, order=args.order,
+        baselines=args.baselines, batch_size=args.batch_size,
+        progress=not args.json and sys.stderr.isatty())
+    out = result.to_dict()
+    ids = {m.id: path for path, m in zip(args.models, map(client.upload_model, args.models),
+                                          strict=True)}
+    for m in out["models"]:
+        m["path"] = ids.get(m["model"], m["model"])
+    out["ranking_paths"] = [ids.get(i, i) for i in out["ranking"]]
+    return out
+
+
+def run_certify(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    ref_data = load_npz(args.reference, required_any=("labels|targets",))
+    key, y = _split_labels(args.reference, ref_data)
+    reference = client.build_reference(args.model, ref_data, **{key: y}, layer=args.layer,
+                                       reduce=args.reduce, uncertainty=args.uncertainty)
+    queries = load_npz(args.queries)
+    queries.pop("labels", None)
+    queries.pop("targets", None)
+    if "features" in queries:
+        result = client.certify(reference, queries["features"], uncertainty=args.uncertainty,
+                                order=args.order, mode=args.mode)
+    else:
+        result = client.certify(reference, inputs=queries, uncertainty=args.uncertainty,
+                                order=args.order, mode=args.mode)
+    return {"reference": reference, **result.to_dict()}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from ..server.api.serve import serve  # noqa: PLC0415 - the server side
@@ -351,6 +439,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         if args.command == "demo":
             return run_demo(args, client)
+        if args.command in ("rank", "certify"):
+            out = run_rank(args, client) if args.command == "rank" else run_certify(args, client)
+            if args.json:
+                json.dump(out, sys.stdout)
+                sys.stdout.write("\n")
+            else:
+                print(format_ranking(out) if args.command == "rank" else format_certify(out))
+            return 0
     raise UsageError(f"unknown command {args.command!r}")
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .paths import default_data_dir
 from .progress import ProgressLine
-from .results import IndicesResult, Job, LayerwiseResult
+from .results import CertifyResult, IndicesResult, Job, LayerwiseResult, RankingResult
 from .stubs import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -87,6 +87,11 @@ def _chunks(arrays: list[np.ndarray]) -> Iterator[common_pb2.Chunk]:
     for view in _views(arrays):
         yield common_pb2.Chunk(offset=offset, data=view.tobytes())
         offset += len(view)
+
+
+def _tensor(a: Any) -> common_pb2.Tensor:
+    arr = _le(a)
+    return common_pb2.Tensor(dtype=str(arr.dtype), shape=list(arr.shape), data=arr.tobytes())
 
 
 def _spec(name: str, a: np.ndarray) -> common_pb2.TensorSpec:
@@ -389,12 +394,15 @@ class Client:
         ``labels``/``targets``. ``progress=True`` shows a progress bar on stderr. Other
         keywords as :meth:`start_layer_analysis`.
         """
-        stored_model = model if isinstance(model, models_pb2.Model) else (
-            self.get_model(model) if isinstance(model, str) and _is_id(model)
-            else self.upload_model(model))
+        stored_model = self._model(model)
         train_ds = self._dataset(train, labels, targets)
         test_ds = None if test is None else self._dataset(test, test_labels, test_targets)
         job = self.start_layer_analysis(stored_model, train_ds, test_ds, layers=layers, **kw)
+        return self.wait(job, progress)  # type: ignore[no-any-return]
+
+    def wait(self, job: Job, progress: bool = False) -> Any:
+        """Watch ``job`` until it ends (a progress bar on stderr with ``progress``); return
+        its result, or raise LayerscopeError with the job's state and message."""
         bar = ProgressLine(progress)
         last = job
         try:
@@ -411,6 +419,124 @@ class Client:
             raise LayerscopeError(last.state.upper(),
                                   last.message or f"job {last.id} {last.state}")
         return last.result
+
+    def _model(self, model: Any) -> models_pb2.Model:
+        if isinstance(model, models_pb2.Model):
+            return model
+        if isinstance(model, str) and _is_id(model):
+            return self.get_model(model)
+        return self.upload_model(model)
+
+    # ranking and certification ------------------------------------------------------------
+    def rank_models(
+        self,
+        models: Iterable[Any],
+        data: Mapping[str, Any] | datasets_pb2.Dataset | str | Any,
+        labels: Any = None,
+        targets: Any = None,
+        *,
+        layers: Mapping[Any, str] | None = None,
+        reduce: str = "auto",
+        max_features: int | None = None,
+        patience: int | None = None,
+        order: int | None = None,
+        baselines: bool = False,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> RankingResult:
+        """Rank models (paths, bytes, stored models or ids) for a target dataset (dict of
+        input arrays, one array, or a stored dataset); ``layers`` maps a model (as given)
+        to the tensor to use instead of the head rule."""
+        given = list(models)
+        stored = [self._model(m) for m in given]
+        ds = self._dataset(data, labels, targets)
+        req = analysis_pb2.StartRankingRequest(
+            model_ids=[m.id for m in stored], dataset_id=ds.id, reduce=reduce,
+            baselines=baselines, batch_size=batch_size or 0)
+        for original, m in zip(given, stored, strict=True):
+            key = original if isinstance(original, (str, bytes)) else getattr(original, "id", "")
+            tensor = (layers or {}).get(key) or (layers or {}).get(str(key)) \
+                or (layers or {}).get(m.id)
+            if tensor:
+                req.layers[m.id] = tensor
+        for name, value in (("max_features", max_features), ("patience", patience),
+                            ("order", order)):
+            if value is not None:
+                setattr(req, name, value)
+        job = Job.from_proto(self._call(self._analysis.StartRanking, req))
+        return self.wait(job, progress)  # type: ignore[no-any-return]
+
+    def build_reference(
+        self,
+        model: Any,
+        data: Mapping[str, Any] | datasets_pb2.Dataset | str | Any,
+        labels: Any = None,
+        targets: Any = None,
+        *,
+        layer: str | None = None,
+        reduce: str = "auto",
+        uncertainty: float = 0.0,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """Build a certification reference from a model and a reference set; return its
+        description (``id`` for :meth:`certify`, the layer, the dataset-level guarantee)."""
+        stored = self._model(model)
+        ds = self._dataset(data, labels, targets)
+        req = analysis_pb2.BuildReferenceRequest(
+            model_id=stored.id, dataset_id=ds.id, layer=layer or "", reduce=reduce,
+            batch_size=batch_size or 0, uncertainty=uncertainty)
+        job = Job.from_proto(self._call(self._analysis.BuildReference, req))
+        return self.wait(job, progress)  # type: ignore[no-any-return]
+
+    def _certify_request(self, reference: str | Mapping[str, Any], features: Any, inputs: Any,
+                         uncertainty: float, order: int, mode: str
+                         ) -> analysis_pb2.CertifyRequest:
+        ref_id = reference if isinstance(reference, str) else str(reference["id"])
+        req = analysis_pb2.CertifyRequest(reference_id=ref_id, uncertainty=uncertainty,
+                                          order=order, mode=mode)
+        if (features is None) == (inputs is None):
+            raise ValueError("give exactly one of features (at the reference's layer) or "
+                             "inputs (raw model inputs)")
+        if features is not None:
+            req.features.CopyFrom(_tensor(features))
+        else:
+            named = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": inputs}
+            for k, v in named.items():
+                req.inputs.tensors[k].CopyFrom(_tensor(v))
+        return req
+
+    def certify(
+        self,
+        reference: str | Mapping[str, Any],
+        features: Any = None,
+        *,
+        inputs: Any = None,
+        uncertainty: float = 0.0,
+        order: int = 1,
+        mode: str = "conservative",
+    ) -> CertifyResult:
+        """Certify queries (features at the reference's layer, or raw model ``inputs``)."""
+        req = self._certify_request(reference, features, inputs, uncertainty, order, mode)
+        return CertifyResult.from_proto(self._call(self._analysis.Certify, req))
+
+    def certify_stream(
+        self,
+        reference: str | Mapping[str, Any],
+        batches: Iterable[Any],
+        *,
+        uncertainty: float = 0.0,
+        order: int = 1,
+        mode: str = "conservative",
+    ) -> Iterator[CertifyResult]:
+        """Certify a stream of feature batches over one bidirectional call, in order."""
+        requests = (self._certify_request(reference, b, None, uncertainty, order, mode)
+                    for b in batches)
+        try:
+            for msg in self._analysis.CertifyStream(requests, metadata=self._metadata):
+                yield CertifyResult.from_proto(msg)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
 
     def _dataset(self, value: Any, labels: Any, targets: Any) -> datasets_pb2.Dataset:
         if isinstance(value, datasets_pb2.Dataset):

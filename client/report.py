@@ -188,3 +188,57 @@ def format_layer_table(out: dict[str, Any]) -> str:
     if out.get("plot"):
         lines.append(f"plot written to {out['plot']}")
     return "\n".join(lines)
+
+
+def format_ranking(out: dict[str, Any]) -> str:
+    """The ranking table: one row per model, best first."""
+    models = sorted(out["models"], key=lambda m: m["rank"])
+    has_base = any(m.get("baselines") for m in models)
+    head = f"{'rank':>4}  {'model':<28} {'layer':<24} {'dims':>6} {'all':>7} {'selected':>8} " \
+           f"{'size':>5}"
+    if has_base:
+        head += f" {'logme':>8} {'leep':>8} {'nce':>8} {'h_score':>8}"
+    lines = [f"ranking for {out['task']} (index: {models[0]['index'] if models else '-'})",
+             head, "-" * len(head)]
+    for m in models:
+        name = str(m.get("path", m["model"]))[-28:]
+        row = (f"{m['rank']:>4}  {name:<28} {m['layer'][-24:]:<24} {m['features']:>6} "
+               f"{m['all_features']:>7.4f} {m['selected']:>8.4f} {m['subset_size']:>5}")
+        if has_base:
+            b = m.get("baselines") or {}
+            row += "".join(f" {_fmt(b.get(k)) if b.get(k) is not None else '-':>8}"
+                           for k in ("logme", "leep", "nce", "h_score"))
+        lines.append(row)
+    for m in models:
+        lines.append(f"  {str(m.get('path', m['model']))}: {m['layer_rule']}; "
+                     f"reduction {m['reduction']}; {m['seconds']:.2f} s")
+    return "\n".join(lines)
+
+
+def format_certify(out: dict[str, Any]) -> str:
+    """One line per query: label, distances, guarantee and radius (or the error bound)."""
+    ref = out["reference"]
+    s = ref["summary"]
+    lines = [f"reference {ref['id'][:12]}: layer {ref['layer']} ({ref['reduction']}), "
+             f"{ref['n_samples']} points, {ref['features']} features, {ref['task']}"]
+    if ref["task"] == "classification":
+        lines.append(f"dataset level: confidence (si) {s['confidence']:.4f}, dw_max "
+                     f"{s['dw_max']:.4g}, db_min {_fmt(s['db_min'])}, max_uncertainty "
+                     f"{_fmt(s['max_uncertainty'])}, guarantee {s['guarantee']:+d}")
+        lines.append(f"{'#':>4} {'pred':>5} {'nn':>5} {'dp':>10} {'dn':>10} {'conf':>7} "
+                     f"{'guar':>5} {'radius':>10}")
+        for i, r in enumerate(out["results"]):
+            pred = r.get("prediction")
+            lines.append(
+                f"{i:>4} {'-' if pred is None else pred:>5} {r['nn_label']:>5} {r['dp']:>10.4g} "
+                f"{_fmt(r['dn']):>10} {r['confidence']:>7.4f} {r['guarantee']:>+5d} "
+                f"{_fmt(r['certified_radius']):>10}")
+    else:
+        lines.append(f"confidence (smi_linear) {s['smi_linear']:.4f}")
+        lines.append(f"{'#':>4} {'dp':>10} {'error_bound':>12} {'|N_u|':>6} mode")
+        for i, r in enumerate(out["results"]):
+            lines.append(f"{i:>4} {r['dp']:>10.4g} {r['error_bound']:>12.4g} "
+                         f"{r['neighbourhood_size']:>6} {r['mode']}")
+    for w in out.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)

@@ -128,16 +128,25 @@ class Job:
     created: float
     started: float
     finished: float
-    result: LayerwiseResult | None = None
+    result: Any = None
 
     @classmethod
     def from_proto(cls, msg: analysis_pb2.Job) -> Job:
-        result = None
-        if msg.WhichOneof("result") == "layerwise":
+        result: Any = None
+        which = msg.WhichOneof("result")
+        if which == "layerwise":
             result = LayerwiseResult.from_proto(msg.layerwise)
+        elif which == "ranking":
+            result = RankingResult.from_proto(msg.ranking)
+        elif which == "reference":
+            result = reference_dict(msg.reference)
+        progress = json_format.MessageToDict(msg.progress, preserving_proto_field_name=True)
+        for key in ("done", "total"):  # int64 fields arrive as strings in JSON form
+            if key in progress:
+                progress[key] = int(progress[key])
         return cls(
             id=msg.id, kind=msg.kind, state=STATES.get(msg.state, "unspecified"),
-            progress=json_format.MessageToDict(msg.progress, preserving_proto_field_name=True),
+            progress=progress,
             message=msg.message, created=msg.created, started=msg.started,
             finished=msg.finished, result=result,
         )
@@ -214,3 +223,93 @@ class LayerwiseResult:
         from .plot import plot_layers  # noqa: PLC0415
 
         return plot_layers(self.data, path)
+
+
+def reference_dict(msg: analysis_pb2.ReferenceInfo) -> dict[str, Any]:
+    """A certification reference's description as a plain dict."""
+    return {"id": msg.id, "model_id": msg.model_id, "dataset_id": msg.dataset_id,
+            "layer": msg.layer, "layer_rule": msg.layer_rule, "reduction": msg.reduction,
+            "task": msg.task, "n_samples": int(msg.n_samples), "features": int(msg.features),
+            "summary": json.loads(msg.summary_json or "{}")}
+
+
+@dataclass
+class RankingResult:
+    """Models ranked for a target dataset, best first (``layerscope rank --json``)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, msg: analysis_pb2.RankingResult) -> RankingResult:
+        models = []
+        for m in msg.models:
+            d = json_format.MessageToDict(m, preserving_proto_field_name=True,
+                                          always_print_fields_with_no_presence=True)
+            d["features"] = int(d["features"])
+            d["baselines"] = dict(m.baselines) or None
+            models.append(d)
+        return cls({"task": msg.task, "ranking": list(msg.ranking), "models": models,
+                    "options": json.loads(msg.options_json or "{}")})
+
+    @property
+    def ranking(self) -> list[str]:
+        return list(self.data["ranking"])
+
+    @property
+    def models(self) -> list[dict[str, Any]]:
+        return list(self.data["models"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.data))
+
+    def to_pandas(self) -> Any:
+        rows = []
+        for m in self.data["models"]:
+            row = {k: v for k, v in m.items()
+                   if not isinstance(v, (list, dict)) or k in ("tie_breakers", "baselines")}
+            row.update({f"tie:{k}": v for k, v in (m.get("tie_breakers") or {}).items()})
+            row.update({f"baseline:{k}": v for k, v in (m.get("baselines") or {}).items()})
+            row.pop("tie_breakers", None)
+            row.pop("baselines", None)
+            rows.append(row)
+        return _to_pandas(sorted(rows, key=lambda r: r["rank"]))
+
+
+@dataclass
+class CertifyResult:
+    """Per-query certification results (one dict per query) and warnings."""
+
+    results: list[dict[str, Any]]
+    warnings: list[str]
+
+    @classmethod
+    def from_proto(cls, msg: analysis_pb2.CertifyResponse, task: str | None = None
+                   ) -> CertifyResult:
+        rows = []
+        for r in msg.results:
+            if r.HasField("error_bound"):
+                row: dict[str, Any] = {"error_bound": r.error_bound, "mode": r.mode,
+                                       "neighbourhood_size": int(r.neighbourhood_size)}
+            else:
+                row = {"nn_label": int(r.nn_label), "guarantee": int(r.guarantee),
+                       "dn": r.dn if r.HasField("dn") else None,
+                       "certified_radius": (r.certified_radius if r.HasField("certified_radius")
+                                            else None)}
+                if r.HasField("prediction"):
+                    row["prediction"] = int(r.prediction)
+            row.update(dp=r.dp, confidence=r.confidence, nn_index=int(r.nn_index))
+            rows.append(row)
+        return cls(rows, list(msg.warnings))
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.results[i]
+
+    def column(self, name: str) -> np.ndarray:
+        """One field for every query, as an array (None becomes inf)."""
+        return np.asarray([np.inf if r.get(name) is None else r[name] for r in self.results])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": list(self.results), "warnings": list(self.warnings)}

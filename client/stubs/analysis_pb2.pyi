@@ -7,6 +7,200 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StartRankingRequest(_message.Message):
+    __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size")
+    class LayersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    REDUCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    BASELINES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    model_ids: _containers.RepeatedScalarFieldContainer[str]
+    dataset_id: str
+    layers: _containers.ScalarMap[str, str]
+    reduce: str
+    max_features: int
+    patience: int
+    order: int
+    baselines: bool
+    batch_size: int
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., dataset_id: _Optional[str] = ..., layers: _Optional[_Mapping[str, str]] = ..., reduce: _Optional[str] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., order: _Optional[int] = ..., baselines: _Optional[bool] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class ModelScore(_message.Message):
+    __slots__ = ("model", "layer", "layer_rule", "reduction", "features", "index", "all_features", "selected", "subset_size", "selection_order", "selection_scores", "tie_breakers", "baselines", "seconds", "rank", "notes")
+    class TieBreakersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class BaselinesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAYER_RULE_FIELD_NUMBER: _ClassVar[int]
+    REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ALL_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    SUBSET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_ORDER_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_SCORES_FIELD_NUMBER: _ClassVar[int]
+    TIE_BREAKERS_FIELD_NUMBER: _ClassVar[int]
+    BASELINES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    layer: str
+    layer_rule: str
+    reduction: str
+    features: int
+    index: str
+    all_features: float
+    selected: float
+    subset_size: int
+    selection_order: _containers.RepeatedScalarFieldContainer[int]
+    selection_scores: _containers.RepeatedScalarFieldContainer[float]
+    tie_breakers: _containers.ScalarMap[str, float]
+    baselines: _containers.ScalarMap[str, float]
+    seconds: float
+    rank: int
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., layer_rule: _Optional[str] = ..., reduction: _Optional[str] = ..., features: _Optional[int] = ..., index: _Optional[str] = ..., all_features: _Optional[float] = ..., selected: _Optional[float] = ..., subset_size: _Optional[int] = ..., selection_order: _Optional[_Iterable[int]] = ..., selection_scores: _Optional[_Iterable[float]] = ..., tie_breakers: _Optional[_Mapping[str, float]] = ..., baselines: _Optional[_Mapping[str, float]] = ..., seconds: _Optional[float] = ..., rank: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RankingResult(_message.Message):
+    __slots__ = ("task", "ranking", "models", "options_json")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    ranking: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedCompositeFieldContainer[ModelScore]
+    options_json: str
+    def __init__(self, task: _Optional[str] = ..., ranking: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelScore, _Mapping]]] = ..., options_json: _Optional[str] = ...) -> None: ...
+
+class BuildReferenceRequest(_message.Message):
+    __slots__ = ("model_id", "dataset_id", "layer", "reduce", "batch_size", "uncertainty")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    REDUCE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    dataset_id: str
+    layer: str
+    reduce: str
+    batch_size: int
+    uncertainty: float
+    def __init__(self, model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., layer: _Optional[str] = ..., reduce: _Optional[str] = ..., batch_size: _Optional[int] = ..., uncertainty: _Optional[float] = ...) -> None: ...
+
+class ReferenceInfo(_message.Message):
+    __slots__ = ("id", "model_id", "dataset_id", "layer", "layer_rule", "reduction", "task", "n_samples", "features", "summary_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAYER_RULE_FIELD_NUMBER: _ClassVar[int]
+    REDUCTION_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model_id: str
+    dataset_id: str
+    layer: str
+    layer_rule: str
+    reduction: str
+    task: str
+    n_samples: int
+    features: int
+    summary_json: str
+    def __init__(self, id: _Optional[str] = ..., model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., layer: _Optional[str] = ..., layer_rule: _Optional[str] = ..., reduction: _Optional[str] = ..., task: _Optional[str] = ..., n_samples: _Optional[int] = ..., features: _Optional[int] = ..., summary_json: _Optional[str] = ...) -> None: ...
+
+class CertifyRequest(_message.Message):
+    __slots__ = ("reference_id", "features", "inputs", "uncertainty", "order", "mode")
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    reference_id: str
+    features: _common_pb2.Tensor
+    inputs: QueryInputs
+    uncertainty: float
+    order: int
+    mode: str
+    def __init__(self, reference_id: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., inputs: _Optional[_Union[QueryInputs, _Mapping]] = ..., uncertainty: _Optional[float] = ..., order: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class QueryInputs(_message.Message):
+    __slots__ = ("tensors",)
+    class TensorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    tensors: _containers.MessageMap[str, _common_pb2.Tensor]
+    def __init__(self, tensors: _Optional[_Mapping[str, _common_pb2.Tensor]] = ...) -> None: ...
+
+class QueryResult(_message.Message):
+    __slots__ = ("prediction", "nn_label", "dp", "dn", "confidence", "guarantee", "certified_radius", "error_bound", "mode", "neighbourhood_size", "nn_index")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    NN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
+    DN_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFIED_RADIUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_BOUND_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURHOOD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    prediction: int
+    nn_label: int
+    dp: float
+    dn: float
+    confidence: float
+    guarantee: int
+    certified_radius: float
+    error_bound: float
+    mode: str
+    neighbourhood_size: int
+    nn_index: int
+    def __init__(self, prediction: _Optional[int] = ..., nn_label: _Optional[int] = ..., dp: _Optional[float] = ..., dn: _Optional[float] = ..., confidence: _Optional[float] = ..., guarantee: _Optional[int] = ..., certified_radius: _Optional[float] = ..., error_bound: _Optional[float] = ..., mode: _Optional[str] = ..., neighbourhood_size: _Optional[int] = ..., nn_index: _Optional[int] = ...) -> None: ...
+
+class CertifyResponse(_message.Message):
+    __slots__ = ("results", "warnings")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[QueryResult]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class IndexOptions(_message.Message):
     __slots__ = ("indices", "orders", "gamma", "normalize", "margin_cap", "max_features", "patience", "candidates", "criterion", "precision", "memory_budget_mb", "per_sample")
     INDICES_FIELD_NUMBER: _ClassVar[int]
@@ -144,7 +338,7 @@ class LayerwiseResult(_message.Message):
     def __init__(self, task: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerRow, _Mapping]]] = ..., plateau: _Optional[_Union[Plateau, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., options_json: _Optional[str] = ..., model_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "state", "progress", "message", "created", "started", "finished", "request_json", "layerwise")
+    __slots__ = ("id", "kind", "state", "progress", "message", "created", "started", "finished", "request_json", "layerwise", "ranking", "reference")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +349,8 @@ class Job(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
     LAYERWISE_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     state: _common_pb2.JobState
@@ -165,7 +361,9 @@ class Job(_message.Message):
     finished: float
     request_json: str
     layerwise: LayerwiseResult
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., message: _Optional[str] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., request_json: _Optional[str] = ..., layerwise: _Optional[_Union[LayerwiseResult, _Mapping]] = ...) -> None: ...
+    ranking: RankingResult
+    reference: ReferenceInfo
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., message: _Optional[str] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., request_json: _Optional[str] = ..., layerwise: _Optional[_Union[LayerwiseResult, _Mapping]] = ..., ranking: _Optional[_Union[RankingResult, _Mapping]] = ..., reference: _Optional[_Union[ReferenceInfo, _Mapping]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("id",)

@@ -65,6 +65,26 @@ class AnalysisStub:
                 request_serializer=layerscope_dot_v1_dot_analysis__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
                 _registered_method=True)
+        self.StartRanking = channel.unary_unary(
+                '/layerscope.v1.Analysis/StartRanking',
+                request_serializer=layerscope_dot_v1_dot_analysis__pb2.StartRankingRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
+                _registered_method=True)
+        self.BuildReference = channel.unary_unary(
+                '/layerscope.v1.Analysis/BuildReference',
+                request_serializer=layerscope_dot_v1_dot_analysis__pb2.BuildReferenceRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
+                _registered_method=True)
+        self.Certify = channel.unary_unary(
+                '/layerscope.v1.Analysis/Certify',
+                request_serializer=layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.FromString,
+                _registered_method=True)
+        self.CertifyStream = channel.stream_stream(
+                '/layerscope.v1.Analysis/CertifyStream',
+                request_serializer=layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.FromString,
+                _registered_method=True)
 
 
 class AnalysisServicer:
@@ -112,8 +132,39 @@ class AnalysisServicer:
     def CancelJob(self, request, context):
         """Stops a queued or running job between batches and frees its memory. Cancelling a
         finished job is a no-op that returns it as it is.
-        Reserved for the ranking and certification issue: StartRanking, BuildReference,
-        Certify.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartRanking(self, request, context):
+        """Ranks models for a target dataset (METRICS.md section 4); returns a job whose result
+        is a RankingResult. NOT_FOUND for unknown ids; INVALID_ARGUMENT for an unknown layer;
+        FAILED_PRECONDITION when the dataset does not fit a model or a model has no fully
+        connected head and no layer was named.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildReference(self, request, context):
+        """Builds a certification reference (a job): the reference set's features at a layer,
+        its dataset-level guarantee (classification) or per-point alpha (regression), and a
+        search index kept ready for queries. The job's result names the reference id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Certify(self, request, context):
+        """Certifies a batch of queries against a reference (METRICS.md section 3).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CertifyStream(self, request_iterator, context):
+        """The same for a steady flow of queries: one response per request, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +202,26 @@ def add_AnalysisServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=layerscope_dot_v1_dot_analysis__pb2.CancelJobRequest.FromString,
                     response_serializer=layerscope_dot_v1_dot_analysis__pb2.Job.SerializeToString,
+            ),
+            'StartRanking': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRanking,
+                    request_deserializer=layerscope_dot_v1_dot_analysis__pb2.StartRankingRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_analysis__pb2.Job.SerializeToString,
+            ),
+            'BuildReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildReference,
+                    request_deserializer=layerscope_dot_v1_dot_analysis__pb2.BuildReferenceRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_analysis__pb2.Job.SerializeToString,
+            ),
+            'Certify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Certify,
+                    request_deserializer=layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.SerializeToString,
+            ),
+            'CertifyStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CertifyStream,
+                    request_deserializer=layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +386,114 @@ class Analysis:
             '/layerscope.v1.Analysis/CancelJob',
             layerscope_dot_v1_dot_analysis__pb2.CancelJobRequest.SerializeToString,
             layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRanking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/layerscope.v1.Analysis/StartRanking',
+            layerscope_dot_v1_dot_analysis__pb2.StartRankingRequest.SerializeToString,
+            layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/layerscope.v1.Analysis/BuildReference',
+            layerscope_dot_v1_dot_analysis__pb2.BuildReferenceRequest.SerializeToString,
+            layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Certify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/layerscope.v1.Analysis/Certify',
+            layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.SerializeToString,
+            layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CertifyStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/layerscope.v1.Analysis/CertifyStream',
+            layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.SerializeToString,
+            layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

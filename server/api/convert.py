@@ -31,6 +31,20 @@ def tensor(arr: np.ndarray) -> common_pb2.Tensor:
     return common_pb2.Tensor(dtype=str(a.dtype), shape=list(a.shape), data=a.tobytes())
 
 
+def array(t: common_pb2.Tensor, what: str = "tensor") -> np.ndarray:
+    """The NumPy array of a Tensor message, checked against its dtype and shape."""
+    try:
+        dtype = np.dtype(t.dtype).newbyteorder("<")
+    except TypeError:
+        raise ValueError(f"{what}: unknown dtype {t.dtype!r}") from None
+    shape = tuple(int(d) for d in t.shape)
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(t.data) != need:
+        raise ValueError(f"{what}: {len(t.data)} bytes for dtype {t.dtype} and shape "
+                         f"{list(shape)}, which need {need}")
+    return np.frombuffer(t.data, dtype=dtype).reshape(shape)
+
+
 def _clean(value: Any) -> Any:
     """Drop None and non-finite numbers (absent in proto3 rather than NaN)."""
     if isinstance(value, dict):
@@ -121,7 +135,40 @@ def job(row: JobRow) -> analysis_pb2.Job:
     ))
     if row.result is not None and row.kind == "layer_analysis":
         msg.layerwise.CopyFrom(layerwise(row.result))
+    elif row.result is not None and row.kind == "ranking":
+        msg.ranking.CopyFrom(ranking(row.result))
+    elif row.result is not None and row.kind == "reference":
+        msg.reference.CopyFrom(reference(row.result))
     return msg
+
+
+def ranking(result: dict[str, Any]) -> analysis_pb2.RankingResult:
+    msg = analysis_pb2.RankingResult(task=result["task"], ranking=result["ranking"],
+                                     options_json=json.dumps(result.get("options", {})))
+    for m in result["models"]:
+        row = msg.models.add(
+            model=m["model"], layer=m["layer"], layer_rule=m["layer_rule"],
+            reduction=m["reduction"], features=m["features"], index=m["index"],
+            all_features=m["all_features"], selected=m["selected"],
+            subset_size=m["subset_size"], selection_order=m["selection_order"],
+            selection_scores=m["selection_scores"], seconds=m["seconds"], rank=m["rank"],
+            notes=m.get("notes", []),
+        )
+        for k, v in m["tie_breakers"].items():
+            row.tie_breakers[k] = float(v)
+        for k, v in (m.get("baselines") or {}).items():
+            if v is not None and math.isfinite(v):
+                row.baselines[k] = float(v)
+    return msg
+
+
+def reference(info: dict[str, Any]) -> analysis_pb2.ReferenceInfo:
+    return analysis_pb2.ReferenceInfo(
+        id=info["id"], model_id=info["model_id"], dataset_id=info["dataset_id"],
+        layer=info["layer"], layer_rule=info["layer_rule"], reduction=info["reduction"],
+        task=info["task"], n_samples=info["n_samples"], features=info["features"],
+        summary_json=json.dumps(info["summary"]),
+    )
 
 
 def _dims(shape: Any) -> list[str]:

@@ -7,7 +7,10 @@ Every domain error becomes a status code with a message that names the field or 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,9 +28,13 @@ from ...client.stubs import (
     models_pb2_grpc,
 )
 from ..analysis import analyze_layers
+from ..analysis.certify import build_reference, query_features
+from ..analysis.ranking import rank_models
 from ..graph import LayerSelectionError, describe, load_model, select_layers
+from ..graph.head import NoHead, head_layer
 from ..graph.load import ModelError
 from ..metrics import check_index_options, compute_indices
+from ..metrics.guarantee import ClassificationReference, RegressionReference
 from ..metrics.validation import as_orders
 from ..runtime.extract import Cancelled, InputError, model_feeds
 from ..runtime.reduce import parse_reduction
@@ -281,6 +288,8 @@ def _options(o: Any) -> dict[str, Any]:
 class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
     def __init__(self, store: Store, jobs: JobManager, device: str | None) -> None:
         self.store, self.jobs, self.device = store, jobs, device
+        self._refs: dict[str, tuple[dict[str, Any], Any]] = {}
+        self._ref_lock = threading.Lock()
 
     @rpc
     def ComputeIndices(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -395,6 +404,186 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
             gamma=opts.get("gamma", 1.0), normalize=opts.get("normalize", False), **kw,
         )
         return result.to_dict()
+
+    # ranking ----------------------------------------------------------------------------
+    def _check_model_fits(self, model_id: str, arrays: dict[str, Any], layer: str,
+                          what: str) -> None:
+        info = describe(load_model(self.store.model_bytes(model_id)))
+        proto_inputs = {k: v for k, v in arrays.items() if k not in ("labels", "targets")}
+        if layer:
+            if info.layer(layer) is None:
+                reason = info.excluded.get(layer, "no such tensor in the model")
+                raise ValueError(f"{what}: layer {layer!r}: {reason}")
+        else:
+            try:
+                head_layer(load_model(self.store.model_bytes(model_id)), info)
+            except NoHead as exc:
+                raise FailedPrecondition(f"{what}: {exc}") from None
+        try:
+            model_feeds(info, proto_inputs, "dataset")
+        except InputError as exc:
+            raise FailedPrecondition(f"{what}: {exc}") from None
+
+    @rpc
+    def StartRanking(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not request.model_ids:
+            raise ValueError("model_ids is empty; name at least one model")
+        _, data = self.store.dataset_arrays(request.dataset_id)
+        for mid in request.model_ids:
+            self._check_model_fits(mid, data, request.layers.get(mid, ""), f"model {mid}")
+        unknown = set(request.layers) - set(request.model_ids)
+        if unknown:
+            raise ValueError(f"layers names model(s) not in model_ids: {sorted(unknown)}")
+        parse_reduction(request.reduce or "auto")
+        req = {
+            "model_ids": list(request.model_ids), "dataset_id": request.dataset_id,
+            "layers": dict(request.layers), "reduce": request.reduce or "auto",
+            "max_features": request.max_features if request.HasField("max_features") else 32,
+            "patience": request.patience if request.HasField("patience") else None,
+            "order": request.order if request.HasField("order") else 5,
+            "baselines": request.baselines, "batch_size": request.batch_size or None,
+        }
+        for key in ("max_features", "patience", "order"):
+            if req[key] is not None and req[key] < 1:
+                raise ValueError(f"{key} must be >= 1; got {req[key]}")
+        work = functools.partial(self._ranking, req)
+        return convert.job(self.jobs.submit("ranking", req, work))
+
+    def _ranking(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
+        progress("loading", 0, 1)
+        _, data = self.store.dataset_arrays(req["dataset_id"])
+        key = "labels" if "labels" in data else "targets"
+        inputs = {k: v for k, v in data.items() if k not in ("labels", "targets")}
+        models = [load_model(self.store.model_bytes(m)) for m in req["model_ids"]]
+        target: dict[str, Any] = {key: np.asarray(data[key])}
+        result = rank_models(
+            models, inputs, **target, names=req["model_ids"],
+            layers=req["layers"], reduce=req["reduce"], max_features=req["max_features"],
+            patience=req["patience"], order=req["order"], baselines=req["baselines"],
+            batch_size=req["batch_size"], device=self.device, progress=progress,
+            cancelled=cancelled,
+        )
+        return result.to_dict()
+
+    # certification ----------------------------------------------------------------------
+    @rpc
+    def BuildReference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _, data = self.store.dataset_arrays(request.dataset_id)
+        self._check_model_fits(request.model_id, data, request.layer, "model")
+        parse_reduction(request.reduce or "auto")
+        if not request.uncertainty >= 0:
+            raise ValueError(f"uncertainty must be >= 0; got {request.uncertainty}")
+        req = {"model_id": request.model_id, "dataset_id": request.dataset_id,
+               "layer": request.layer or None, "reduce": request.reduce or "auto",
+               "batch_size": request.batch_size or None, "uncertainty": request.uncertainty}
+        work = functools.partial(self._build_reference, req)
+        return convert.job(self.jobs.submit("reference", req, work))
+
+    def _build_reference(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
+        progress("loading", 0, 1)
+        proto = load_model(self.store.model_bytes(req["model_id"]))
+        _, data = self.store.dataset_arrays(req["dataset_id"])
+        key = "labels" if "labels" in data else "targets"
+        inputs = {k: v for k, v in data.items() if k not in ("labels", "targets")}
+        target: dict[str, Any] = {key: np.asarray(data[key])}
+        ref = build_reference(
+            proto, inputs, **target, layer=req["layer"],
+            reduce=req["reduce"], uncertainty=req["uncertainty"],
+            batch_size=req["batch_size"], device=self.device, progress=progress,
+            cancelled=cancelled,
+        )
+        y = ref.labels if ref.labels is not None else ref.targets
+        assert y is not None
+        y = np.ascontiguousarray(y)
+        specs = [{"name": "features", "dtype": "float32", "shape": list(ref.features.shape)},
+                 {"name": key, "dtype": str(y.dtype), "shape": list(y.shape)}]
+        blob = self.store.blobs.put_bytes(ref.features.tobytes() + y.tobytes())
+        ref_id = hashlib.sha256(json.dumps(
+            [req["model_id"], req["dataset_id"], ref.layer, ref.reduction.describe()]
+        ).encode()).hexdigest()
+        info = {"id": ref_id, "model_id": req["model_id"], "dataset_id": req["dataset_id"],
+                "layer": ref.layer, "layer_rule": ref.layer_rule,
+                "reduction": ref.reduction.describe(), "task": key == "labels" and
+                "classification" or "regression", "n_samples": int(ref.features.shape[0]),
+                "features": int(ref.features.shape[1]), "summary": ref.summary}
+        self.store.catalog.add_reference({"id": ref_id, "model_id": req["model_id"],
+                                          "dataset_id": req["dataset_id"], "blob": blob,
+                                          "specs": specs, "info": info})
+        with self._ref_lock:
+            self._refs.pop(ref_id, None)
+        return info
+
+    def _reference(self, ref_id: str) -> tuple[dict[str, Any], Any]:
+        with self._ref_lock:
+            if ref_id in self._refs:
+                return self._refs[ref_id]
+        row = self.store.catalog.reference(ref_id)
+        arrays = split_tensors(self.store.blobs.path(row["blob"]), row["specs"])
+        feats = np.asarray(arrays["features"])
+        if "labels" in arrays:
+            loaded: Any = ClassificationReference(feats, np.asarray(arrays["labels"]))
+        else:
+            loaded = RegressionReference(feats, np.asarray(arrays["targets"]))
+        with self._ref_lock:
+            self._refs[ref_id] = (row, loaded)
+        return row, loaded
+
+    def _certify(self, request: Any) -> Any:
+        row, ref = self._reference(request.reference_id)
+        info = row["info"]
+        which = request.WhichOneof("queries")
+        preds = None
+        if which == "features":
+            feats = convert.array(request.features, "features")
+        elif which == "inputs":
+            inputs = {k: convert.array(t, f"inputs[{k}]") for k, t in
+                      request.inputs.tensors.items()}
+            proto = load_model(self.store.model_bytes(row["model_id"]))
+            try:
+                feats, preds = query_features(proto, info["layer"], info["reduction"], inputs,
+                                              device=self.device)
+            except InputError as exc:
+                raise ValueError(f"inputs: {exc}") from None
+        else:
+            raise ValueError("queries: send features (at the reference's layer) or inputs")
+        resp = analysis_pb2.CertifyResponse()
+        if info["task"] == "classification":
+            order = request.order or 1
+            res = ref.certify(feats, request.uncertainty, order)
+            if len(ref.classes) == 1:
+                resp.warnings.append("the reference has a single label: dn and "
+                                     "certified_radius are infinite (absent)")
+            for i in range(len(feats)):
+                q = resp.results.add(
+                    nn_label=int(res["nn_label"][i]), dp=float(res["dp"][i]),
+                    confidence=float(res["confidence"][i]), guarantee=int(res["guarantee"][i]),
+                    nn_index=int(res["nn_index"][i]),
+                )
+                if np.isfinite(res["dn"][i]):
+                    q.dn = float(res["dn"][i])
+                    q.certified_radius = float(res["certified_radius"][i])
+                if preds is not None:
+                    q.prediction = int(preds[i])
+        else:
+            res = ref.certify(feats, request.uncertainty, request.mode or "conservative")
+            for i in range(len(feats)):
+                resp.results.add(
+                    error_bound=float(res["error_bound"][i]), mode=res["mode"],
+                    neighbourhood_size=int(res["neighbourhood_size"][i]),
+                    dp=float(res["dp"][i]), confidence=float(res["confidence"][i]),
+                    nn_index=int(res["nn_index"][i]),
+                )
+        return resp
+
+    @rpc
+    def Certify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._certify(request)
+
+    @rpc_stream
+    def CertifyStream(self, requests: Iterator[Any], context: grpc.ServicerContext
+                      ) -> Iterator[Any]:
+        for request in requests:
+            yield self._certify(request)
 
     @rpc_stream
     def WatchJob(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:

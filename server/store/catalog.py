@@ -35,6 +35,15 @@ CREATE TABLE IF NOT EXISTS datasets (
     n_samples INTEGER NOT NULL,
     task TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reference_sets (
+    id TEXT PRIMARY KEY,
+    model_id TEXT NOT NULL,
+    dataset_id TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    created REAL NOT NULL,
+    specs_json TEXT NOT NULL,
+    info_json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -167,7 +176,29 @@ class Catalog:
         with self._lock:
             a = self._db.execute("SELECT 1 FROM datasets WHERE blob = ?", (digest,)).fetchone()
             b = self._db.execute("SELECT 1 FROM models WHERE id = ?", (digest,)).fetchone()
-        return a is not None or b is not None
+            c = self._db.execute("SELECT 1 FROM reference_sets WHERE blob = ?",
+                                 (digest,)).fetchone()
+        return a is not None or b is not None or c is not None
+
+    # certification references ----------------------------------------------------------
+    def add_reference(self, row: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO reference_sets (id, model_id, dataset_id, blob, "
+                "created, specs_json, info_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], row["model_id"], row["dataset_id"], row["blob"], time.time(),
+                 json.dumps(row["specs"]), json.dumps(row["info"])),
+            )
+
+    def reference(self, id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM reference_sets WHERE id = ?",
+                                   (id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no certification reference with id {id!r}")
+        return {"id": row["id"], "model_id": row["model_id"], "dataset_id": row["dataset_id"],
+                "blob": row["blob"], "created": row["created"],
+                "specs": json.loads(row["specs_json"]), "info": json.loads(row["info_json"])}
 
     # jobs -------------------------------------------------------------------------------
     def add_job(self, id: str, kind: str, request: dict[str, Any]) -> None:

@@ -1,0 +1,219 @@
+"""Ranking pre-trained models for a target dataset (METRICS.md section 4, Algorithm 2).
+
+For each model: the features at its head's input (or a layer the user names), reduced as
+asked; the forward selection of the SI-maximising feature subset (SmI for regression);
+then models ranked by the selected subset's index, ties by ``soft_order_si[r]``, then
+``center_si`` (``soft_order_smi_linear[r]`` for regression), then input order. On request,
+the established transferability scores on the same features, side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..graph.head import head_layer
+from ..graph.inspect import LayerInfo, describe
+from ..graph.load import load_model
+from ..graph.select import LayerSelectionError
+from ..metrics import compute_indices
+from ..metrics.backend import to_host
+from ..metrics.transfer import transferability_scores
+from ..runtime.extract import extract
+from ..runtime.reduce import Reduction
+
+Progress = Callable[[str, int, int], None]
+ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
+
+
+@dataclass
+class ModelScore:
+    """One model's row of the ranking."""
+
+    model: str
+    layer: str
+    layer_rule: str
+    reduction: str
+    features: int
+    index: str
+    all_features: float
+    selected: float
+    subset_size: int
+    selection_order: list[int]
+    selection_scores: list[float]
+    tie_breakers: dict[str, float]
+    baselines: dict[str, float | None] | None = None
+    seconds: float = 0.0
+    rank: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class RankingResult:
+    task: str
+    models: list[ModelScore]
+    options: dict[str, Any]
+
+    @property
+    def ranking(self) -> list[str]:
+        return [m.model for m in sorted(self.models, key=lambda m: m.rank)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "ranking": self.ranking,
+                "models": [m.to_dict() for m in self.models], "options": self.options}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def _probabilities(outputs: np.ndarray) -> np.ndarray:
+    """The model's class probabilities: its output if it is one, else softmax of it."""
+    o = outputs.astype(np.float64)
+    if (o >= 0).all() and np.allclose(o.sum(axis=1), 1.0, atol=1e-4):
+        return np.asarray(o)
+    return _softmax(o)
+
+
+def rank_models(
+    models: Sequence[ModelSource],
+    data: Mapping[str, Any] | Any,
+    labels: Any = None,
+    targets: Any = None,
+    *,
+    names: Sequence[str] | None = None,
+    layers: Mapping[str, str] | Sequence[str | None] | None = None,
+    reduce: str | Reduction = "auto",
+    max_features: int | None = None,
+    patience: int | None = None,
+    order: int = 5,
+    baselines: bool = False,
+    batch_size: int | None = None,
+    memory_budget_mb: float = 1024.0,
+    device: str | None = None,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> RankingResult:
+    """Rank ``models`` by how well their features separate (or smooth) the target data.
+
+    ``data`` maps input names to arrays (each model takes the arrays named like its
+    inputs), or is one array given to every single-input model. ``layers`` overrides the
+    head rule per model (by name, or by position).
+    """
+    if (labels is None) == (targets is None):
+        raise ValueError("give exactly one of labels (classification) or targets (regression)")
+    if not models:
+        raise ValueError("models is empty; give at least one model")
+    task = "classification" if labels is not None else "regression"
+    y = np.asarray(labels if labels is not None else targets)
+    names = list(names) if names is not None else [f"model{i}" for i in range(len(models))]
+    if len(names) != len(models):
+        raise ValueError(f"{len(names)} names for {len(models)} models")
+    arrays = dict(data) if isinstance(data, Mapping) else {"inputs": data}
+    criterion = "si" if task == "classification" else "smi_linear"
+    if task == "classification":
+        indices = ["si", "soft_order_si", "center_si", "feature_ranking"]
+    else:
+        indices = ["smi_linear", "soft_order_smi_linear", "feature_ranking"]
+    rows: list[ModelScore] = []
+    for j, (name, source) in enumerate(zip(names, models, strict=True)):
+        if cancelled is not None and cancelled():
+            from ..runtime.extract import Cancelled  # noqa: PLC0415
+
+            raise Cancelled("cancelled between models")
+        started = time.perf_counter()
+        proto = source if isinstance(source, onnx.ModelProto) else load_model(source)
+        info = describe(proto)
+        override = _override(layers, name, j)
+        if override:
+            layer_name, rule = override, "named by the user"
+            if info.layer(layer_name) is None:
+                reason = info.excluded.get(layer_name, "no such tensor in the model")
+                raise LayerSelectionError(f"model {name!r}: layer {layer_name!r}: {reason}")
+        else:
+            layer_name, rule = head_layer(proto, info)
+        layer = info.layer(layer_name)
+        if layer is None:
+            raise LayerSelectionError(
+                f"model {name!r}: the head's input {layer_name!r} is not a layer "
+                f"({info.excluded.get(layer_name, 'unknown')}); name one")
+        wanted: list[LayerInfo] = [layer]
+        output = None
+        if baselines and task == "classification":
+            output = next((la for la in info.layers if la.name in
+                           {t.name for t in info.outputs}), None)
+            if output is not None and output.name != layer.name:
+                wanted.append(output)
+        reductions: dict[str, str | Reduction] = {layer.name: reduce}
+        if output is not None:
+            reductions[output.name] = "flatten"
+
+        def report(stage: str, done: int, total: int, _n: str = name) -> None:
+            if progress is not None:
+                progress(f"{_n}:{stage}", done, total)
+
+        got = extract(proto, info, wanted, [arrays], reduce=reductions, batch_size=batch_size,
+                      memory_budget_mb=memory_budget_mb, device=device, progress=report)
+        feats = to_host(got[0].train)
+        target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
+        res = compute_indices(feats, **target, indices=indices, orders=[order],
+                              max_features=max_features, patience=patience,
+                              criterion=criterion, device=device)
+        fr = res.feature_ranking
+        assert fr is not None
+        if task == "classification":
+            ties = {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
+                    "center_si": float(res["center_si"])}
+        else:
+            ties = {f"soft_order_smi_linear[{order}]":
+                    float(res["soft_order_smi_linear"][order])}
+        row = ModelScore(
+            model=name, layer=layer.name, layer_rule=rule,
+            reduction=got[0].reduction.describe(), features=int(feats.shape[1]),
+            index=criterion, all_features=float(res[criterion]),
+            selected=max(fr.scores) if fr.scores else float("nan"),
+            subset_size=len(fr.best_subset), selection_order=list(fr.order),
+            selection_scores=[float(s) for s in fr.scores], tie_breakers=ties,
+            notes=list(got[0].notes) + list(res.warnings),
+        )
+        if baselines:
+            probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
+            if task == "classification":
+                row.baselines = transferability_scores(feats, y, probs)
+            else:
+                from ..metrics.transfer import logme_regression  # noqa: PLC0415
+
+                row.baselines = {"logme": logme_regression(feats, y), "leep": None,
+                                 "nce": None, "h_score": None}
+        row.seconds = round(time.perf_counter() - started, 3)
+        rows.append(row)
+        if progress is not None:
+            progress("models", j + 1, len(models))
+    order_key = sorted(range(len(rows)), key=lambda i: (
+        -rows[i].selected, *(-v for v in rows[i].tie_breakers.values()), i))
+    for rank, i in enumerate(order_key, start=1):
+        rows[i].rank = rank
+    options = {"order": order, "max_features": max_features, "patience": patience,
+               "reduce": reduce.describe() if isinstance(reduce, Reduction) else reduce,
+               "baselines": baselines}
+    return RankingResult(task, rows, options)
+
+
+def _override(layers: Mapping[str, str] | Sequence[str | None] | None, name: str,
+              j: int) -> str | None:
+    if layers is None:
+        return None
+    if isinstance(layers, Mapping):
+        return layers.get(name)
+    return layers[j] if j < len(layers) else None

@@ -1,0 +1,267 @@
+"""Confidence, guarantees and certified radii (METRICS.md section 3).
+
+Distances are Euclidean: the square root of the exact float64 squared distances of the
+neighbour search. ``uncertainty`` is the largest measuring error of a query in the
+analysed layer's feature space (``||x_true - x|| < uncertainty``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import validation as v
+from .engine import compute_indices
+from .knn import ExactIndex, knn
+
+OTHER_K = 32  # neighbours searched for the nearest point of another label before falling back
+
+
+def _sq(nb: Any) -> np.ndarray:
+    """The exact squared distances of a search that was asked for them."""
+    assert nb.sqdist is not None
+    return np.asarray(nb.sqdist)
+
+
+def _rule(confidence: float, u: float, dp: Any, dn: Any) -> Any:
+    """guarantee in {-1, 0, +1}: 0 unless the confidence index is exactly 1; then the sign
+    of ``0.5 * (dn - dp) - u`` (an infinite dn counts as +)."""
+    if confidence != 1.0:
+        return np.zeros(np.shape(dp), dtype=np.int64)
+    half = 0.5 * (np.asarray(dn, dtype=np.float64) - np.asarray(dp, dtype=np.float64))
+    return np.sign(half - u).astype(np.int64)
+
+
+def _check_uncertainty(u: float) -> float:
+    if not (isinstance(u, (int, float)) and math.isfinite(u) and u >= 0):
+        raise ValueError(f"uncertainty must be a finite number >= 0; got {u!r}")
+    return float(u)
+
+
+def dataset_guarantee(
+    features: Any, labels: Any, uncertainty: float = 0.0, order: int = 1
+) -> dict[str, Any]:
+    """Return the dataset-level guarantee: dw_max, db_min, confidence, max_uncertainty.
+
+    ``dw_max`` is the largest distance from a point to its nearest same-label neighbour,
+    ``db_min`` the smallest distance between points of different labels; ``confidence`` is
+    ``si`` (``high_order_si[order]`` for order > 1). Infinite values (one label only, or
+    no class with two points) are None with a warning.
+    """
+    x = v.as_features(features)
+    y = v.as_labels(labels, x.shape[0])
+    v.check_min_points(x.shape[0])
+    u = _check_uncertainty(uncertainty)
+    warnings: list[str] = []
+    classes = np.unique(y)
+    dw, db = 0.0, math.inf
+    lonely = []
+    for c in classes:
+        inside = x[y == c]
+        if len(inside) >= 2:
+            nb = knn(inside, 1, return_distance=True)
+            dw = max(dw, float(np.sqrt(_sq(nb).max())))
+        else:
+            lonely.append(int(c))
+        if len(classes) > 1:
+            nb = knn(x[y != c], 1, queries=inside, return_distance=True)
+            db = min(db, float(np.sqrt(_sq(nb).min())))
+    if lonely:
+        warnings.append(f"class(es) {lonely} have a single point and no same-label neighbour")
+    if len(classes) == 1:
+        warnings.append("one label only: there is no point of another label (db_min infinite)")
+    confidence = _confidence(x, y, order)
+    max_u = 0.5 * (db - dw)
+    guarantee = int(_rule(confidence, u, dw, db))
+    return {
+        "dw_max": dw, "db_min": None if math.isinf(db) else db, "confidence": confidence,
+        "confidence_index": "si" if order == 1 else f"high_order_si[{order}]",
+        "uncertainty": u, "max_uncertainty": None if math.isinf(max_u) else max_u,
+        "guarantee": guarantee, "warnings": warnings,
+    }
+
+
+def _confidence(x: np.ndarray, y: np.ndarray, order: int) -> float:
+    if order == 1:
+        return float(compute_indices(x, y, indices=["si"], orders=[1])["si"])
+    res = compute_indices(x, y, indices=["high_order_si"], orders=[order])
+    return float(res["high_order_si"][order])
+
+
+@dataclass
+class ClassificationReference:
+    """A reference set (training features and labels) ready for per-query certification."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    index: ExactIndex = field(init=False)
+    _other: dict[int, ExactIndex] = field(init=False, default_factory=dict)
+    _confidence: dict[int, float] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.features = v.as_features(self.features, "reference features")
+        self.labels = v.as_labels(self.labels, self.features.shape[0], "reference labels")
+        v.check_min_points(self.features.shape[0], "reference features")
+        self.index = ExactIndex(self.features)
+        self.classes = np.unique(self.labels)
+
+    def confidence(self, order: int = 1) -> float:
+        """``si`` of the reference set (``high_order_si[order]`` for order > 1), cached."""
+        if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 1:
+            raise ValueError(f"order must be an integer >= 1; got {order!r}")
+        if order >= len(self.labels):
+            raise ValueError(
+                f"order {order} needs {order} neighbours but the reference set has "
+                f"{len(self.labels)} points; use an order below {len(self.labels)}"
+            )
+        if order not in self._confidence:
+            self._confidence[order] = _confidence(self.features, self.labels, order)
+        return self._confidence[order]
+
+    def _others(self, c: int) -> ExactIndex:
+        if c not in self._other:
+            self._other[c] = ExactIndex(self.features[self.labels != c])
+        return self._other[c]
+
+    def certify(
+        self, queries: Any, uncertainty: float = 0.0, order: int = 1
+    ) -> dict[str, Any]:
+        """Per query: nn_label, dp, dn, confidence, guarantee, certified_radius.
+
+        ``dn`` and ``certified_radius`` are ``inf`` where the reference has one label.
+        """
+        q = v.as_features(queries, "queries")
+        if q.shape[1] != self.features.shape[1]:
+            raise ValueError(
+                f"queries have {q.shape[1]} features but the reference has "
+                f"{self.features.shape[1]}"
+            )
+        u = _check_uncertainty(uncertainty)
+        conf = self.confidence(order)
+        k = min(OTHER_K, len(self.labels))
+        nb = self.index.search(q, k, return_distance=True)
+        lab = self.labels[nb.indices]
+        nn_label = lab[:, 0]
+        dist = np.sqrt(_sq(nb))
+        other = lab != nn_label[:, None]
+        found = other.any(axis=1)
+        dn = np.full(len(q), np.inf)
+        rows = np.nonzero(found)[0]
+        dn[rows] = dist[rows, np.argmax(other[rows], axis=1)]
+        if len(self.classes) > 1:
+            for i in np.nonzero(~found)[0]:  # no other label among the k nearest: search it
+                far = self._others(int(nn_label[i])).search(q[i : i + 1], 1,
+                                                            return_distance=True)
+                dn[i] = math.sqrt(float(_sq(far)[0, 0]))
+        dp = dist[:, 0]
+        return {
+            "nn_label": nn_label, "dp": dp, "dn": dn,
+            "confidence": np.full(len(q), conf),
+            "guarantee": _rule(conf, u, dp, dn),
+            "certified_radius": 0.5 * (dn - dp),
+            "nn_index": nb.indices[:, 0],
+        }
+
+
+@dataclass
+class RegressionReference:
+    """A regression reference set: features, targets and each point's ``alpha``."""
+
+    features: np.ndarray
+    targets: np.ndarray
+    index: ExactIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.features = v.as_features(self.features, "reference features")
+        self.targets = v.as_targets(self.targets, self.features.shape[0], "reference targets")
+        v.check_min_points(self.features.shape[0], "reference features")
+        self.index = ExactIndex(self.features)
+        nearest = knn(self.features, 1).indices[:, 0]
+        diff = self.targets - self.targets[nearest]
+        self.alpha = np.sqrt((diff * diff).sum(axis=1))
+        self.smi_linear = float(
+            compute_indices(self.features, targets=self.targets, indices=["smi_linear"])[
+                "smi_linear"]
+        )
+
+    def candidates(self, x: np.ndarray, dp: float, u: float) -> np.ndarray:
+        """Indices j with ``||x - x_j|| <= dp + 2u`` (the conservative superset)."""
+        m = len(self.alpha)
+        k = min(m, 64)
+        limit = (dp + 2 * u) ** 2
+        while True:
+            nb = self.index.search(x[None, :], k, return_distance=True)
+            if _sq(nb)[0, -1] > limit or k == m:
+                keep = _sq(nb)[0] <= limit
+                return np.asarray(nb.indices[0][keep])
+            k = min(m, 4 * k)
+
+    def certify(self, queries: Any, uncertainty: float = 0.0, mode: str = "conservative"
+                ) -> dict[str, Any]:
+        """Per query: error_bound, the size of N_u(x), the mode, dp and the nearest point."""
+        if mode not in ("conservative", "exact"):
+            raise ValueError(f"mode must be 'conservative' or 'exact'; got {mode!r}")
+        q = v.as_features(queries, "queries")
+        if q.shape[1] != self.features.shape[1]:
+            raise ValueError(
+                f"queries have {q.shape[1]} features but the reference has "
+                f"{self.features.shape[1]}"
+            )
+        u = _check_uncertainty(uncertainty)
+        nb = self.index.search(q, 1, return_distance=True)
+        p_idx = nb.indices[:, 0]
+        dp = np.sqrt(_sq(nb)[:, 0])
+        bounds = np.empty(len(q))
+        sizes = np.empty(len(q), dtype=np.int64)
+        members: list[np.ndarray] = []
+        for i in range(len(q)):
+            cand = self.candidates(q[i], float(dp[i]), u)
+            if mode == "exact" and u > 0:
+                cand = np.asarray([j for j in cand
+                                   if _cell_meets_ball(self.features, cand, int(j), q[i], u)],
+                                  dtype=np.int64)
+            members.append(cand)
+            yd = self.targets[cand] - self.targets[p_idx[i]]
+            bounds[i] = float((np.sqrt((yd * yd).sum(axis=1)) + self.alpha[cand]).max())
+            sizes[i] = len(cand)
+        return {"error_bound": bounds, "neighbourhood_size": sizes, "dp": dp,
+                "nn_index": p_idx, "mode": mode, "members": members,
+                "confidence": np.full(len(q), self.smi_linear)}
+
+
+def _cell_meets_ball(
+    points: np.ndarray, others: np.ndarray, j: int, x: np.ndarray, u: float
+) -> bool:
+    """Whether the Voronoi cell of point j meets the closed ball B(x, u).
+
+    Only the points in ``others`` (the conservative set, which holds the nearest point)
+    can bound the cell inside the ball, so their bisectors are the constraints. The
+    distance from x to the cell is found by SLSQP from x_j (inside the cell); the
+    membership test leans to inclusion within a small tolerance, so a solver's imprecision
+    can only make the bound looser, never unsound.
+    """
+    from scipy.optimize import minimize  # noqa: PLC0415
+
+    xj = points[j].astype(np.float64)
+    ks = [int(k) for k in others if int(k) != j]
+    if not ks:
+        return True
+    xk = points[ks].astype(np.float64)
+    a = 2.0 * (xk - xj)  # a_k . z <= |x_k|^2 - |x_j|^2
+    b = (xk * xk).sum(axis=1) - float(xj @ xj)
+    x64 = x.astype(np.float64)
+    if float(np.max(a @ x64 - b)) <= 0:
+        return True  # x itself lies in the cell
+    res = minimize(
+        lambda z: float(((z - x64) ** 2).sum()), xj, jac=lambda z: 2.0 * (z - x64),
+        constraints=[{"type": "ineq", "fun": lambda z: b - a @ z, "jac": lambda z: -a}],
+        method="SLSQP", options={"maxiter": 200, "ftol": 1e-12},
+    )
+    if not res.success:  # no proven distance: keep j (a looser bound, never an unsound one)
+        return True
+    dist = math.sqrt(max(float(res.fun), 0.0))
+    scale = max(1.0, float(np.abs(x64).max()))
+    return dist <= u + 1e-6 * scale
