@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from . import validation as v
+
 __all__ = [
     "H_SCORE_RCOND",
     "PROBABILITY_SUM_ATOL",
@@ -72,39 +74,13 @@ def _as_features(features: Any, name: str = "features", min_samples: int = 2) ->
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has no features per sample (shape {arr.shape})")
     out = arr.astype(np.float64, copy=False)
-    _check_finite(out, name)
+    v.check_finite(out, name)
     return out
-
-
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        first = np.unravel_index(int(np.argmax(bad.ravel())), arr.shape)
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or Inf); "
-            f"the first is at index {tuple(int(i) for i in first)}"
-        )
 
 
 def _as_labels(labels: Any, n: int | None, name: str = "labels", other: str = "") -> np.ndarray:
     """Return ``labels`` as an int64 vector, of length ``n`` when ``n`` is given."""
-    arr = np.asarray(labels)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of integer labels; got shape {arr.shape}")
-    if arr.dtype.kind not in "iub":
-        raise ValueError(
-            f"{name} must be an integer array; got dtype {arr.dtype} "
-            "(convert class values to integers first, e.g. labels.astype(int))"
-        )
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but {other} has {n}; they must match")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty; give at least one sample")
-    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} has values beyond the int64 range")
-    return arr.astype(np.int64, copy=False)
+    return v.as_labels(labels, n, name, other)
 
 
 def _as_probabilities(probabilities: Any, name: str = "probabilities") -> np.ndarray:
@@ -119,7 +95,7 @@ def _as_probabilities(probabilities: Any, name: str = "probabilities") -> np.nda
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one sample and one class; got {arr.shape}")
     out = arr.astype(np.float64, copy=False)
-    _check_finite(out, name)
+    v.check_finite(out, name)
     if (out < 0).any():
         row = int(np.argmax((out < 0).any(axis=1)))
         raise ValueError(f"{name} must be non-negative; row {row} has a negative entry")
@@ -261,7 +237,7 @@ def logme_regression(
     if arr.shape[1] == 0:
         raise ValueError(f"targets has zero columns (shape {arr.shape})")
     y = arr.astype(np.float64, copy=False)
-    _check_finite(y, "targets")
+    v.check_finite(y, "targets")
     _check_iterations(max_iter, tol)
     return _logme_columns(x, y, max_iter, tol)
 

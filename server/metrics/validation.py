@@ -30,11 +30,12 @@ def as_features(features: Any, name: str = "features") -> np.ndarray:
         arr = arr.astype(np.float64)
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has no features per sample (shape {arr.shape})")
-    _check_finite(arr, name)
+    check_finite(arr, name)
     return arr
 
 
-def _check_finite(arr: np.ndarray, name: str) -> None:
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ValueError naming how many values are NaN or Inf and where the first is."""
     bad = ~np.isfinite(arr)
     if bad.any():
         count = int(bad.sum())
@@ -45,8 +46,10 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
         )
 
 
-def as_labels(labels: Any, m: int, name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as an int64 vector of length ``m``."""
+def as_labels(
+    labels: Any, m: int | None, name: str = "labels", other: str = "the features"
+) -> np.ndarray:
+    """Return ``labels`` as an int64 vector (of length ``m`` when ``m`` is given)."""
     arr = np.asarray(labels)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -57,9 +60,13 @@ def as_labels(labels: Any, m: int, name: str = "labels") -> np.ndarray:
             f"{name} must be an integer array; got dtype {arr.dtype} "
             "(convert class values to integers first, e.g. labels.astype(int))"
         )
-    if arr.shape[0] != m:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but the features have {m} samples")
-    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > 2**63 - 1:
+    if m is not None and arr.shape[0] != m:
+        unit = " samples" if other == "the features" else ""
+        verb = "have" if other == "the features" else "has"
+        raise ValueError(f"{name} has {arr.shape[0]} entries but {other} {verb} {m}{unit}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty; give at least one sample")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.max() > 2**63 - 1:
         raise ValueError(f"{name} has values beyond the int64 range")
     return arr.astype(np.int64, copy=False)
 
@@ -78,7 +85,7 @@ def as_targets(targets: Any, m: int, name: str = "targets") -> np.ndarray:
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has zero columns (shape {arr.shape})")
     arr = arr.astype(np.float64, copy=False)
-    _check_finite(arr, name)
+    check_finite(arr, name)
     return arr
 
 
