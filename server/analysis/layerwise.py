@@ -219,10 +219,11 @@ def analyze_layers(
                 ))
     chosen_names = {la.name for la in chosen}
     run_layers = chosen + [o for o in outputs if o.name not in chosen_names]
-    n_train = model_feeds(info, data, "data")[1]
+    feeds, n_train = model_feeds(info, data, "data")  # checked once, before the model runs
+    test_feeds = model_feeds(info, test, "test")[0] if test is not None else None
     if orders is not None:  # fail before the model runs, not once per layer
         as_orders(orders, n_train, DEFAULT_ORDERS)
-    sets = [data] if test is None else [data, test]
+    sets = [feeds] if test_feeds is None else [feeds, test_feeds]
     extracted = extract(
         proto, info, run_layers, sets, reduce=reduce, batch_size=batch_size,
         memory_budget_mb=memory_budget_mb, device=device, progress=progress,
@@ -230,8 +231,6 @@ def analyze_layers(
     )
     rows: list[tuple[str, LayerData]] = []
     if include_inputs:
-        feeds, _ = model_feeds(info, data, "data")
-        test_feeds = model_feeds(info, test, "test")[0] if test is not None else None
         for la in _input_layers(info, feeds):
             x = feeds[la.name]
             rows.append(("input", LayerData(
