@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -471,8 +472,9 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         _, data = self.store.dataset_arrays(request.dataset_id)
         self._check_model_fits(request.model_id, data, request.layer, "model")
         parse_reduction(request.reduce or "auto")
-        if not request.uncertainty >= 0:
-            raise ValueError(f"uncertainty must be >= 0; got {request.uncertainty}")
+        if not (math.isfinite(request.uncertainty) and request.uncertainty >= 0):
+            raise ValueError(f"uncertainty must be a finite number >= 0; got "
+                             f"{request.uncertainty}")
         req = {"model_id": request.model_id, "dataset_id": request.dataset_id,
                "layer": request.layer or None, "reduce": request.reduce or "auto",
                "batch_size": request.batch_size or None, "uncertainty": request.uncertainty}

@@ -67,7 +67,13 @@ def head_layer(model: onnx.ModelProto, info: ModelInfo) -> tuple[str, str]:
         t = ins[0]
     if t in inputs:
         last = data_inputs(fcs[0])[0]
-        if last in inputs:
+        origin = last
+        while origin in producer and producer[origin].op_type in SHAPE_ONLY:
+            ins = data_inputs(producer[origin])
+            if len(ins) != 1:
+                break
+            origin = ins[0]
+        if origin in inputs:
             raise NoHead("the model is a single fully connected layer on its input; name the "
                          "layer to take features from")
         return last, (f"all layers are fully connected: the input of the last one "

@@ -58,7 +58,7 @@ def dataset_guarantee(
     warnings: list[str] = []
     classes = np.unique(y)
     dw, db = 0.0, math.inf
-    lonely = []
+    lonely: list[int] = []
     for c in classes:
         inside = x[y == c]
         if len(inside) >= 2:
@@ -69,17 +69,20 @@ def dataset_guarantee(
         if len(classes) > 1:
             nb = knn(x[y != c], 1, queries=inside, return_distance=True)
             db = min(db, float(np.sqrt(_sq(nb).min())))
-    if lonely:
-        warnings.append(f"class(es) {lonely} have a single point and no same-label neighbour")
+    if lonely:  # such a point's nearest same-label neighbour is infinitely far
+        dw = math.inf
+        warnings.append(f"class(es) {lonely} have a single point and no same-label neighbour: "
+                        "dw_max is infinite")
     if len(classes) == 1:
         warnings.append("one label only: there is no point of another label (db_min infinite)")
     confidence = _confidence(x, y, order)
-    max_u = 0.5 * (db - dw)
+    max_u = 0.5 * (db - dw) if math.isfinite(db) or math.isfinite(dw) else math.nan
     guarantee = int(_rule(confidence, u, dw, db))
     return {
-        "dw_max": dw, "db_min": None if math.isinf(db) else db, "confidence": confidence,
+        "dw_max": None if math.isinf(dw) else dw, "db_min": None if math.isinf(db) else db,
+        "confidence": confidence,
         "confidence_index": "si" if order == 1 else f"high_order_si[{order}]",
-        "uncertainty": u, "max_uncertainty": None if math.isinf(max_u) else max_u,
+        "uncertainty": u, "max_uncertainty": None if not math.isfinite(max_u) else max_u,
         "guarantee": guarantee, "warnings": warnings,
     }
 
@@ -191,7 +194,10 @@ class RegressionReference:
         """Indices j with ``||x - x_j|| <= dp + 2u`` (the conservative superset)."""
         m = len(self.alpha)
         k = min(m, 64)
-        limit = (dp + 2 * u) ** 2
+        # (dp + 2u)^2 from the rounded square root dp can fall just below the nearest
+        # point's own squared distance: never below it, so p is always kept.
+        sq_p = float(_sq(self.index.search(x[None, :], 1, return_distance=True))[0, 0])
+        limit = max((dp + 2 * u) ** 2, sq_p)
         while True:
             nb = self.index.search(x[None, :], k, return_distance=True)
             if _sq(nb)[0, -1] > limit or k == m:

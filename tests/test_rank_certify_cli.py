@@ -1,0 +1,137 @@
+"""The `layerscope rank` and `layerscope certify` commands, end to end (one embedded server
+for the module, as a person's shell would reuse it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import rank_helpers as H
+from layerscope.client.cli import main
+from layerscope.client.client import Client
+from layerscope.server.metrics.guarantee import ClassificationReference
+
+pytestmark = pytest.mark.timeout(180)
+
+INFO_COLS = [0, 1]
+NOISE_COLS = [2, 3, 4]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def embedded_server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("cli-rank-data")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LAYERSCOPE_DATA_DIR", str(data_dir))
+    mp.delenv("LAYERSCOPE_SERVER", raising=False)
+    client = Client.local(data_dir)
+    yield client
+    client.close()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("cli-rank-files")
+    x, y = H.informative_data()
+    rng = np.random.default_rng(2)
+    xq = (x[:8] + rng.normal(0, 0.3, (8, 6))).astype(np.float32)
+    info = H.selection_mlp(6, INFO_COLS, n_classes=3, seed=1)
+    paths = {"info": root / "info.onnx", "noise": root / "noise.onnx",
+             "nohead": root / "nohead.onnx", "target": root / "target.npz",
+             "ref": root / "ref.npz", "q_inputs": root / "q_inputs.npz",
+             "q_features": root / "q_features.npz", "q_wide": root / "q_wide.npz",
+             "no_labels": root / "no_labels.npz"}
+    paths["info"].write_bytes(info.SerializeToString())
+    paths["noise"].write_bytes(H.selection_mlp(6, NOISE_COLS, n_classes=3, seed=2)
+                               .SerializeToString())
+    paths["nohead"].write_bytes(H.no_head_model(6).SerializeToString())
+    np.savez(paths["target"], inputs=x, labels=y)
+    np.savez(paths["ref"], x=x, labels=y)
+    np.savez(paths["q_inputs"], x=xq)
+    np.savez(paths["q_features"], features=H.hidden_of(xq, INFO_COLS))
+    np.savez(paths["q_wide"], features=np.zeros((2, 5), np.float32))
+    np.savez(paths["no_labels"], x=x)
+    return {"paths": {k: str(v) for k, v in paths.items()}, "x": x, "y": y, "xq": xq,
+            "info": info}
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_rank_json_puts_the_informative_model_first(files, capsys):
+    p = files["paths"]
+    code, out, _ = run_cli(["rank", p["noise"], p["info"], "--data", p["target"], "--json"],
+                           capsys)
+    assert code == 0
+    res = json.loads(out)
+    assert res["ranking_paths"] == [p["info"], p["noise"]]
+    rows = {m["path"]: m for m in res["models"]}
+    hid = H.hidden_of(files["x"], INFO_COLS)
+    assert rows[p["info"]]["rank"] == 1 and rows[p["noise"]]["rank"] == 2
+    assert rows[p["info"]]["all_features"] == pytest.approx(H.si(hid, files["y"]), rel=1e-12)
+    assert rows[p["info"]]["layer"] == "act"
+
+
+def test_rank_table_output_names_the_models(files, capsys):
+    p = files["paths"]
+    code, out, _ = run_cli(["rank", p["noise"], p["info"], "--data", p["target"]], capsys)
+    assert code == 0
+    assert "info.onnx" in out and "noise.onnx" in out
+
+
+def test_certify_json_with_raw_inputs_gives_guarantees_and_predictions(files, capsys):
+    p = files["paths"]
+    code, out, _ = run_cli(["certify", p["info"], "--reference", p["ref"], "--queries",
+                            p["q_inputs"], "--uncertainty", "0.2", "--json"], capsys)
+    assert code == 0
+    res = json.loads(out)
+    assert res["reference"]["layer"] == "act"
+    want = ClassificationReference(H.hidden_of(files["x"], INFO_COLS), files["y"]).certify(
+        H.hidden_of(files["xq"], INFO_COLS), 0.2)
+    pred = np.argmax(H.ort_logits(files["info"], files["xq"]), axis=1)
+    assert [r["nn_label"] for r in res["results"]] == want["nn_label"].tolist()
+    assert [r["guarantee"] for r in res["results"]] == want["guarantee"].tolist()
+    assert [r["prediction"] for r in res["results"]] == pred.tolist()
+    np.testing.assert_allclose([r["certified_radius"] for r in res["results"]],
+                               want["certified_radius"], rtol=1e-12)
+
+
+def test_certify_json_with_features(files, capsys):
+    p = files["paths"]
+    code, out, _ = run_cli(["certify", p["info"], "--reference", p["ref"], "--queries",
+                            p["q_features"], "--json"], capsys)
+    assert code == 0
+    res = json.loads(out)
+    hid = H.hidden_of(files["x"], INFO_COLS)
+    q = H.hidden_of(files["xq"], INFO_COLS)
+    assert [r["nn_index"] for r in res["results"]] == H.nearest(hid, q).tolist()
+    assert all("prediction" not in r for r in res["results"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["rank", "{noise}", "{info}", "--data", "{target}", "--layer", "{info}=nope"], "nope"),
+    (["rank", "{noise}", "--data", "{target}", "--layer", "other.onnx=act"], "MODEL=TENSOR"),
+    (["rank", "{nohead}", "--data", "{target}"], "name the layer"),
+    (["certify", "{nohead}", "--reference", "{ref}", "--queries", "{q_inputs}"],
+     "name the layer"),
+    (["certify", "{info}", "--reference", "{ref}", "--queries", "{q_wide}"], "features"),
+    (["certify", "{info}", "--reference", "{ref}", "--queries", "{q_inputs}",
+      "--uncertainty", "-1"], "uncertainty"),
+    (["certify", "{info}", "--reference", "{ref}", "--queries", "{q_inputs}", "--order",
+      "500"], "order"),
+    (["certify", "{info}", "--reference", "{no_labels}", "--queries", "{q_inputs}"],
+     "labels"),
+    (["certify", "{info}", "--reference", "{ref}", "--queries", "{info}.missing.npz"],
+     "no such file"),
+])
+def test_bad_input_exits_2_with_the_problem_named(files, capsys, args, needle):
+    argv = [a.format(**files["paths"]) for a in args]
+    code, out, err = run_cli(argv + ["--json"], capsys)
+    assert code == 2, (out, err)
+    assert needle in err
+    assert out == ""
