@@ -155,10 +155,13 @@ class ClassificationReference:
         rows = np.nonzero(found)[0]
         dn[rows] = dist[rows, np.argmax(other[rows], axis=1)]
         if len(self.classes) > 1:
-            for i in np.nonzero(~found)[0]:  # no other label among the k nearest: search it
-                far = self._others(int(nn_label[i])).search(q[i : i + 1], 1,
-                                                            return_distance=True)
-                dn[i] = math.sqrt(float(_sq(far)[0, 0]))
+            # No other label among the k nearest (the usual case for a clean reference):
+            # search the other labels' points, once per nearest label for all such rows.
+            missing = np.nonzero(~found)[0]
+            for c in np.unique(nn_label[missing]):
+                rows = missing[nn_label[missing] == c]
+                far = self._others(int(c)).search(q[rows], 1, return_distance=True)
+                dn[rows] = np.sqrt(_sq(far)[:, 0])
         dp = dist[:, 0]
         return {
             "nn_label": nn_label, "dp": dp, "dn": dn,

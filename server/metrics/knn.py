@@ -85,12 +85,18 @@ def topk_exact(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
         cols = xp.argmin(dist, axis=1)[:, None]
         return xp.take_along_axis(dist, cols, axis=1), cols
     if k < n:
-        kth = xp.partition(dist, k - 1, axis=1)[:, k - 1 : k]
-        less = dist < kth
-        eq = dist == kth
-        need = k - less.sum(axis=1, keepdims=True)
-        take = less | (eq & (xp.cumsum(eq, axis=1) <= need))
-        cols = xp.nonzero(take)[1].reshape(r, k)
+        # The k smallest, ties at the k-th value in any order; exact as they are wherever
+        # no other entry equals the k-th value (one counting pass says where).
+        cols = xp.argpartition(dist, k - 1, axis=1)[:, :k]
+        kth = xp.take_along_axis(dist, cols, axis=1).max(axis=1, keepdims=True)
+        tied = xp.nonzero((dist <= kth).sum(axis=1) != k)[0]
+        if len(tied):  # rows with a tie across the boundary: lowest indices among equals
+            sub, kt = dist[tied], kth[tied]
+            less = sub < kt
+            eq = sub == kt
+            need = k - less.sum(axis=1, keepdims=True)
+            take = less | (eq & (xp.cumsum(eq, axis=1) <= need))
+            cols[tied] = xp.nonzero(take)[1].reshape(len(tied), k)
     else:
         cols = xp.broadcast_to(xp.arange(n, dtype=xp.int64), (r, n)).copy()
     vals = xp.take_along_axis(dist, cols, axis=1)
