@@ -735,7 +735,7 @@ def batch_lines(grpc: dict | None, inproc: dict | None, cfg: dict, markdown: boo
             f"{s['reranked_rows']}, fallback {s['fallback_rows']} rows), the rest "
             f"{_fmt(rest, '.3f')} s: {s['one_label_rows']} of {N_QUERIES} queries have all "
             f"{s['k']} nearest points of one label, so certify searches the other labels' "
-            "points once more for each of them, one query at a time")
+            "points once more for them (one search per nearest label)")
     handler = None if grpc is None else grpc.get("handler")
     if grpc is not None and handler is not None:
         g, h = median(grpc["batch"]) or 0.0, median(handler["batch"]) or 0.0
