@@ -205,6 +205,28 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--json", action="store_true")
     _connection_args(ce)
 
+    ex = sub.add_parser(
+        "export",
+        help="convert a model file of another framework to ONNX, with a parity check",
+        description=(
+            "Convert SOURCE to ONNX and check that the ONNX model computes what the source "
+            "model does on the sample inputs (largest differences per output, error above "
+            "--tolerance). SOURCE: a .keras file (keras), a SavedModel folder (tf), a "
+            ".skops file (sklearn), an XGBoost .json/.ubj model (xgboost), a LightGBM text "
+            "model (lightgbm). PyTorch and JAX models are exported from Python "
+            "(layerscope.exporters.export): their files are pickles or do not exist."
+        ),
+    )
+    ex.add_argument("framework", choices=("keras", "tf", "sklearn", "xgboost", "lightgbm",
+                                          "torch", "jax"))
+    ex.add_argument("source", metavar="SOURCE")
+    ex.add_argument("--sample", required=True, metavar="SAMPLE.npz",
+                    help="sample inputs: one array per model input (or 'inputs')")
+    ex.add_argument("--out", required=True, metavar="MODEL.onnx")
+    ex.add_argument("--tolerance", type=float, default=None)
+    ex.add_argument("--opset", type=int, default=None)
+    ex.add_argument("--json", action="store_true")
+
     sv = sub.add_parser("serve", help="run the gRPC server",
                         description="Run the layerscope gRPC server until SIGTERM.")
     from ..server.api.options import add_serve_arguments  # noqa: PLC0415 - light
@@ -413,7 +435,59 @@ def run_certify(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     return {"reference": reference, **result.to_dict()}
 
 
+FILE_EXPORTERS = {
+    "keras": ("layerscope.exporters.keras", "export_keras_file"),
+    "tf": ("layerscope.exporters.keras", "export_saved_model"),
+    "sklearn": ("layerscope.exporters.sklearn", "export_skops_file"),
+    "xgboost": ("layerscope.exporters.trees", "export_xgboost_file"),
+    "lightgbm": ("layerscope.exporters.trees", "export_lightgbm_file"),
+}
+
+
+def run_export(args: argparse.Namespace) -> dict[str, Any]:
+    """Export a model file; return the parity report."""
+    import importlib  # noqa: PLC0415
+
+    if args.framework not in FILE_EXPORTERS:
+        raise UsageError(
+            f"{args.framework} models are exported from Python: "
+            "layerscope.exporters.export(model, sample_inputs, path) (a torch model file is a "
+            "pickle, which layerscope never loads; JAX has no model file format)"
+        )
+    if not Path(args.source).exists():
+        raise UsageError(f"{args.source}: no such file or folder")
+    sample = load_npz(args.sample)
+    sample.pop("labels", None)
+    sample.pop("targets", None)
+    if not sample:
+        raise DataFileError(f"{args.sample}: holds no sample input array")
+    inputs: Any = next(iter(sample.values())) if len(sample) == 1 else sample
+    module, func = FILE_EXPORTERS[args.framework]
+    fn = getattr(importlib.import_module(module), func)
+    kw: dict[str, Any] = {}
+    if args.tolerance is not None:
+        kw["tolerance"] = args.tolerance
+    if args.opset is not None:
+        kw["opset"] = args.opset
+    report = fn(args.source, inputs, args.out, **kw)
+    return report.to_dict()  # type: ignore[no-any-return]
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        out = run_export(args)
+        if args.json:
+            json.dump(out, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            print(f"wrote {out['path']} ({out['framework']}, opset {out['opset']}, IR "
+                  f"{out['ir_version']}); inputs {out['inputs']}, outputs {out['outputs']}")
+            for p in out["parity"]:
+                print(f"  parity {p['name']}: max abs {p['max_abs']:.3g}, max rel "
+                      f"{p['max_rel']:.3g} (tolerance {out['tolerance']:g})")
+            for n in out.get("notes", []):
+                print(f"  note: {n}")
+        return 0
     if args.command == "serve":
         from ..server.api.serve import serve  # noqa: PLC0415 - the server side
 
@@ -454,7 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (DataFileError, UsageError, ValueError) as exc:
+    except (DataFileError, UsageError, ValueError, ImportError) as exc:
+        # ImportError: a framework's extra is missing (the message names it).
         print(f"layerscope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except LayerscopeError as exc:

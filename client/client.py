@@ -217,10 +217,25 @@ class Client:
 
     # models -----------------------------------------------------------------------------
     def upload_model(self, model: str | os.PathLike[str] | bytes | Any, name: str | None = None,
-                     sample_inputs: Any = None) -> models_pb2.Model:
-        """Upload ONNX bytes, a path to an .onnx file (or an onnx.ModelProto); return the
-        stored model with its candidate layers. The same bytes twice upload once."""
+                     sample_inputs: Any = None, **export_options: Any) -> models_pb2.Model:
+        """Upload ONNX bytes, a path to an .onnx file or an onnx.ModelProto; return the
+        stored model with its candidate layers. The same bytes twice upload once.
+
+        A model object of another framework (PyTorch, Keras, scikit-learn, XGBoost,
+        LightGBM, JAX) is exported here first with ``sample_inputs`` (parity checked, see
+        layerscope.exporters) and its ONNX bytes uploaded.
+        """
         origin = "model bytes"
+        if sample_inputs is not None:
+            import tempfile  # noqa: PLC0415
+
+            from ..exporters import export  # noqa: PLC0415 - exporters are client-side
+
+            with tempfile.TemporaryDirectory() as tmp:
+                report = export(model, sample_inputs, Path(tmp) / "model.onnx",
+                                **export_options)
+                data = Path(report.path).read_bytes()
+            return self.upload_model(data, name=name or f"{report.framework} model")
         if hasattr(model, "SerializeToString"):
             data = model.SerializeToString()
         elif isinstance(model, (bytes, bytearray)):
