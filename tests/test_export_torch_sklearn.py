@@ -10,16 +10,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from sklearn.datasets import load_diabetes, load_digits
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
 from layerscope.client.cli import main
 from layerscope.client.client import Client
 from layerscope.exporters import ParityError, export, framework_of
 from layerscope.exporters.base import MissingExtra, require
 from layerscope.server.graph import describe, load_model
+from sklearn.datasets import load_diabetes, load_digits
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 
 def brute_si(x: np.ndarray, y: np.ndarray) -> float:
@@ -102,7 +101,8 @@ def test_sklearn_mlp_export_names_hidden_layers_and_matches_predict_proba(mlp, d
 def test_sklearn_pipeline_regressor_export(tmp_path):
     x, y = load_diabetes(return_X_y=True)
     x = x.astype(np.float32)
-    model = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=500, random_state=0))
+    model = make_pipeline(StandardScaler(),
+                          MLPRegressor(hidden_layer_sizes=(16,), max_iter=500, random_state=0))
     model.fit(x, y)
     report = export(model, x[:40], tmp_path / "reg.onnx", tolerance=1e-3)
     (pred,) = run(tmp_path / "reg.onnx", x[:40])
