@@ -300,6 +300,7 @@ def inproc_worker(n: int, d: int, cfg: dict) -> dict:
 
     import faiss  # noqa: F401 - the index imports it on first use; not timed
     import numpy as np
+
     from layerscope.server.metrics.guarantee import OTHER_K, ClassificationReference
 
     x, labels = make_reference(n, d)
@@ -394,6 +395,7 @@ def handler_worker(data_dir: Path, ref_id: str, d: int, cfg: dict) -> dict:
     import gc
 
     import faiss  # noqa: F401 - the index imports it on first use; not timed
+
     from layerscope.client.client import _tensor
     from layerscope.client.stubs import analysis_pb2
     from layerscope.server.api.servicers import AnalysisService
@@ -468,12 +470,13 @@ def info_worker(d: int) -> dict:
     import faiss
     import google.protobuf
     import grpc
-    import layerscope
     import numpy as np
     import onnx
     import onnxruntime as ort
-    from layerscope.server.metrics.guarantee import ClassificationReference
     from threadpoolctl import threadpool_info
+
+    import layerscope
+    from layerscope.server.metrics.guarantee import ClassificationReference
 
     x, labels = make_reference(300, d)
     ClassificationReference(x, labels).certify(x[:3], UNCERTAINTY)

@@ -323,6 +323,7 @@ def worker(method: str, folder: Path, n: int, batch: int, spec: str) -> dict:
         import importlib
 
         import onnxruntime  # noqa: F401 - extract imports it on first use; not timed
+
         from layerscope.server.runtime import extract
 
         # the package's name ``extract`` is the function; the module is needed to wrap
@@ -387,13 +388,14 @@ def worker(method: str, folder: Path, n: int, batch: int, spec: str) -> dict:
 
 def info_worker(folder: Path, batch: int, spec: str) -> dict:
     """Versions, thread pools, the layers, and a cross-check of ours against the hooks."""
-    import layerscope
     import numpy as np
     import onnx
     import onnxruntime as ort
     import torch
-    from layerscope.server.runtime import extract
     from threadpoolctl import threadpool_info
+
+    import layerscope
+    from layerscope.server.runtime import extract
 
     set_torch_threads()
     x = make_data(CHECK_N)

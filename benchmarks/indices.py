@@ -174,6 +174,7 @@ def _method(name: str) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], 
 
     if name == "ours":
         import faiss  # noqa: F401 - compute_indices imports it on first use; not timed
+
         from layerscope.server.metrics import compute_indices
 
         def call(x: Any, labels: Any) -> Any:
@@ -251,12 +252,13 @@ def worker(method: str, m: int, d: int) -> dict:
 def info_worker() -> dict:
     """Library versions and the thread pools (BLAS, OpenMP) loaded by all the methods."""
     import faiss
-    import layerscope
     import numpy as np
     import sklearn
-    from layerscope.server.metrics import compute_indices
     from sklearn.neighbors import NearestNeighbors
     from threadpoolctl import threadpool_info
+
+    import layerscope
+    from layerscope.server.metrics import compute_indices
 
     x, labels = make_data(500, 8)  # run each library once so every pool is loaded
     faiss.knn(x, x, 2)

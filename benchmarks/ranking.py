@@ -194,10 +194,11 @@ def profile_worker(cfg: dict, top: int) -> dict:
 
 def info_worker(cfg: dict) -> dict:
     """Library versions and the thread pools both methods load."""
-    import layerscope
     import numpy as np
-    from layerscope.server.metrics import compute_indices
     from threadpoolctl import threadpool_info
+
+    import layerscope
+    from layerscope.server.metrics import compute_indices
 
     x, labels, informative = make_data(cfg["m"], cfg["d"], cfg["classes"], cfg["informative"])
     compute_indices(x[:300, :8], labels[:300], indices=["feature_ranking"], max_features=2)

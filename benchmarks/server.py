@@ -203,15 +203,16 @@ def info_worker(model_path: Path) -> dict:
     import faiss
     import google.protobuf
     import grpc
-    import layerscope
     import numpy as np
     import onnx
     import onnxruntime as ort
     import skl2onnx
     import sklearn
+    from threadpoolctl import threadpool_info
+
+    import layerscope
     from layerscope.server.analysis import analyze_layers
     from layerscope.server.runtime.session import make_session
-    from threadpoolctl import threadpool_info
 
     x, y = make_analysis_data(300)  # one small analysis loads every pool
     res = analyze_layers(str(model_path), {"features": x}, labels=y, layers="auto", probe=False)
@@ -328,6 +329,7 @@ def analysis_worker(address: str, model_path: Path, n: int, rounds: int, server_
     import faiss  # noqa: F401 - compute_indices imports it on first use; not timed
     import numpy as np
     import onnxruntime  # noqa: F401
+
     from layerscope.client.client import Client
     from layerscope.server.analysis import analyze_layers
 

@@ -23,6 +23,8 @@ from typing import Any
 import grpc
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from layerscope.client.client import Client, LayerscopeError
 from layerscope.client.stubs import (
     analysis_pb2_grpc,
@@ -32,7 +34,6 @@ from layerscope.client.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
-from onnx import TensorProto, helper, numpy_helper
 
 READY = "layerscope serving on "
 STARTUP_TIMEOUT = 60.0

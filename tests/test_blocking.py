@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from layerscope.server.metrics import compute_indices, knn
 
 SMALL_BUDGETS = (0.01, 0.1, 1.0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from layerscope.client.cli import main
 from layerscope.client.client import Client
 

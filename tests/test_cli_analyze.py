@@ -12,6 +12,7 @@ import re
 import models as M
 import numpy as np
 import pytest
+
 from layerscope.client.cli import main
 from layerscope.client.client import Client
 

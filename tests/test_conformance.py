@@ -13,13 +13,14 @@ from functools import cache
 import numpy as np
 import pytest
 import reference as ref
+from sklearn.datasets import load_diabetes, load_digits
+
 from layerscope.server.metrics import (
     CLASSIFICATION_INDICES,
     REGRESSION_INDICES,
     compute_indices,
     knn,
 )
-from sklearn.datasets import load_diabetes, load_digits
 
 ORDERS = (1, 3, 7)
 SMALL_MARGIN_CAP = 3

@@ -10,15 +10,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from sklearn.datasets import load_diabetes, load_digits
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
 from layerscope.client.cli import main
 from layerscope.client.client import Client
 from layerscope.exporters import ParityError, export, framework_of
 from layerscope.exporters.base import MissingExtra, require
 from layerscope.server.graph import describe, load_model
-from sklearn.datasets import load_diabetes, load_digits
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 
 def brute_si(x: np.ndarray, y: np.ndarray) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import models as M
 import numpy as np
 import pytest
+
 from layerscope.server.graph import describe, load_model, select_layers
 from layerscope.server.runtime import InputError, Reduction, extract, model_feeds
 

@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
+
 from layerscope.server.graph import (
     LayerSelectionError,
     ModelError,
@@ -23,7 +25,6 @@ from layerscope.server.graph import (
     max_ir_version,
     select_layers,
 )
-from onnx import TensorProto, helper
 
 CNN_LAYERS = M.CNN_LAYERS
 

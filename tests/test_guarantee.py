@@ -14,6 +14,7 @@ import pytest
 import rank_helpers as H
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from layerscope.server.metrics.guarantee import (
     ClassificationReference,
     RegressionReference,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from layerscope.server.metrics import knn
 
 SEARCHES = ("faiss", "blas")

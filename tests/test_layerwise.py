@@ -9,6 +9,7 @@ import math
 import models as M
 import numpy as np
 import pytest
+
 from layerscope.server.analysis import analyze_layers, plateau_position, ridge_probe
 from layerscope.server.graph import describe, load_model, select_layers
 from layerscope.server.metrics import compute_indices

@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
 from layerscope.server.metrics import compute_indices
 
 PROPERTY = settings(

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rank_helpers as H
+
 from layerscope.client.cli import main
 from layerscope.client.client import Client
 from layerscope.server.metrics.guarantee import ClassificationReference

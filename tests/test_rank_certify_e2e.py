@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import rank_helpers as H
 import server_fixtures as F
+
 from layerscope.server.metrics.guarantee import ClassificationReference, RegressionReference
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,12 +12,13 @@ import pytest
 import rank_helpers as H
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
 from layerscope.server.analysis.ranking import rank_models
 from layerscope.server.graph.head import NoHead, head_layer
 from layerscope.server.graph.inspect import describe
 from layerscope.server.graph.select import LayerSelectionError
 from layerscope.server.metrics import compute_indices
-from onnx import TensorProto, helper, numpy_helper
 
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import server_fixtures as F
 from google.protobuf import json_format
+
 from layerscope.client.client import Client
 from layerscope.client.stubs import (
     analysis_pb2,

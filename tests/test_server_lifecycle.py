@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import server_fixtures as F
+
 from layerscope.client.client import Client
 
 pytestmark = pytest.mark.timeout(150)

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import server_fixtures as F
+
 from layerscope.client.client import Client, LayerscopeError
 
 pytestmark = [

@@ -12,6 +12,7 @@ from fractions import Fraction as Fr
 
 import numpy as np
 import pytest
+
 from layerscope.server.metrics.transfer import (
     h_score,
     leep,
