@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/layerscope
 	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p layerscope.server.metrics -p layerscope.server.graph \
 		-p layerscope.server.runtime -p layerscope.server.analysis -p layerscope.server.store \
-		-p layerscope.server.api -p layerscope.client
+		-p layerscope.server.api -p layerscope.client -p layerscope.exporters
 
 test: lint typecheck
 	$(BIN)/pytest -q

@@ -28,10 +28,13 @@ def test_protos_compile_on_their_own_with_stock_protoc(tmp_path):
     include = Path(protoc.__file__).parent / "_proto"
     files = sorted(str(p.relative_to(ROOT / "protos"))
                    for p in (ROOT / "protos" / "layerscope" / "v1").glob("*.proto"))
-    code = protoc.main(["protoc", f"-I{ROOT / 'protos'}", f"-I{include}",
-                        f"--descriptor_set_out={tmp_path / 'set.pb'}", "--include_imports",
-                        *files])
-    assert code == 0
+    # In a subprocess: grpc_tools' protoc in a process that has loaded TensorFlow crashes.
+    proc = subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'protos'}", f"-I{include}",
+         f"--descriptor_set_out={tmp_path / 'set.pb'}", "--include_imports", *files],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
     from google.protobuf import descriptor_pb2
 
     fds = descriptor_pb2.FileDescriptorSet.FromString((tmp_path / "set.pb").read_bytes())
