@@ -72,15 +72,15 @@ import json
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from layerscope.client.server_process import ServerProcess
 
 SEED = 0
 QUERY_SEED = 1
@@ -100,7 +100,6 @@ DEFAULT = {"single": 200, "batches": 10, "stream": 1000, "inproc_runs": 3}
 QUICK = {"single": 50, "batches": 3, "stream": 200, "inproc_runs": 2}
 TARGET_SINGLE_MS = 5.0
 TARGET_BATCH_S = 1.0
-READY_PREFIX = "layerscope serving on "
 RESULT_TAG = "@@benchmark-result "
 MB = 1 << 20
 GB = 1 << 30
@@ -513,55 +512,6 @@ def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
     return None, f"failed, {reason} (its stderr is above)"
 
 
-class ServerProcess:
-    """``python -m layerscope.server.api`` on a free loopback port, stopped with SIGTERM."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.cmd = [sys.executable, "-m", "layerscope.server.api", "--host", "127.0.0.1",
-                    "--port", "0", "--data-dir", str(data_dir)]
-        self.log_path = log_path
-        self.address: str | None = None
-        self._ready = threading.Event()
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                                         start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # keeps draining after the ready line
-            if self.address is None and line.startswith(READY_PREFIX):
-                self.address = line[len(READY_PREFIX) :].split()[0]
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float) -> str:
-        self._ready.wait(timeout)
-        if self.address is None:
-            self.stop()
-            raise RuntimeError(f"the server did not start:\n{self.log_tail()}")
-        return self.address
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _status(pid: int, key: str) -> int | None:
     """A memory line of /proc/PID/status (VmHWM, VmRSS) in bytes."""
     try:
@@ -952,7 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info, info_err = run_child(["--info-worker", str(args.d)], args.timeout)
     with tempfile.TemporaryDirectory(prefix="layerscope-bench-certify-", dir=args.tmp) as tmp:
         folder = Path(tmp)
-        server = ServerProcess(folder / "data", folder / "server.log")
+        server = ServerProcess(folder / "data", log_path=folder / "server.log")
         try:
             address = server.wait_ready(120)
             setup, err = run_child(["--setup-worker", address, str(args.n), str(args.d)],

@@ -71,15 +71,15 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from layerscope.client.server_process import ServerProcess
 
 SEED = 0
 MB = 1 << 20
@@ -96,7 +96,6 @@ N_CLASSES = 10
 MAX_UPLOAD_MB = 65536
 TARGET_RATIO = 1.15
 PARTS = ("upload", "analysis")
-READY_PREFIX = "layerscope serving on "
 MODEL_FILE = "mlp.onnx"
 
 UPLOAD_METHODS = ("sha256", "write", "upload", "reupload")
@@ -425,56 +424,6 @@ def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
     return None, f"failed, {reason} (its stderr is above)"
 
 
-class ServerProcess:
-    """``python -m layerscope.server.api`` on a free loopback port, stopped with SIGTERM."""
-
-    def __init__(self, data_dir: Path, log_path: Path, max_upload_mb: int) -> None:
-        self.cmd = [sys.executable, "-m", "layerscope.server.api", "--host", "127.0.0.1",
-                    "--port", "0", "--data-dir", str(data_dir),
-                    "--max-upload-mb", str(max_upload_mb)]
-        self.log_path = log_path
-        self.address: str | None = None
-        self._ready = threading.Event()
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                                         start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # keeps draining after the ready line
-            if self.address is None and line.startswith(READY_PREFIX):
-                self.address = line[len(READY_PREFIX) :].split()[0]
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float) -> str:
-        self._ready.wait(timeout)
-        if self.address is None:
-            self.stop()
-            raise RuntimeError(f"the server did not start:\n{self.log_tail()}")
-        return self.address
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def mem_info(key: str) -> int:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -754,7 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         model_path = folder / MODEL_FILE
         info, info_err = run_child(["--info-worker", str(model_path)], args.timeout)
-        server = ServerProcess(data_dir, folder / "server.log", MAX_UPLOAD_MB)
+        server = ServerProcess(data_dir, "--max-upload-mb", str(MAX_UPLOAD_MB),
+                               log_path=folder / "server.log")
         try:
             address = server.wait_ready(120)
             out = header_lines(info, info_err, model, server, data_dir, args, args.markdown)

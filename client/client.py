@@ -14,11 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +24,7 @@ import numpy as np
 from .paths import default_data_dir
 from .progress import ProgressLine
 from .results import CertifyResult, IndicesResult, Job, LayerwiseResult, RankingResult
+from .server_process import ServerProcess
 from .stubs import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -40,7 +36,6 @@ from .stubs import (
 )
 
 CHUNK = 1 << 20
-READY_PREFIX = "layerscope serving on "
 
 
 class LayerscopeError(RuntimeError):
@@ -141,7 +136,7 @@ class Client:
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._datasets = datasets_pb2_grpc.DatasetsStub(self._channel)
         self._analysis = analysis_pb2_grpc.AnalysisStub(self._channel)
-        self._process: subprocess.Popen[str] | None = None
+        self._process: ServerProcess | None = None
 
     # lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -160,24 +155,17 @@ class Client:
         running = _running_server(folder)
         if running:
             return cls(running)
-        cmd = [sys.executable, "-m", "layerscope.server.api", "--host", "127.0.0.1",
-               "--port", "0", "--data-dir", str(folder)]
-        if device:
-            cmd += ["--device", device]
-        log = open(folder / "server.log", "a")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                                start_new_session=True)
-        log.close()
-        address = _await_ready(proc, startup_timeout)
-        if address is None:
-            proc.wait(timeout=5) if proc.poll() is None else None
+        server = ServerProcess(folder, *(["--device", device] if device else []))
+        try:
+            address = server.wait_ready(startup_timeout)
+        except RuntimeError as exc:
             running = _running_server(folder)  # another client started one meanwhile
             if running:
                 return cls(running)
-            tail = _tail(folder / "server.log")
-            raise LayerscopeError("UNAVAILABLE", f"the embedded server did not start:\n{tail}")
+            raise LayerscopeError("UNAVAILABLE", f"the embedded server did not start: {exc}"
+                                  ) from None
         client = cls(address)
-        client._process = proc
+        client._process = server
         client.wait_ready(startup_timeout)
         return client
 
@@ -191,16 +179,9 @@ class Client:
     def close(self) -> None:
         """Close the channel and stop the embedded server this client started."""
         self._channel.close()
-        proc, self._process = self._process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc is not None and proc.stdout is not None:
-            proc.stdout.close()
+        server, self._process = self._process, None
+        if server is not None:
+            server.stop()
 
     def __enter__(self) -> Client:
         return self
@@ -619,32 +600,3 @@ def _running_server(folder: Path) -> str | None:
         return None
     finally:
         channel.close()
-
-
-def _await_ready(proc: subprocess.Popen[str], timeout: float) -> str | None:
-    """Read the server's first line ('layerscope serving on HOST:PORT ...')."""
-    result: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith(READY_PREFIX):
-                result.append(line[len(READY_PREFIX):].split()[0])
-                return
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    deadline = time.monotonic() + timeout
-    while t.is_alive() and time.monotonic() < deadline:
-        t.join(0.1)
-        if proc.poll() is not None and not result:
-            t.join(1.0)
-            break
-    return result[0] if result else None
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text().splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"

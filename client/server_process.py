@@ -1,0 +1,80 @@
+"""A layerscope server in a child process, on a free loopback port.
+
+``Client.local()`` starts its embedded server with it; benchmarks use it to measure the
+real server. The server prints ``layerscope serving on HOST:PORT`` once it listens; the
+output keeps being drained afterwards so the child never blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+READY_PREFIX = "layerscope serving on "
+
+
+class ServerProcess:
+    """``python -m layerscope.server.api`` on ``host`` with port 0, its stderr in a log."""
+
+    def __init__(self, data_dir: str | Path, *args: str, log_path: str | Path | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.data_dir = Path(data_dir)
+        self.log_path = Path(log_path) if log_path else self.data_dir / "server.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.cmd = [sys.executable, "-m", "layerscope.server.api", "--host", host,
+                    "--port", "0", "--data-dir", str(self.data_dir), *args]
+        self.address: str | None = None
+        self._ready = threading.Event()
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=log,
+                                         text=True, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if self.address is None and line.startswith(READY_PREFIX):
+                self.address = line[len(READY_PREFIX):].split()[0]
+                self._ready.set()
+        self._ready.set()  # the child exited before announcing itself
+
+    def wait_ready(self, timeout: float) -> str:
+        """The address, once the server listens; RuntimeError with the log's tail if not."""
+        self._ready.wait(timeout)
+        if self.address is None:
+            self.stop()
+            raise RuntimeError(f"the server did not start:\n{self.log_tail()}")
+        return self.address
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM (graceful shutdown), SIGKILL after ``timeout``; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
