@@ -79,6 +79,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _report import (
+    env_line,
+    machine_line,
+    pool_lines,
+    text_row,
+)
+
 SEED = 0
 DEFAULT_N = 2048
 QUICK_N = 256
@@ -493,12 +500,6 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _text_row(cells: list[str], widths: list[int]) -> str:
-    """First column left-aligned, numbers right-aligned, the note last and unpadded."""
-    mid = [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True)]
-    return ("  " + "  ".join([cells[0].ljust(widths[0]), *mid, cells[-1]])).rstrip()
-
-
 def table_lines(rows: dict[str, Row], n: int, batch: int, markdown: bool) -> list[str]:
     base = rows["ort"].seconds if "ort" in rows else None
     head = ["method", "time s", "ratio to plain ORT", "samples/s", "setup s", "note"]
@@ -517,8 +518,8 @@ def table_lines(rows: dict[str, Row], n: int, batch: int, markdown: bool) -> lis
         lines.append("")
     else:
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        lines += [_text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
-        lines += [_text_row(r, widths) for r in body]
+        lines += [text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
+        lines += [text_row(r, widths) for r in body]
     ours = rows.get("ours")
     if ours is not None and ours.detail:
         d = ours.detail
@@ -548,35 +549,19 @@ def checklist(rows: dict[str, Row]) -> list[str]:
 
 def header_lines(info: dict | None, err: str, export: dict | None, n: int, batch: int,
                  repeats: int, spec: str, markdown: bool) -> list[str]:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0))
-    items = [
-        f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), "
-        f"{mem_total() / GB:.1f} GB RAM, {platform.system()} {platform.release()}",
-    ]
+    items = [machine_line()]
     if info is None:
         items.append(f"library info unavailable: {err}")
     else:
         items.append(f"python {info['python']}, numpy {info['numpy']}, onnx {info['onnx']}, "
                      f"onnxruntime {info['onnxruntime']}, torch {info['torch']}, "
                      f"layerscope {info['layerscope']}")
-    env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
-           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LAYERSCOPE_DEVICE") if k in os.environ]
-    items.append("env: " + (", ".join(env) if env else "none of the thread variables set"))
+    items.append(env_line())
     if info is not None:
         items.append(f"onnxruntime: CPUExecutionProvider, intra_op {info['ort_intra']} threads, "
                      "inter_op 1, ORT_ENABLE_ALL (make_session's options); torch: "
                      f"{info['torch_threads']} threads, {info['torch_interop']} inter-op")
-        for p in info["pools"]:
-            version = f" {p['version']}" if p.get("version") else ""
-            items.append(f"thread pool: {p['internal_api']}{version}, "
-                         f"kernel {p.get('architecture') or '-'}, {p['num_threads']} threads "
-                         f"({p['lib']})")
+        items += pool_lines(info["pools"])
     if export is not None:
         items.append(f"model: ResNet-like CNN, stem + 3 stages x 2 residual blocks "
                      f"({'/'.join(map(str, WIDTHS))} channels), BatchNorm + ReLU, global "

@@ -66,6 +66,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _report import (
+    env_line,
+    machine_line,
+    pool_lines,
+    text_row,
+)
+
 SEED = 0
 N_CLASSES = 10
 SEPARATION = 1.0
@@ -359,12 +366,6 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _text_row(cells: list[str], widths: list[int]) -> str:
-    """First column left-aligned, numbers right-aligned, the note last and unpadded."""
-    mid = [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True)]
-    return ("  " + "  ".join([cells[0].ljust(widths[0]), *mid, cells[-1]])).rstrip()
-
-
 def table_lines(cr: ConfigResult, markdown: bool) -> list[str]:
     faiss_t = cr.time("faiss")
     head = ["method", "time s", "ratio to faiss", "peak extra MB", "si", "note"]
@@ -381,8 +382,8 @@ def table_lines(cr: ConfigResult, markdown: bool) -> list[str]:
         lines.append("")
     else:
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        lines += [_text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
-        lines += [_text_row(r, widths) for r in body]
+        lines += [text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
+        lines += [text_row(r, widths) for r in body]
     ours, full = cr.time("ours"), cr.time("full")
     if ours and full:
         lines.append(f"ours vs full matrix: {full / ours:.1f}x faster")
@@ -432,31 +433,15 @@ def checklist(results: dict[tuple[int, int], ConfigResult]) -> list[str]:
 
 
 def header_lines(info: dict | None, err: str, markdown: bool) -> list[str]:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0))
-    items = [
-        f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), "
-        f"{mem_total() / GB:.1f} GB RAM, {platform.system()} {platform.release()}",
-    ]
+    items = [machine_line()]
     if info is None:
         items.append(f"library info unavailable: {err}")
     else:
         items.append(f"python {info['python']}, numpy {info['numpy']}, faiss {info['faiss']}, "
                      f"scikit-learn {info['sklearn']}, layerscope {info['layerscope']}")
-    env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
-           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LAYERSCOPE_DEVICE") if k in os.environ]
-    items.append("env: " + (", ".join(env) if env else "OPENBLAS_CORETYPE not set"))
+    items.append(env_line())
     if info is not None:
-        for p in info["pools"]:
-            version = f" {p['version']}" if p.get("version") else ""
-            items.append(f"thread pool: {p['internal_api']}{version}, "
-                         f"kernel {p.get('architecture') or '-'}, {p['num_threads']} threads "
-                         f"({p['lib']})")
+        items += pool_lines(info["pools"])
     items.append(f"data: {N_CLASSES} Gaussian classes, seed {SEED}; ours: {', '.join(INDICES)} "
                  f"at orders {ORDERS}, precision exact")
     if markdown:

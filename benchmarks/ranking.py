@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -57,6 +56,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _report import (
+    env_line,
+    machine_line,
+    pool_lines,
+    table,
+)
 
 SEED = 0
 DEFAULT = {"m": 2000, "d": 256, "steps": 32, "classes": 8, "informative": 12}
@@ -320,26 +326,6 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _text_row(cells: list[str], widths: list[int]) -> str:
-    """First column left-aligned, numbers right-aligned, the note last and unpadded."""
-    mid = [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True)]
-    return ("  " + "  ".join([cells[0].ljust(widths[0]), *mid, cells[-1]])).rstrip()
-
-
-def table(title: str, head: list[str], body: list[list[str]], markdown: bool) -> list[str]:
-    lines = [f"### {title}" if markdown else title]
-    if markdown:
-        lines += ["", "| " + " | ".join(head) + " |",
-                  "|" + "|".join(["---", *["---:"] * (len(head) - 2), "---"]) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        lines.append("")
-    else:
-        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        lines += [_text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
-        lines += [_text_row(r, widths) for r in body]
-    return lines
-
-
 def result_lines(cfg: dict, rows: dict[str, Row], markdown: bool) -> list[str]:
     ours = rows["ours"]
     head = ["method", "time s", "CPU s", "x ours", "steps timed", "order", "note"]
@@ -433,29 +419,15 @@ def checklist(cfg: dict, rows: dict[str, Row], default_cfg: bool) -> list[str]:
 
 
 def header_lines(info: dict | None, err: str, cfg: dict, markdown: bool) -> list[str]:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0))
-    items = [f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), "
-             f"{mem_total() / GB:.1f} GB RAM, {platform.system()} {platform.release()}"]
+    items = [machine_line()]
     if info is None:
         items.append(f"library info unavailable: {err}")
     else:
         items.append(f"python {info['python']}, numpy {info['numpy']}, "
                      f"layerscope {info['layerscope']}")
-    env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
-           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LAYERSCOPE_DEVICE") if k in os.environ]
-    items.append("env: " + (", ".join(env) if env else "none of the thread variables set"))
+    items.append(env_line())
     if info is not None:
-        for p in info["pools"]:
-            version = f" {p['version']}" if p.get("version") else ""
-            items.append(f"thread pool: {p['internal_api']}{version}, "
-                         f"kernel {p.get('architecture') or '-'}, {p['num_threads']} threads "
-                         f"({p['lib']})")
+        items += pool_lines(info["pools"])
     items.append(f"data: m={cfg['m']} float32 points, d={cfg['d']} features, "
                  f"{cfg['classes']} classes, seed {SEED}; standard normal noise, plus class "
                  f"centres on {cfg['informative']} informative features (strength "

@@ -79,6 +79,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from _report import (
+    env_line,
+    machine_line,
+    mem_info,
+    pool_lines,
+    table,
+)
+
 from layerscope.client.server_process import ServerProcess
 
 SEED = 0
@@ -424,14 +432,6 @@ def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
     return None, f"failed, {reason} (its stderr is above)"
 
 
-def mem_info(key: str) -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def filesystem(path: Path) -> str:
     """'DEVICE (FSTYPE at MOUNTPOINT, N GB free)' for the filesystem holding ``path``."""
     best = ("?", "?", "")
@@ -455,26 +455,6 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _best(values: Sequence[float]) -> float | None:
     return min(values) if values else None
-
-
-def _text_row(cells: list[str], widths: list[int]) -> str:
-    """First column left-aligned, numbers right-aligned, the note last and unpadded."""
-    mid = [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True)]
-    return ("  " + "  ".join([cells[0].ljust(widths[0]), *mid, cells[-1]])).rstrip()
-
-
-def table(title: str, head: list[str], body: list[list[str]], markdown: bool) -> list[str]:
-    lines = [f"### {title}" if markdown else title]
-    if markdown:
-        lines += ["", "| " + " | ".join(head) + " |",
-                  "|" + "|".join(["---", *["---:"] * (len(head) - 2), "---"]) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        lines.append("")
-    else:
-        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        lines += [_text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
-        lines += [_text_row(r, widths) for r in body]
-    return lines
 
 
 def upload_lines(res: dict | None, err: str, mb: int, rounds: int,
@@ -588,18 +568,7 @@ def checklist(ratio: float | None, overhead_ratio: float | None, measured: bool)
 
 def header_lines(info: dict | None, err: str, model: dict | None, server: ServerProcess,
                  data_dir: Path, args: argparse.Namespace, markdown: bool) -> list[str]:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0))
-    items = [
-        f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), "
-        f"{mem_info('MemTotal') / GB:.1f} GB RAM ({mem_info('MemAvailable') / GB:.1f} GB "
-        f"available at start), {platform.system()} {platform.release()}",
-    ]
+    items = [machine_line(available=True)]
     if info is None:
         items.append(f"library info unavailable: {err}")
     else:
@@ -608,17 +577,11 @@ def header_lines(info: dict | None, err: str, model: dict | None, server: Server
                      f"{info['onnxruntime']}, faiss {info['faiss']}, scikit-learn "
                      f"{info['sklearn']}, skl2onnx {info['skl2onnx']}, layerscope "
                      f"{info['layerscope']}")
-    env = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
-           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LAYERSCOPE_DEVICE") if k in os.environ]
-    items.append("env: " + (", ".join(env) if env else "none of the thread variables set"))
+    items.append(env_line())
     if info is not None:
         items.append(f"onnxruntime: intra_op {info['ort_intra']} threads (make_session); the "
                      "same libraries and pools in the server, the client and in-process")
-        for p in info["pools"]:
-            version = f" {p['version']}" if p.get("version") else ""
-            items.append(f"thread pool: {p['internal_api']}{version}, "
-                         f"kernel {p.get('architecture') or '-'}, {p['num_threads']} threads "
-                         f"({p['lib']})")
+        items += pool_lines(info["pools"])
     items.append(f"server: python -m layerscope.server.api --host 127.0.0.1 --port 0 "
                  f"--max-upload-mb {MAX_UPLOAD_MB}, at {server.address}, pid {server.pid}; "
                  f"data dir on {filesystem(data_dir)}")
