@@ -109,3 +109,15 @@ def to_host(a: Any) -> Any:
     if callable(get):
         return get()
     return np.asarray(a)
+
+
+def argsort_stable(xp: ModuleType, a: Any, axis: int = -1) -> Any:
+    """Indices that sort ``a`` along ``axis``, equal values kept in their order.
+
+    CuPy's argsort is always stable and (in some versions) refuses a ``kind`` argument;
+    NumPy's needs ``kind="stable"``.
+    """
+    if xp is np:
+        return np.argsort(a, axis=axis, kind="stable")
+    return xp.argsort(a, axis=axis)
+

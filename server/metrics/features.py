@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from .backend import argsort_stable
 from .knn import MIB, topk_exact
 from .smoothness import TargetStats, pair_distance
 
@@ -34,7 +35,7 @@ def nearest_1d(xp: ModuleType, cols: Any) -> Any:
     """
     m, c = cols.shape
     v = cols.astype(xp.float64, copy=False)
-    order = xp.argsort(v, axis=0, kind="stable")  # equal values stay in index order
+    order = argsort_stable(xp, v, axis=0)  # equal values stay in index order
     sv = xp.take_along_axis(v, order, axis=0)
     new = xp.ones((m, c), dtype=bool)
     new[1:] = sv[1:] != sv[:-1]

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend import argsort_stable
+
 _U32 = 2.0**-24
 _MAX_SCALE_EXP = 500
 MIB = 1 << 20
@@ -71,7 +73,7 @@ def sort_by_distance_then_index(xp: ModuleType, dist: Any, idx: Any) -> tuple[An
     by_idx = xp.argsort(idx, axis=1)
     idx = xp.take_along_axis(idx, by_idx, axis=1)
     dist = xp.take_along_axis(dist, by_idx, axis=1)
-    order = xp.argsort(dist, axis=1, kind="stable")
+    order = argsort_stable(xp, dist, axis=1)
     return xp.take_along_axis(dist, order, axis=1), xp.take_along_axis(idx, order, axis=1)
 
 
@@ -100,7 +102,7 @@ def topk_exact(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
     else:
         cols = xp.broadcast_to(xp.arange(n, dtype=xp.int64), (r, n)).copy()
     vals = xp.take_along_axis(dist, cols, axis=1)
-    order = xp.argsort(vals, axis=1, kind="stable")
+    order = argsort_stable(xp, vals, axis=1)
     return xp.take_along_axis(vals, order, axis=1), xp.take_along_axis(cols, order, axis=1)
 
 
@@ -444,9 +446,9 @@ def _resolve_block(
     # the definition's order inside them.
     by_idx = xp.argsort(cand, axis=1)
     keys = [xp.take_along_axis(a_, by_idx, axis=1) for a_ in (cand, exact, seg)]
-    order = xp.argsort(keys[1], axis=1, kind="stable")
+    order = argsort_stable(xp, keys[1], axis=1)
     keys = [xp.take_along_axis(a_, order, axis=1) for a_ in keys]
-    order = xp.argsort(keys[2], axis=1, kind="stable")
+    order = argsort_stable(xp, keys[2], axis=1)
     ranked = xp.take_along_axis(keys[0], order, axis=1)
     ranked_d = xp.take_along_axis(keys[1], order, axis=1)
     out_idx[s + unsure] = ranked[:, :k]
