@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import __version__
 from .client import Client, LayerscopeError
+from .files import write_atomic
 from .npz import DataFileError, load_npz, save_npz
 from .report import format_certify, format_layer_table, format_ranking, format_table
 
@@ -354,10 +355,7 @@ def _demo_model(out_dir: Path, x: np.ndarray, y: np.ndarray) -> Path:
     clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=400, random_state=0)
     clf.fit(x, y)
     onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
-    tmp = path.with_suffix(".onnx.tmp")
-    tmp.write_bytes(onx.SerializeToString())
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda f: f.write(onx.SerializeToString()))
 
 
 def run_demo(args: argparse.Namespace, client: Client) -> int:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import write_atomic
 
 
 class DataFileError(ValueError):
@@ -56,17 +57,4 @@ def load_npz(path: str | os.PathLike[str], required_any: tuple[str, ...] = ()) -
 
 def save_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
     """Write ``arrays`` to ``path`` atomically (temporary file, fsync, rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return write_atomic(path, lambda f: np.savez(f, **arrays))

@@ -9,14 +9,14 @@ onnxruntime loads, and writes the file atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+
+from ..client.files import write_atomic
 
 DEFAULT_TOLERANCE = 1e-4
 MAX_OPSET = 17  # supported by every converter used here and by onnxruntime >= 1.14
@@ -138,19 +138,7 @@ def finish(
     model.ir_version = min(model.ir_version, max_ir_version())
     onnx.checker.check_model(model)
     parity = compare(expected, run_onnx(model, feeds), tolerance)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    out = write_atomic(path, lambda f: f.write(model.SerializeToString()))
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                 default=0)
     return ExportReport(

@@ -58,22 +58,19 @@ def head_layer(model: onnx.ModelProto, info: ModelInfo) -> tuple[str, str]:
             f"no fully connected head (Gemm, or MatMul with a constant weight) leads to the "
             f"output {outputs[0]!r}; name the layer to take features from"
         )
-    first_in = data_inputs(fcs[-1])[0]
-    t = first_in
-    while t in producer and producer[t].op_type in SHAPE_ONLY:
-        ins = data_inputs(producer[t])
-        if len(ins) != 1:
-            break
-        t = ins[0]
-    if t in inputs:
-        last = data_inputs(fcs[0])[0]
-        origin = last
-        while origin in producer and producer[origin].op_type in SHAPE_ONLY:
-            ins = data_inputs(producer[origin])
+    def through_shape_ops(name: str) -> str:
+        """Walk back through shape-only ops with a single data input."""
+        while name in producer and producer[name].op_type in SHAPE_ONLY:
+            ins = data_inputs(producer[name])
             if len(ins) != 1:
                 break
-            origin = ins[0]
-        if origin in inputs:
+            name = ins[0]
+        return name
+
+    t = through_shape_ops(data_inputs(fcs[-1])[0])
+    if t in inputs:
+        last = data_inputs(fcs[0])[0]
+        if through_shape_ops(last) in inputs:
             raise NoHead("the model is a single fully connected layer on its input; name the "
                          "layer to take features from")
         return last, (f"all layers are fully connected: the input of the last one "

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...client.files import write_atomic
 from ...client.paths import default_data_dir
 from .blobs import BlobError, BlobStore, BlobWriter
 from .catalog import Catalog
@@ -33,12 +33,7 @@ class InvalidUpload(ValueError):
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(json.dumps(value).encode()))
 
 
 def dataset_id(specs: list[dict[str, Any]], data_sha256: str) -> str:
