@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's virtualenv::
 
-    .venv/bin/python benchmarks/ranking.py                  # m=2000, d=256, 32 steps (~3 min)
+    .venv/bin/python benchmarks/ranking.py                  # m=2000, d=256, 32 steps (~1 min)
     .venv/bin/python benchmarks/ranking.py --quick          # smoke test: m=1000, d=64, 16 steps
     .venv/bin/python benchmarks/ranking.py --m 4000 --d 128 --steps 16 --repeats 5
     .venv/bin/python benchmarks/ranking.py --profile        # and where ours spends its time

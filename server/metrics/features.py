@@ -4,28 +4,48 @@ Single-feature indices sort each feature once (O(m log m)): in one dimension a p
 nearest neighbour is a point of equal value (the lowest such index) or the lowest-index point
 of the adjacent distinct value on either side.
 
-Forward selection keeps, per step, each point's ``pool`` nearest neighbours under the
-selected subset S and the squared distance ``tau`` of the next one. Adding feature f only
-increases distances, so if the best pool distance under S + f is below ``tau`` the nearest
-neighbour is in the pool; only the rows where that fails are scanned in full. Distances
-under S are accumulated feature by feature in selection order (float64), in one m x m
-array when it fits the memory budget and recomputed block by block otherwise; both give
-the same bits.
+Forward selection asks, at every step, for each point's nearest neighbour under the
+selected subset S plus each remaining candidate f. Adding f only increases distances, so a
+point's pool of nearest points under S, scanned nearest first, settles the pair (point, f)
+as soon as the best distance found is below the subset distance of every point not yet
+scanned. Pools are kept from step to step (adding the chosen feature updates them), most
+pairs settle after scanning a few members over dense (points x candidates) arrays, and the
+rest scan further, with the pools extended where they run out (``_CandidateSearch``).
+Distances under S are accumulated feature by feature in selection order (float64), in one
+m x m array when it fits the memory budget and recomputed block by block otherwise; both
+give the same bits, and every comparison breaks ties by the lower index, so the result is
+the definition's, whatever path a pair took.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from .backend import argsort_stable
-from .knn import MIB, topk_exact
+from .knn import MIB
 from .smoothness import TargetStats, pair_distance
 
-POOL = 32
-CACHE_BYTES = 512 << 10
+POOL = 32  # smallest pool: nearest points kept per point
+REFILL = 16  # a point left with fewer pool members than this gets a new pool
+FIRST_STAGE = 4  # smallest first scan: members every (point, candidate) pair scans
+STAGE_GROWTH = 4  # each later scan covers up to this many times the members before it
+POOL_GROWTH = 8  # a pool that ran out before settling its pairs grows by this factor
+# Time to scan one member for every pair over dense arrays, over the time to settle one
+# open pair on its own (measured: ~2 ns and ~350 ns on the reference CPU). It sets how
+# many pairs may stay open after the dense scans; it changes the speed, never the result.
+DENSE_COST_RATIO = 1 / 175
+CACHE_BYTES = 512 << 10  # working set of one block on the CPU (about an L2 cache)
+
+
+def _block_bytes(xp: ModuleType, budget: int) -> int:
+    """Bytes one block of a scan may touch: cache-sized on the CPU; on a GPU, where each
+    block is a kernel launch, a sixteenth of the budget."""
+    return CACHE_BYTES if xp is np else int(max(CACHE_BYTES, budget // 16))
 
 
 def nearest_1d(xp: ModuleType, cols: Any) -> Any:
@@ -161,30 +181,52 @@ class Ranking:
 
 
 class _SubsetDistances:
-    """Squared distances under the selected features, accumulated in selection order."""
+    """Squared distances under the selected features, accumulated in selection order.
+
+    One m x m array when it fits half the budget (a point's own entry held at ``inf``),
+    else recomputed for the rows asked; both give the same bits.
+    """
 
     def __init__(self, xp: ModuleType, x: Any, budget: int) -> None:
-        self.xp, self.x = xp, x
+        self.xp, self.x, self.budget = xp, x, budget
         m = x.shape[0]
         self.selected: list[int] = []
-        self.full = xp.zeros((m, m), dtype=xp.float64) if 8 * m * m <= budget // 2 else None
+        self.full = None
+        if 8 * m * m <= budget // 2:
+            self.full = xp.zeros((m, m), dtype=xp.float64)
+            self.full[xp.arange(m), xp.arange(m)] = xp.inf
+
+    def column(self, f: int) -> Any:
+        return self.x[:, f].astype(self.xp.float64)
 
     def add(self, f: int) -> None:
         self.selected.append(f)
         if self.full is not None:
-            col = self.x[:, f].astype(self.xp.float64)
-            diff = col[:, None] - col[None, :]
-            self.full += diff * diff
+            col = self.column(f)
+            m = len(col)
+            step = int(max(1, _block_bytes(self.xp, self.budget) // (8 * m)))  # rows in cache
+            for s in range(0, m, step):
+                diff = col[s : s + step, None] - col[None, :]
+                diff *= diff
+                self.full[s : s + step] += diff
 
     def rows(self, r: Any) -> Any:
+        """A new (len(r), m) array: the distances of points ``r`` to every point, their
+        own entries ``inf``."""
         xp = self.xp
         if self.full is not None:
             return self.full[r]
-        out = xp.zeros((len(r), self.x.shape[0]), dtype=xp.float64)
-        for f in self.selected:
-            col = self.x[:, f].astype(xp.float64)
-            diff = col[r][:, None] - col[None, :]
-            out += diff * diff
+        m = self.x.shape[0]
+        cols = xp.ascontiguousarray(self.x[:, self.selected].T.astype(xp.float64))  # (t, m)
+        out = xp.zeros((len(r), m), dtype=xp.float64)
+        step = int(max(1, _block_bytes(xp, self.budget) // (8 * m)))
+        for s in range(0, len(r), step):  # a few rows at a time, summed in cache
+            rows, acc = r[s : s + step], out[s : s + step]
+            for col in cols:
+                diff = col[rows][:, None] - col[None, :]
+                diff *= diff
+                acc += diff
+        out[xp.arange(len(r)), r] = xp.inf
         return out
 
 
@@ -211,6 +253,7 @@ def forward_selection(
     budget = int(memory_budget_mb * MIB)
     ranking = Ranking(criterion)
     dist = _SubsetDistances(xp, x, budget)
+    search = _CandidateSearch(xp, dist, budget)
     remaining = list(cands)
     best_so_far = -float("inf")
     since_best = 0
@@ -220,13 +263,14 @@ def forward_selection(
                 xp, x, row_score, memory_budget_mb=memory_budget_mb, features=remaining
             )
         else:
-            scores = _score_candidates(xp, x, dist, remaining, row_score, budget)
+            scores = search.score(remaining, row_score)
         scores_h = [float(v) for v in scores.tolist()]
         pick = max(range(len(remaining)), key=lambda i: (scores_h[i], -remaining[i]))
         f = remaining.pop(pick)
         ranking.order.append(f)
         ranking.scores.append(scores_h[pick])
         dist.add(f)
+        search.advance(f)
         if progress is not None:
             progress(len(ranking.order), limit)
         if scores_h[pick] > best_so_far:
@@ -238,71 +282,370 @@ def forward_selection(
     return ranking
 
 
-def _score_candidates(
-    xp: ModuleType,
-    x: Any,
-    dist: _SubsetDistances,
-    feats: list[int],
-    row_score: RowScore,
-    budget: int,
-) -> Any:
-    """Return the index of the selected subset plus each candidate feature."""
-    m = x.shape[0]
-    full_pool = m - 1 <= POOL  # every other point is in the pool: no outside bound
-    pool = m - 1 if full_pool else POOL
-    pool_d = xp.empty((m, pool), dtype=xp.float64)
-    pool_i = xp.empty((m, pool), dtype=xp.int64)
-    tau = xp.full(m, xp.inf)
-    block = int(max(1, min(m, budget // (8 * m * 6))))
-    for s in range(0, m, block):
-        r = xp.arange(s, min(s + block, m))
-        vals, ids = topk_exact(xp, _rows_without_self(xp, dist, r), pool if full_pool else pool + 1)
-        if not full_pool:
-            tau[r] = vals[:, pool]
-        # Pool in index order, so that the first minimum along it is the lowest index.
-        by_idx = xp.argsort(ids[:, :pool], axis=1)
-        pool_i[r] = xp.take_along_axis(ids[:, :pool], by_idx, axis=1)
-        pool_d[r] = xp.take_along_axis(vals[:, :pool], by_idx, axis=1)
-    xf = x[:, feats].astype(xp.float64)
-    scores = xp.empty(len(feats), dtype=xp.float64)
-    cchunk = int(max(1, min(len(feats), budget // (8 * m * 4))))
-    for a in range(0, len(feats), cchunk):
-        cols = xf[:, a : a + cchunk]  # (m, c)
-        c = cols.shape[1]
-        per_point = xp.empty((m, c), dtype=xp.float64)
-        # Rows per block: the (rows, pool, c) float64 temporaries stay around 2 MiB, in
-        # cache, instead of streaming hundreds of MiB through memory per step.
-        rblock = int(max(1, min(m, budget // (8 * 4 * pool * c), CACHE_BYTES // (8 * pool * c))))
+@dataclass
+class _Pool:
+    """Some points' nearest points under the selected subset, nearest first.
 
-        def score_block(s: int, cols: Any = cols, per_point: Any = per_point,
-                        rblock: int = rblock) -> None:
-            """Score the candidates of ``cols`` for the rows of one cache-sized block."""
-            r = xp.arange(s, min(s + rblock, m))
-            pi = pool_i[r]
-            diff = cols[r][:, None, :] - cols[pi]  # (b, pool, c)
-            cand = pool_d[r][:, :, None] + diff * diff
-            first = xp.argmin(cand, axis=1)  # (b, c): first minimum = lowest index
-            best = xp.take_along_axis(cand, first[:, None, :], axis=1)[:, 0, :]
-            nn = xp.take_along_axis(pi, first, axis=1)
-            # Distances only grow when a feature is added: a pool minimum below tau is the
-            # nearest neighbour. Rows where it is not get a full scan.
-            bad_r, bad_c = xp.nonzero(~(best < tau[r][:, None]))
-            for p in range(0, len(bad_r), block):
-                br, bc = bad_r[p : p + block], bad_c[p : p + block]
-                rows = r[br]
-                full = _rows_without_self(xp, dist, rows)
-                full += (cols[rows, bc][:, None] - cols[:, bc].T) ** 2
-                nn[br, bc] = topk_exact(xp, full, 1)[1][:, 0]
-            per_point[s : s + len(r)] = row_score(r, nn)
+    ``ids`` and ``d`` (n, size): members of each of the n points ``rows`` (``None``:
+    every point, in order) and their squared distances, ascending; ``tau`` (n,): a lower
+    bound on the distance of every point left out (``inf`` when none is). Unused slots
+    (members dropped since the pool was built, or none left to take) hold ``inf`` and the
+    point itself. So every point from rank r on is at ``min(d[:, r], tau)`` or beyond.
 
-        for s in range(0, m, rblock):
-            score_block(s)
-        scores[a : a + c] = _column_means(xp, per_point)
-    return scores
+    An extension pool holds more points that earlier pools of the same points (all of
+    whose members were scanned) left out: the next nearest (``build``), or all of them up
+    to a limit (``within``).
+    """
+
+    ids: Any
+    d: Any
+    tau: Any
+    rows: Any | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.shape[1])
+
+    @classmethod
+    def build(cls, xp: ModuleType, dist: _SubsetDistances, rows: Any | None, size: int,
+              budget: int, leave_out: Sequence[_Pool] = ()) -> _Pool:
+        """The ``size`` nearest of each of ``rows`` among the points no pool of
+        ``leave_out`` holds for it."""
+        m = dist.x.shape[0]
+        size = min(size, m - 1)
+        n = m if rows is None else len(rows)
+        parts = []
+        block = int(max(1, min(n, budget // (8 * m * 6))))
+        for s in range(0, n, block):
+            points = xp.arange(s, min(s + block, n)) if rows is None else rows[s : s + block]
+            sub = dist.rows(points)
+            for other in leave_out:
+                other.leave_out_of(xp, sub, points)
+            parts.append(cls.from_distances(xp, sub, points, size))
+        if len(parts) == 1:
+            return cls(parts[0].ids, parts[0].d, parts[0].tau, rows)
+        return cls(xp.concatenate([p.ids for p in parts]), xp.concatenate([p.d for p in parts]),
+                   xp.concatenate([p.tau for p in parts]), rows)
+
+    @classmethod
+    def from_distances(cls, xp: ModuleType, sub: Any, points: Any, size: int) -> _Pool:
+        """The pool of ``points`` from their distance rows ``sub`` (len(points), m), in
+        which ``inf`` marks the points to leave out (the point itself among them)."""
+        size = min(size, sub.shape[1] - 1)
+        # The size nearest in any order, then the next one's distance (inf if none).
+        part = xp.argpartition(sub, size, axis=1)
+        tau = xp.take_along_axis(sub, part[:, size : size + 1], axis=1)[:, 0]
+        vals = xp.take_along_axis(sub, part[:, :size], axis=1)
+        order = xp.argsort(vals, axis=1)  # equal distances in any order
+        ids = xp.take_along_axis(part[:, :size], order, axis=1)
+        d = xp.take_along_axis(vals, order, axis=1)
+        unused = xp.isinf(d)
+        ids[unused] = xp.broadcast_to(points[:, None], d.shape)[unused]
+        return cls(ids, d, tau, points)
+
+    @classmethod
+    def within(cls, xp: ModuleType, sub: Any, inside: Any, points: Any, limit: Any,
+               size: int) -> _Pool:
+        """The pool of ``points`` holding the entries of their distance rows ``sub`` that
+        ``inside`` marks (those up to ``limit``; at most ``size`` per row): every point
+        left out is beyond ``limit``."""
+        n = len(points)
+        size = max(size, 1)
+        rr, cc = xp.nonzero(inside)  # row by row, so each row's entries are consecutive
+        counts = inside.sum(axis=1)
+        slot = xp.arange(len(rr)) - (xp.cumsum(counts) - counts)[rr]
+        ids = xp.broadcast_to(points[:, None], (n, size)).copy()
+        d = xp.full((n, size), xp.inf)
+        ids[rr, slot], d[rr, slot] = cc, sub[rr, cc]
+        order = xp.argsort(d, axis=1)
+        tau = xp.nextafter(limit, xp.inf)  # the smallest float beyond the limit
+        return cls(xp.take_along_axis(ids, order, axis=1), xp.take_along_axis(d, order, axis=1),
+                   tau, points)
+
+    def leave_out_of(self, xp: ModuleType, sub: Any, points: Any) -> None:
+        """Set the entries of this pool's members to ``inf`` in the distance rows ``sub``
+        of ``points`` (which it must hold)."""
+        xp.put_along_axis(sub, self.ids[self.locate(xp, points)], xp.inf, axis=1)
+
+    def locate(self, xp: ModuleType, pr: Any) -> Any:
+        """Positions in this pool of the points ``pr`` (which it must hold)."""
+        return pr if self.rows is None else xp.searchsorted(self.rows, pr)
+
+    def bound(self, xp: ModuleType, q: Any, rank: int) -> Any:
+        """Lower bound on the distance of every point from ``rank`` on, for positions q."""
+        tau = self.tau[q]
+        return tau if rank >= self.size else xp.minimum(self.d[q, rank], tau)
+
+    def advance(self, xp: ModuleType, col: Any) -> None:
+        """Add a feature (its float64 column) to the subset: members' distances grow by
+        their squared difference along it, and members now at ``tau`` or beyond leave."""
+        diff = col[:, None] - col[self.ids]
+        diff *= diff
+        d = self.d + diff
+        gone = ~(d < self.tau[:, None])
+        d[gone] = xp.inf
+        ids = xp.where(gone, xp.arange(len(d))[:, None], self.ids)
+        order = xp.argsort(d, axis=1)
+        self.ids = xp.take_along_axis(ids, order, axis=1)
+        self.d = xp.take_along_axis(d, order, axis=1)
+
+    def update(self, xp: ModuleType, other: _Pool) -> None:
+        """Take the rows of ``other`` (built for some of this pool's points, same size)."""
+        self.ids[other.rows], self.d[other.rows], self.tau[other.rows] = (
+            other.ids, other.d, other.tau)
 
 
-def _rows_without_self(xp: ModuleType, dist: _SubsetDistances, rows: Any) -> Any:
-    """Subset distances of ``rows`` to every point, each row's own entry set to inf."""
-    out = dist.rows(rows)
-    out[xp.arange(len(rows)), rows] = xp.inf
-    return out
+class _CandidateSearch:
+    """Each point's nearest neighbour under the selected subset plus each candidate.
+
+    Adding a feature only increases distances, so for a pair (point, candidate) a pool
+    member whose subset distance is already beyond the best found cannot win: scanning
+    the pool nearest first, the pair is settled as soon as its best is below the bound of
+    the members not yet scanned. The pools (the POOL nearest points of each point) are
+    kept from step to step: adding the chosen feature updates their distances and drops
+    members that pass ``tau``; points left with few members get new pools.
+
+    Every pair first scans the ``width`` nearest members (in index order, so that the
+    first strict minimum is the lowest index among equals) over dense arrays. While many
+    pairs stay open the next members are scanned the same way, extending every point's
+    pool when it runs out; the pairs left scan further on their own (``_settle``), and
+    those their pools leave open get an extension per point (``_extend``). ``width`` and
+    the pool size follow the data from step to step: they change the speed, never the
+    result.
+    """
+
+    def __init__(self, xp: ModuleType, dist: _SubsetDistances, budget: int) -> None:
+        self.xp, self.dist, self.budget = xp, dist, budget
+        m = dist.x.shape[0]
+        # The pools of every point take at most a quarter of the budget.
+        self.max_size = int(max(1, min(m - 1, budget // (4 * 16 * m))))
+        self.size = min(POOL, self.max_size)
+        self.width = min(FIRST_STAGE, self.size)
+        self.pool: _Pool | None = None
+
+    def advance(self, f: int) -> None:
+        if self.pool is not None:
+            self.pool.advance(self.xp, self.dist.column(f))
+
+    def _prepare(self) -> _Pool:
+        xp = self.xp
+        pool = self.pool
+        if pool is None or pool.size < self.size:
+            pool = _Pool.build(xp, self.dist, None, self.size, self.budget)
+        elif pool.size > self.size:  # shrink: the dropped members bound the rest
+            pool = _Pool(pool.ids[:, : self.size].copy(), pool.d[:, : self.size].copy(),
+                         xp.minimum(pool.tau, pool.d[:, self.size]))
+        few = xp.nonzero(xp.isinf(pool.d[:, min(self.size, REFILL) - 1]))[0]
+        if len(few):
+            pool.update(xp, _Pool.build(xp, self.dist, few, pool.size, self.budget))
+        self.pool = pool
+        return pool
+
+    def score(self, feats: list[int], row_score: RowScore) -> Any:
+        """Return the index of the selected subset plus each candidate feature."""
+        xp = self.xp
+        rows = xp.arange(self.dist.x.shape[0])
+        scores = xp.empty(len(feats), dtype=xp.float64)
+        for part, nn in self.neighbours(feats):
+            scores[part] = _column_means(xp, row_score(rows, nn))
+        return scores
+
+    def neighbours(self, feats: list[int]) -> Iterator[tuple[slice, Any]]:
+        """Yield ``(part, nn)``: for the candidates ``feats[part]``, each point's nearest
+        neighbour (m, len) under the selected subset plus that candidate."""
+        xp, dist = self.xp, self.dist
+        m = dist.x.shape[0]
+        self._prepare()
+        cchunk = int(max(1, min(len(feats), self.budget // (8 * m * 8))))
+        opened = 0.0
+        for a in range(0, len(feats), cchunk):
+            part = slice(a, min(a + cchunk, len(feats)))
+            cols = xp.stack([dist.column(f) for f in feats[part]], axis=1)
+            nn, frac = self._nearest(cols)
+            opened += frac * cols.shape[1]
+            yield part, nn
+        opened /= len(feats)
+        # Widen the first scan when doubling it would likely (the open share roughly
+        # halving) cost less than settling the pairs it leaves open; narrow it when
+        # halving it would.
+        if opened > 2 * DENSE_COST_RATIO * self.width and self.width < self.max_size:
+            self.width = min(2 * self.width, self.max_size)
+        elif opened < DENSE_COST_RATIO * self.width / 2 and self.width > FIRST_STAGE:
+            self.width //= 2
+        # The pool holds enough members for the first scan and the next stages; a pool
+        # grown for a hard step shrinks again once it is much larger than that.
+        target = max(min(POOL, self.max_size), min(self.width * 8, self.max_size))
+        if self.pool is not None and (target > self.pool.size or 4 * target < self.pool.size):
+            self.size = target
+
+    def _nearest(self, cols: Any) -> tuple[Any, float]:
+        """Return (m, c) nearest neighbours for the columns ``cols`` and the fraction of
+        pairs the first dense scan left open."""
+        xp = self.xp
+        assert self.pool is not None
+        m, c = cols.shape
+        best_d = xp.empty((m, c), dtype=xp.float64)
+        best_i = xp.empty((m, c), dtype=xp.int64)
+        everyone = xp.arange(m)
+        chain = [self.pool]
+        covered = self.pool.size  # members per point in the chain
+        lo, hi, first_open = 0, min(self.width, self.pool.size), None
+        while True:
+            pool = chain[-1]
+            seg = xp.argsort(pool.ids[:, lo:hi], axis=1)  # each row's members by index
+            _dense_scan(xp, cols, xp.take_along_axis(pool.ids[:, lo:hi], seg, axis=1),
+                        xp.take_along_axis(pool.d[:, lo:hi], seg, axis=1), best_d, best_i,
+                        merge=first_open is not None, budget=self.budget)
+            open_ = ~(best_d < pool.bound(xp, everyone, hi)[:, None])
+            frac = float(open_.mean())
+            if first_open is None:
+                first_open = frac
+            lo = hi
+            # Scan the next members densely while that costs less than settling the
+            # open pairs one by one. When the pool ran out, that means extending it: for
+            # every point at once, as also when most points would need an extension of
+            # their own (each costs a pass over the point's distances either way).
+            grow = lo >= pool.size
+            nxt = (min(covered * (POOL_GROWTH - 1), self.max_size - covered) if grow
+                   else min(lo * STAGE_GROWTH, pool.size) - lo)
+            if nxt <= 0:
+                break
+            if frac <= DENSE_COST_RATIO * nxt and not (
+                    grow and float(open_.any(axis=1).mean()) > 0.5):
+                break
+            if grow:
+                chain.append(_Pool.build(xp, self.dist, None, nxt, self.budget, chain))
+                covered += nxt
+                lo, hi = 0, min(covered // POOL_GROWTH, nxt)
+            else:
+                hi = lo + nxt
+        pr, pc = xp.nonzero(open_)
+        flat = xp.ascontiguousarray(cols.T).ravel()
+        _settle(xp, flat, self.dist, chain, pr, pc, lo, best_d, best_i, self.budget)
+        return best_i, first_open
+
+
+def _dense_scan(xp: ModuleType, cols: Any, ids: Any, d: Any, best_d: Any, best_i: Any,
+                merge: bool, budget: int) -> None:
+    """Scan members ``ids``/``d`` (m, w), each row in index order, for every pair.
+
+    Sets ``best_d``/``best_i`` (m, c) in place, or with ``merge`` keeps what they hold
+    where it is better (ties to the lower index). Within the scan only arithmetic runs per
+    member (masked copies cost ten times as much): the minimum by ``minimum``, and the
+    member's rank by ``maximum``, since ranks only grow and each strict improvement
+    (the first of equals, so the lowest index) records its rank.
+    """
+    m, c = cols.shape
+    w = ids.shape[1]
+    rank_t = xp.uint16 if w <= 0xFFFF else xp.int64
+    rblock = int(max(1, min(m, _block_bytes(xp, budget) // (8 * c))))
+    v = xp.empty((rblock, c), dtype=xp.float64)
+    less = xp.empty((rblock, c), dtype=bool)
+    ranks = xp.empty((rblock, c), dtype=rank_t)
+    tmp = xp.empty((rblock, c), dtype=rank_t)
+    for s in range(0, m, rblock):
+        e = min(s + rblock, m)
+        n = e - s
+        own, vv, lt, rk, tt = cols[s:e], v[:n], less[:n], ranks[:n], tmp[:n]
+        bd = xp.empty((n, c), dtype=xp.float64) if merge else best_d[s:e]
+        for p in range(w):
+            xp.take(cols, ids[s:e, p], axis=0, out=vv)
+            xp.subtract(own, vv, out=vv)
+            vv *= vv
+            vv += d[s:e, p][:, None]
+            if p == 0:
+                bd[...] = vv
+                rk[...] = 0
+                continue
+            xp.less(vv, bd, out=lt)
+            xp.minimum(bd, vv, out=bd)
+            xp.multiply(lt, rank_t(p), out=tt)
+            xp.maximum(rk, tt, out=rk)
+        bi = xp.take_along_axis(ids[s:e], rk.astype(xp.int64), axis=1)
+        if not merge:
+            best_i[s:e] = bi
+            continue
+        old_d, old_i = best_d[s:e], best_i[s:e]
+        upd = (bd < old_d) | ((bd == old_d) & (bi < old_i))
+        best_d[s:e] = xp.where(upd, bd, old_d)
+        best_i[s:e] = xp.where(upd, bi, old_i)
+
+
+def _extend(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool], pr: Any,
+            pc: Any, best_d: Any, best_i: Any, budget: int) -> None:
+    """Settle the pairs (pr, pc) that ``chain`` left open, ``pr`` sorted.
+
+    Only points within a pair's best distance (under the subset) can still beat it, so
+    each point of ``pr`` gets one extension holding every point the chain left out up to
+    the largest best distance of its pairs; points with similar counts share a pool
+    size. Scanned in full, it settles every pair; scanned nearest first, most pairs settle
+    early.
+    """
+    m = best_d.shape[0]
+    points = xp.unique(pr)
+    # At least the best of each open pair of the point; in practice the largest best of
+    # its row belongs to an open pair (a settled pair's best is below the bound the open
+    # ones are still above).
+    limit = best_d[points].max(axis=1)
+    step = int(max(1, min(len(points), budget // (32 * m))))
+    for s in range(0, len(points), step):
+        block, lim = points[s : s + step], limit[s : s + step]
+        a = int(xp.searchsorted(pr, block[0], side="left"))
+        b = int(xp.searchsorted(pr, block[-1], side="right"))
+        bpr, bpc = pr[a:b], pc[a:b]
+        rows = dist.rows(block)
+        for p in chain:
+            p.leave_out_of(xp, rows, block)
+        inside = rows <= lim[:, None]
+        within = inside.sum(axis=1)
+        by_count = xp.argsort(within)
+        counts = [int(v) for v in within[by_count].tolist()]
+        g0 = 0
+        while g0 < len(counts):  # groups whose counts stay within a factor STAGE_GROWTH
+            g1 = g0 + 1
+            while g1 < len(counts) and counts[g1] <= STAGE_GROWTH * max(counts[g0], 16):
+                g1 += 1
+            pos = xp.sort(by_count[g0:g1])
+            group = block[pos]
+            ext = _Pool.within(xp, rows[pos], inside[pos], group, lim[pos], counts[g1 - 1])
+            mine = xp.isin(bpr, group)
+            _settle(xp, flat, dist, [*chain, ext], bpr[mine], bpc[mine], 0, best_d, best_i,
+                    budget)
+            g0 = g1
+
+
+def _settle(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool], pr: Any,
+            pc: Any, lo: int, best_d: Any, best_i: Any, budget: int) -> None:
+    """Settle the pairs (pr, pc), scanning the last pool of ``chain`` from rank ``lo`` on
+    (the earlier ones were scanned), then an extension (``_extend``).
+
+    ``flat`` is the candidate columns one after the other (column k's value of point i at
+    ``k * m + i``); ``pr`` is sorted. Updates ``best_d``/``best_i`` in place; ties go to
+    the lower index.
+    """
+    m = best_d.shape[0]
+    pool = chain[-1]
+    while len(pr):
+        if lo >= pool.size:  # the chain ran out
+            _extend(xp, flat, dist, chain, pr, pc, best_d, best_i, budget)
+            return
+        hi = min(max(lo * STAGE_GROWTH, 1), pool.size)
+        w = hi - lo
+        # Cache-sized chunks of pairs; each gathers from one column held contiguously.
+        chunk = int(max(1, min(budget // (8 * 6 * w), 4 * _block_bytes(xp, budget) // (8 * w))))
+        for s in range(0, len(pr), chunk):
+            r, k = pr[s : s + chunk], pc[s : s + chunk]
+            q = pool.locate(xp, r)
+            ids = pool.ids[q, lo:hi]  # (n, w)
+            base = k * m
+            diff = flat[base + r][:, None] - flat[base[:, None] + ids]
+            diff *= diff
+            cand = pool.d[q, lo:hi] + diff
+            low = cand.min(axis=1)
+            low_i = xp.where(cand == low[:, None], ids, m).min(axis=1)
+            bd, bi = best_d[r, k], best_i[r, k]
+            upd = (low < bd) | ((low == bd) & (low_i < bi))
+            best_d[r, k] = xp.where(upd, low, bd)
+            best_i[r, k] = xp.where(upd, low_i, bi)
+        open_ = ~(best_d[pr, pc] < pool.bound(xp, pool.locate(xp, pr), hi))
+        pr, pc, lo = pr[open_], pc[open_], hi
