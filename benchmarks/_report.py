@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 GB = 1024**3
@@ -48,6 +49,18 @@ def env_line() -> str:
     """The thread-related environment variables that are set."""
     env = [f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ]
     return "env: " + (", ".join(env) if env else "none of the thread variables set")
+
+
+def thread_pools() -> list[dict[str, Any]]:
+    """The thread pools threadpoolctl finds in this process (call it after the libraries
+    were loaded), as :func:`pool_lines` prints them; JSON-serialisable."""
+    from threadpoolctl import threadpool_info
+
+    return [
+        {key: p.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
+        | {"lib": "/".join(Path(p.get("filepath", "?")).parts[-2:])}
+        for p in threadpool_info()
+    ]
 
 
 def pool_lines(pools: list[dict[str, Any]]) -> list[str]:

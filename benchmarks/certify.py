@@ -85,6 +85,7 @@ from _report import (
     machine_line,
     pool_lines,
     table,
+    thread_pools,
 )
 
 from layerscope.client.server_process import ServerProcess
@@ -479,7 +480,6 @@ def info_worker(d: int) -> dict:
     import numpy as np
     import onnx
     import onnxruntime as ort
-    from threadpoolctl import threadpool_info
 
     import layerscope
     from layerscope.server.metrics.guarantee import ClassificationReference
@@ -489,11 +489,7 @@ def info_worker(d: int) -> dict:
     sess = ort.InferenceSession(make_model(d).SerializeToString(),
                                 providers=["CPUExecutionProvider"])
     sess.run(None, {"x": x[:4]})
-    pools = [
-        {key: p.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
-        | {"lib": "/".join(Path(p.get("filepath", "?")).parts[-2:])}
-        for p in threadpool_info()
-    ]
+    pools = thread_pools()
     return {"python": platform.python_version(), "numpy": np.__version__,
             "grpcio": grpc.__version__, "protobuf": google.protobuf.__version__,
             "onnx": onnx.__version__, "onnxruntime": ort.__version__,

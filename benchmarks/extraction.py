@@ -84,6 +84,7 @@ from _report import (
     machine_line,
     pool_lines,
     text_row,
+    thread_pools,
 )
 
 SEED = 0
@@ -399,7 +400,6 @@ def info_worker(folder: Path, batch: int, spec: str) -> dict:
     import onnx
     import onnxruntime as ort
     import torch
-    from threadpoolctl import threadpool_info
 
     import layerscope
     from layerscope.server.runtime import extract
@@ -417,11 +417,7 @@ def info_worker(folder: Path, batch: int, spec: str) -> dict:
     sess = ort.InferenceSession((folder / ONNX_FILE).read_bytes(), ort_session_options(),
                                 providers=["CPUExecutionProvider"])
     sess.run(None, {INPUT_NAME: x})
-    pools = [
-        {key: p.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
-        | {"lib": "/".join(Path(p.get("filepath", "?")).parts[-2:])}
-        for p in threadpool_info()
-    ]
+    pools = thread_pools()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,

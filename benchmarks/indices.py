@@ -71,6 +71,7 @@ from _report import (
     machine_line,
     pool_lines,
     text_row,
+    thread_pools,
 )
 
 SEED = 0
@@ -262,7 +263,6 @@ def info_worker() -> dict:
     import numpy as np
     import sklearn
     from sklearn.neighbors import NearestNeighbors
-    from threadpoolctl import threadpool_info
 
     import layerscope
     from layerscope.server.metrics import compute_indices
@@ -271,11 +271,7 @@ def info_worker() -> dict:
     faiss.knn(x, x, 2)
     NearestNeighbors(n_neighbors=1, algorithm="brute").fit(x).kneighbors()
     compute_indices(x, labels, indices=["si"], orders=[1])
-    pools = [
-        {key: p.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
-        | {"lib": "/".join(Path(p.get("filepath", "?")).parts[-2:])}
-        for p in threadpool_info()
-    ]
+    pools = thread_pools()
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -62,6 +62,7 @@ from _report import (
     machine_line,
     pool_lines,
     table,
+    thread_pools,
 )
 
 SEED = 0
@@ -201,7 +202,6 @@ def profile_worker(cfg: dict, top: int) -> dict:
 def info_worker(cfg: dict) -> dict:
     """Library versions and the thread pools both methods load."""
     import numpy as np
-    from threadpoolctl import threadpool_info
 
     import layerscope
     from layerscope.server.metrics import compute_indices
@@ -209,11 +209,7 @@ def info_worker(cfg: dict) -> dict:
     x, labels, informative = make_data(cfg["m"], cfg["d"], cfg["classes"], cfg["informative"])
     compute_indices(x[:300, :8], labels[:300], indices=["feature_ranking"], max_features=2)
     _naive_si(x[:300], labels[:300], [0, 1], np.float32)
-    pools = [
-        {key: p.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
-        | {"lib": "/".join(Path(p.get("filepath", "?")).parts[-2:])}
-        for p in threadpool_info()
-    ]
+    pools = thread_pools()
     return {"python": platform.python_version(), "numpy": np.__version__,
             "layerscope": layerscope.__version__, "pools": pools, "informative": informative}
 

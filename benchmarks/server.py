@@ -85,6 +85,7 @@ from _report import (
     mem_info,
     pool_lines,
     table,
+    thread_pools,
 )
 
 from layerscope.client.server_process import ServerProcess
@@ -215,7 +216,6 @@ def info_worker(model_path: Path) -> dict:
     import onnxruntime as ort
     import skl2onnx
     import sklearn
-    from threadpoolctl import threadpool_info
 
     import layerscope
     from layerscope.server.analysis import analyze_layers
@@ -224,11 +224,7 @@ def info_worker(model_path: Path) -> dict:
     x, y = make_analysis_data(300)  # one small analysis loads every pool
     res = analyze_layers(str(model_path), {"features": x}, labels=y, layers="auto", probe=False)
     sess = make_session(model_path.read_bytes())
-    pools = [
-        {key: p.get(key) for key in ("internal_api", "architecture", "num_threads", "version")}
-        | {"lib": "/".join(Path(p.get("filepath", "?")).parts[-2:])}
-        for p in threadpool_info()
-    ]
+    pools = thread_pools()
     return {
         "python": platform.python_version(), "numpy": np.__version__,
         "grpcio": grpc.__version__, "protobuf": google.protobuf.__version__,
