@@ -43,12 +43,17 @@ class ServerProcess:
         self._ready.set()  # the child exited before announcing itself
 
     def wait_ready(self, timeout: float) -> str:
-        """The address, once the server listens; RuntimeError with the log's tail if not."""
+        """The address, once the server listens; if it does not within ``timeout`` seconds,
+        the process is killed and RuntimeError says so with the log's tail."""
         self._ready.wait(timeout)
         if self.address is None:
-            self.stop()
-            raise RuntimeError(f"the server did not start:\n{self.log_tail()}")
+            self.kill()
+            raise RuntimeError(
+                f"the server did not start within {timeout:g} s:\n{self.log_tail()}")
         return self.address
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     @property
     def pid(self) -> int:
@@ -56,22 +61,31 @@ class ServerProcess:
 
     def log_tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no server log)"
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (graceful shutdown), SIGKILL after ``timeout``; the exit code."""
-        if self.proc.poll() is None:
+        if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
+        self._close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, whatever it was doing."""
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from layerscope.client import server_process
 from layerscope.client.client import Client, LayerscopeError
 from layerscope.client.stubs import (
     analysis_pb2_grpc,
@@ -35,7 +35,6 @@ from layerscope.client.stubs import (
     models_pb2_grpc,
 )
 
-READY = "layerscope serving on "
 STARTUP_TIMEOUT = 60.0
 
 
@@ -44,51 +43,24 @@ STARTUP_TIMEOUT = 60.0
 # ---------------------------------------------------------------------------------------
 
 
-class ServerProcess:
-    """``python -m layerscope.server.api`` on 127.0.0.1, a free port, ``data_dir``.
-
-    The address is read from the ``layerscope serving on HOST:PORT`` line; stderr goes to
-    ``log`` (shown by :meth:`log_tail` when a test fails).
+class ServerProcess(server_process.ServerProcess):
+    """The client's :class:`~layerscope.client.server_process.ServerProcess` with what the
+    end-to-end tests need on top: it is ready (or the test fails) when constructed, its log
+    sits beside ``data_dir`` (which tests may wipe), it makes clients and raw channels, and
+    :meth:`stop` insists on a graceful exit (a server that ignores SIGTERM fails the test).
     """
+
+    address: str
 
     def __init__(self, data_dir: Path, *args: str, log: Path | None = None,
                  startup_timeout: float = STARTUP_TIMEOUT) -> None:
-        self.data_dir = Path(data_dir)
-        self.args = args
-        self.log = log or self.data_dir.parent / f"{self.data_dir.name}-server.log"
-        cmd = [sys.executable, "-m", "layerscope.server.api", "--host", "127.0.0.1",
-               "--port", "0", "--data-dir", str(self.data_dir), *args]
-        with open(self.log, "ab") as err:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         start_new_session=True)
-        self.address = self._await_ready(startup_timeout)
-
-    def _await_ready(self, timeout: float) -> str:
-        found: list[str] = []
-
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if line.startswith(READY):
-                    found.append(line[len(READY):].split()[0])
-                    return
-
-        t = threading.Thread(target=read, daemon=True)
-        t.start()
-        t.join(timeout)
-        if not found:
-            self.kill()
-            raise RuntimeError(f"the server did not start within {timeout}s:\n{self.log_tail()}")
-        host, _, port = found[0].rpartition(":")
-        assert host == "127.0.0.1" and int(port) > 0, found[0]
-        return found[0]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        data_dir = Path(data_dir)
+        super().__init__(data_dir, *args,
+                         log_path=log or data_dir.parent / f"{data_dir.name}-server.log")
+        self.log = self.log_path
+        address = self.wait_ready(startup_timeout)
+        host, _, port = address.rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0, address
 
     def client(self, token: str | None = None, timeout: float | None = 60.0) -> Client:
         return Client(self.address, token=token, timeout=timeout)
@@ -97,7 +69,8 @@ class ServerProcess:
         return grpc.insecure_channel(self.address)
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (graceful shutdown); return the exit code."""
+        """SIGTERM (graceful shutdown); the exit code. AssertionError (after a SIGKILL)
+        when the server is still running ``timeout`` seconds later."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -110,33 +83,13 @@ class ServerProcess:
         self._close()
         return rc
 
-    def kill(self) -> None:
-        """SIGKILL: the process dies at once, whatever it was doing."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-        self._close()
-
-    def _close(self) -> None:
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> ServerProcess:
-        return self
+        return super().log_tail(lines)
 
     def __exit__(self, *exc: object) -> None:
         if self.alive():
-            try:
+            with contextlib.suppress(AssertionError):
                 self.stop(timeout=20)
-            except AssertionError:
-                pass
 
 
 def tmp_uploads(data_dir: Path) -> list[Path]:
