@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 GB = 1024**3
+RESULT_TAG = "@@benchmark-result "  # how a worker's result line starts
 THREAD_VARIABLES = ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "MKL_NUM_THREADS", "LAYERSCOPE_DEVICE")
 
@@ -93,3 +98,33 @@ def table(title: str, head: list[str], body: list[list[str]], markdown: bool) ->
         lines += [text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
         lines += [text_row(r, widths) for r in body]
     return lines
+
+
+def emit(result: Any) -> None:
+    """Print a worker's result as the line :func:`child_result` looks for."""
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def child_result(script: str, args: Sequence[str], timeout: float,
+                 capture_stderr: bool = False) -> tuple[dict | None, str]:
+    """Run ``script`` with ``args`` in a fresh interpreter; return (its result, error).
+
+    The child's stderr goes to ours (progress, tracebacks), or with ``capture_stderr`` is
+    kept and its last line quoted in the error.
+    """
+    cmd = [sys.executable, str(Path(script).resolve()), *args]
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE if capture_stderr else None, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f} s"
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG) :]), ""
+    reason = "killed (out of memory?)" if proc.returncode == -9 else f"rc={proc.returncode}"
+    if capture_stderr:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"failed, {reason}: {tail[:160]}"
+    return None, f"failed, {reason} (its stderr is above)"
+

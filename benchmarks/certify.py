@@ -72,15 +72,17 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from _report import (
+    child_result,
+    emit,
     env_line,
     machine_line,
     pool_lines,
@@ -108,7 +110,6 @@ DEFAULT = {"single": 200, "batches": 10, "stream": 1000, "inproc_runs": 3}
 QUICK = {"single": 50, "batches": 3, "stream": 200, "inproc_runs": 2}
 TARGET_SINGLE_MS = 5.0
 TARGET_BATCH_S = 1.0
-RESULT_TAG = "@@benchmark-result "
 MB = 1 << 20
 GB = 1 << 30
 
@@ -500,19 +501,7 @@ def info_worker(d: int) -> dict:
 # The driver imports nothing heavy; the server and every measurement run in child processes.
 
 
-def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
-    """Run this script with ``args`` in a fresh interpreter; return (result, error)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :]), ""
-    reason = "killed (out of memory?)" if proc.returncode == -9 else f"rc={proc.returncode}"
-    return None, f"failed, {reason} (its stderr is above)"
+run_child = partial(child_result, __file__)
 
 
 def _status(pid: int, key: str) -> int | None:
@@ -830,25 +819,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.setup_worker:
         addr, n, d = args.setup_worker
-        print(RESULT_TAG + json.dumps(setup_worker(addr, int(n), int(d))), flush=True)
+        emit(setup_worker(addr, int(n), int(d)))
         return 0
     if args.grpc_worker:
         addr, ref_id, pid, d, cfg = args.grpc_worker
         res = grpc_worker(addr, ref_id, int(pid), int(d), json.loads(cfg))
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
     if args.inproc_worker:
         n, d, cfg = args.inproc_worker
         res = inproc_worker(int(n), int(d), json.loads(cfg))
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
     if args.handler_worker:
         folder, ref_id, d, cfg = args.handler_worker
         res = handler_worker(Path(folder), ref_id, int(d), json.loads(cfg))
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
     if args.info_worker:
-        print(RESULT_TAG + json.dumps(info_worker(int(args.info_worker))), flush=True)
+        emit(info_worker(int(args.info_worker)))
         return 0
 
     base = QUICK if args.quick else DEFAULT

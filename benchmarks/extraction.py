@@ -67,19 +67,20 @@ ours against the hooks approach.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from _report import (
+    child_result,
+    emit,
     env_line,
     machine_line,
     pool_lines,
@@ -108,7 +109,6 @@ ONNX_FILE = "resnet.onnx"
 WEIGHTS_FILE = "resnet.pt"
 INPUT_NAME = "input"
 
-RESULT_TAG = "@@benchmark-result "
 GB = 1 << 30
 
 
@@ -455,19 +455,7 @@ class Row:
     detail: dict | None = None
 
 
-def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
-    """Run this script with ``args`` in a fresh interpreter; return (result, error)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :]), ""
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    reason = "killed (out of memory?)" if proc.returncode == -9 else f"rc={proc.returncode}"
-    return None, f"failed, {reason}: {tail[:160]}"
+run_child = partial(child_result, __file__, capture_stderr=True)
 
 
 def measure(method: str, common: list[str], n: int, repeats: int, timeout: float) -> Row:
@@ -614,14 +602,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         method, folder, n, batch, spec = args.worker
         res = worker(method, Path(folder), int(n), int(batch), spec)
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
     if args.info_worker:
         folder, batch, spec = args.info_worker
-        print(RESULT_TAG + json.dumps(info_worker(Path(folder), int(batch), spec)), flush=True)
+        emit(info_worker(Path(folder), int(batch), spec))
         return 0
     if args.export_worker:
-        print(RESULT_TAG + json.dumps(export_worker(Path(args.export_worker))), flush=True)
+        emit(export_worker(Path(args.export_worker)))
         return 0
 
     n = args.n or (QUICK_N if args.quick else DEFAULT_N)

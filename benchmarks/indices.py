@@ -54,19 +54,19 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from _report import (
+    child_result,
+    emit,
     env_line,
     machine_line,
     pool_lines,
@@ -95,7 +95,6 @@ OURS_ONLY_ABOVE = 100_000  # configs with more points run our engine alone
 SMALL_M = 10_000  # configs up to this many points get --repeats, larger ones --big-repeats
 FULL_MATRIX_RAM_SHARE = 0.5  # "fits comfortably": m x m (float32 + int64) <= half the RAM
 
-RESULT_TAG = "@@benchmark-result "
 MB = 1 << 20
 GB = 1 << 30
 HWM_SLACK = 8 * MB
@@ -309,19 +308,7 @@ class ConfigResult:
         return None if row is None else row.seconds
 
 
-def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
-    """Run this script with ``args`` in a fresh interpreter; return (result, error)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :]), ""
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    reason = "killed (out of memory?)" if proc.returncode == -9 else f"rc={proc.returncode}"
-    return None, f"failed, {reason}: {tail[:120]}"
+run_child = partial(child_result, __file__, capture_stderr=True)
 
 
 def full_matrix_bytes(m: int) -> int:
@@ -484,10 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.worker:
         method, m, d = args.worker
-        print(RESULT_TAG + json.dumps(worker(method, int(m), int(d))), flush=True)
+        emit(worker(method, int(m), int(d)))
         return 0
     if args.info_worker:
-        print(RESULT_TAG + json.dumps(info_worker()), flush=True)
+        emit(info_worker())
         return 0
 
     configs = QUICK_CONFIGS if args.quick else (args.configs or DEFAULT_CONFIGS)

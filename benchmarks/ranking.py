@@ -49,15 +49,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from _report import (
+    child_result,
+    emit,
     env_line,
     machine_line,
     pool_lines,
@@ -76,7 +78,6 @@ LABELS = {
     "naive32": "naive float32 (cdist-style, per candidate)",
     "naive64": "naive float64 (per candidate)",
 }
-RESULT_TAG = "@@benchmark-result "
 GB = 1 << 30
 
 
@@ -237,19 +238,7 @@ class Row:
         return self.estimate if self.estimate is not None else self.seconds
 
 
-def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
-    """Run this script with ``args`` in a fresh interpreter; return (result, error)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :]), ""
-    reason = "killed (out of memory?)" if proc.returncode == -9 else f"rc={proc.returncode}"
-    return None, f"failed, {reason} (its stderr is above)"
+run_child = partial(child_result, __file__)
 
 
 def measure_ours(cfg: dict, repeats: int, timeout: float) -> Row:
@@ -469,19 +458,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.ours_worker:
-        print(RESULT_TAG + json.dumps(ours_worker(json.loads(args.ours_worker))), flush=True)
+        emit(ours_worker(json.loads(args.ours_worker)))
         return 0
     if args.naive_worker:
         text, precision, budget = args.naive_worker
         res = naive_worker(json.loads(text), precision, float(budget))
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
     if args.profile_worker:
         res = profile_worker(json.loads(args.profile_worker), 15)
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
     if args.info_worker:
-        print(RESULT_TAG + json.dumps(info_worker(json.loads(args.info_worker))), flush=True)
+        emit(info_worker(json.loads(args.info_worker)))
         return 0
 
     base = QUICK if args.quick else DEFAULT

@@ -29,19 +29,16 @@ comes from prefix sums instead of a row sum).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from _report import env_line, machine_line, pool_lines, table, thread_pools
+from _report import child_result, emit, env_line, machine_line, pool_lines, table, thread_pools
 
 SEED = 0
 D = 64
 METHODS = ("sorted", "rows", "stats sorted", "stats rows")
-RESULT_TAG = "@@benchmark-result "
 
 
 def make_data(m: int) -> tuple[Any, Any]:
@@ -89,12 +86,10 @@ def info_worker() -> dict:
 
 
 def run_child(args: Sequence[str], timeout: float) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
-    raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-2000:]}")
+    result, error = child_result(__file__, args, timeout)
+    if result is None:
+        raise RuntimeError(f"worker {list(args)}: {error}")
+    return result
 
 
 def largest_difference(a: dict, b: dict) -> float:
@@ -118,10 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         method, m, repeats = args.worker
-        print(RESULT_TAG + json.dumps(worker(method.replace("_", " "), int(m), int(repeats))))
+        emit(worker(method.replace("_", " "), int(m), int(repeats)))
         return 0
     if args.info:
-        print(RESULT_TAG + json.dumps(info_worker()))
+        emit(info_worker())
         return 0
 
     info = run_child(["--info"], args.timeout)

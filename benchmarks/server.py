@@ -68,18 +68,19 @@ checklist.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from _report import (
+    child_result,
+    emit,
     env_line,
     machine_line,
     mem_info,
@@ -119,7 +120,6 @@ ANALYSIS_LABELS = {
     "server": "server: start + watch until done",
 }
 
-RESULT_TAG = "@@benchmark-result "
 
 
 # --------------------------------------------------------------------------- worker side
@@ -413,19 +413,7 @@ def analysis_worker(address: str, model_path: Path, n: int, rounds: int, server_
 # The driver imports nothing heavy; the server and every measurement run in child processes.
 
 
-def run_child(args: Sequence[str], timeout: float) -> tuple[dict | None, str]:
-    """Run this script with ``args`` in a fresh interpreter; return (result, error)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :]), ""
-    reason = "killed (out of memory?)" if proc.returncode == -9 else f"rc={proc.returncode}"
-    return None, f"failed, {reason} (its stderr is above)"
+run_child = partial(child_result, __file__)
 
 
 def filesystem(path: Path) -> str:
@@ -633,20 +621,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.model_worker:
-        print(RESULT_TAG + json.dumps(model_worker(Path(args.model_worker))), flush=True)
+        emit(model_worker(Path(args.model_worker)))
         return 0
     if args.info_worker:
-        print(RESULT_TAG + json.dumps(info_worker(Path(args.info_worker))), flush=True)
+        emit(info_worker(Path(args.info_worker)))
         return 0
     if args.upload_worker:
         addr, folder, mb, rounds, pid = args.upload_worker
         res = upload_worker(addr, Path(folder), int(mb), int(rounds), int(pid))
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
     if args.analysis_worker:
         addr, model_path, n, rounds, pid = args.analysis_worker
         res = analysis_worker(addr, Path(model_path), int(n), int(rounds), int(pid))
-        print(RESULT_TAG + json.dumps(res), flush=True)
+        emit(res)
         return 0
 
     args.upload_mb = args.upload_mb or (QUICK_UPLOAD_MB if args.quick else DEFAULT_UPLOAD_MB)
