@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from layerscope.client import server_process
@@ -90,6 +91,26 @@ class ServerProcess(server_process.ServerProcess):
         if self.alive():
             with contextlib.suppress(AssertionError):
                 self.stop(timeout=20)
+
+
+def embedded_server_fixture(folder_name: str) -> Any:
+    """A module-scoped, autouse fixture: one embedded server (``Client.local``) in a fresh
+    data directory that ``LAYERSCOPE_DATA_DIR`` names, so every CLI command of the module
+    reuses it, as a person's commands would. Use as ``embedded_server =
+    embedded_server_fixture("cli-data")`` at module level."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+        data_dir = tmp_path_factory.mktemp(folder_name)
+        mp = pytest.MonkeyPatch()
+        mp.setenv("LAYERSCOPE_DATA_DIR", str(data_dir))
+        mp.delenv("LAYERSCOPE_SERVER", raising=False)
+        client = Client.local(data_dir)
+        yield client
+        client.close()
+        mp.undo()
+
+    return embedded_server
 
 
 def tmp_uploads(data_dir: Path) -> list[Path]:

@@ -9,22 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from server_fixtures import embedded_server_fixture
 
 from layerscope.client.cli import main
-from layerscope.client.client import Client
 
-
-@pytest.fixture(scope="module", autouse=True)
-def embedded_server(tmp_path_factory):
-    """One embedded server for the module: every command reuses it, as a person's would."""
-    data_dir = tmp_path_factory.mktemp("cli-data")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LAYERSCOPE_DATA_DIR", str(data_dir))
-    mp.delenv("LAYERSCOPE_SERVER", raising=False)
-    client = Client.local(data_dir)
-    yield client
-    client.close()
-    mp.undo()
+embedded_server = embedded_server_fixture("cli-data")
 
 
 def _brute_si(x: np.ndarray, labels: np.ndarray) -> float:

@@ -12,24 +12,15 @@ import re
 import models as M
 import numpy as np
 import pytest
+from server_fixtures import embedded_server_fixture
 
 from layerscope.client.cli import main
-from layerscope.client.client import Client
 
 CNN_AUTO = {"/relu1/Relu_output_0", "/relu2/Relu_output_0", "/pool/MaxPool_output_0",
             "/relu3/Relu_output_0", "logits"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def embedded_server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("cli-analyze-data")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LAYERSCOPE_DATA_DIR", str(data_dir))
-    mp.delenv("LAYERSCOPE_SERVER", raising=False)
-    client = Client.local(data_dir)
-    yield client
-    client.close()
-    mp.undo()
+embedded_server = embedded_server_fixture("cli-analyze-data")
 
 
 def run_cli(args, capsys):

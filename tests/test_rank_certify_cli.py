@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 import rank_helpers as H
+from server_fixtures import embedded_server_fixture
 
 from layerscope.client.cli import main
-from layerscope.client.client import Client
 from layerscope.server.metrics.guarantee import ClassificationReference
 
 pytestmark = pytest.mark.timeout(180)
@@ -20,16 +20,7 @@ INFO_COLS = [0, 1]
 NOISE_COLS = [2, 3, 4]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def embedded_server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("cli-rank-data")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LAYERSCOPE_DATA_DIR", str(data_dir))
-    mp.delenv("LAYERSCOPE_SERVER", raising=False)
-    client = Client.local(data_dir)
-    yield client
-    client.close()
-    mp.undo()
+embedded_server = embedded_server_fixture("cli-rank-data")
 
 
 @pytest.fixture(scope="module")
