@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from layerscope.server.metrics import knn
+from layerscope.server.metrics.knn import topk_exact
 
 SEARCHES = ("faiss", "blas")
 
@@ -392,3 +393,18 @@ def test_knn_does_not_modify_its_inputs() -> None:
     knn(base, 4, queries=q, return_distance=True)
     np.testing.assert_array_equal(base, base0)
     np.testing.assert_array_equal(q, q0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_topk_exact_orders_equal_distances_by_index(seed: int) -> None:
+    """Not only the set at the k-th value: inside the k best, equal distances also come in
+    index order (positions matter to the ordered indices)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(3, 200))
+        k = int(rng.integers(1, n + 1))
+        dist = rng.integers(0, 4, size=(4, n)).astype(np.float64)
+        vals, idx = topk_exact(np, dist, k)
+        want = np.lexsort((np.broadcast_to(np.arange(n), dist.shape), dist), axis=1)[:, :k]
+        np.testing.assert_array_equal(idx, want)
+        np.testing.assert_array_equal(vals, np.take_along_axis(dist, want, axis=1))

@@ -101,6 +101,7 @@ def topk_exact(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
             cols[tied] = xp.nonzero(take)[1].reshape(len(tied), k)
     else:
         cols = xp.broadcast_to(xp.arange(n, dtype=xp.int64), (r, n)).copy()
+    cols = xp.sort(cols, axis=1)  # index order, kept among equal distances by the stable sort
     vals = xp.take_along_axis(dist, cols, axis=1)
     order = argsort_stable(xp, vals, axis=1)
     return xp.take_along_axis(vals, order, axis=1), xp.take_along_axis(cols, order, axis=1)
