@@ -519,7 +519,7 @@ class _CandidateSearch:
                 lo, hi = 0, min(covered // POOL_GROWTH, nxt)
             else:
                 hi = lo + nxt
-        pr, pc = xp.nonzero(open_)
+        pc, pr = xp.nonzero(open_.T)  # by column: the pairs of a chunk share columns
         flat = xp.ascontiguousarray(cols.T).ravel()
         _settle(xp, flat, self.dist, chain, pr, pc, lo, best_d, best_i, self.budget)
         return best_i, first_open
@@ -573,7 +573,7 @@ def _dense_scan(xp: ModuleType, cols: Any, ids: Any, d: Any, best_d: Any, best_i
 
 def _extend(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool], pr: Any,
             pc: Any, best_d: Any, best_i: Any, budget: int) -> None:
-    """Settle the pairs (pr, pc) that ``chain`` left open, ``pr`` sorted.
+    """Settle the pairs (pr, pc) that ``chain`` left open.
 
     Only points within a pair's best distance (under the subset) can still beat it, so
     each point of ``pr`` gets one extension holding every point the chain left out up to
@@ -582,6 +582,8 @@ def _extend(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool
     early.
     """
     m = best_d.shape[0]
+    by_row = argsort_stable(xp, pr)  # by point, each point's pairs still by column
+    pr, pc = pr[by_row], pc[by_row]
     points = xp.unique(pr)
     # At least the best of each open pair of the point; in practice the largest best of
     # its row belongs to an open pair (a settled pair's best is below the bound the open
@@ -608,7 +610,8 @@ def _extend(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool
             pos = xp.sort(by_count[g0:g1])
             group = block[pos]
             ext = _Pool.within(xp, rows[pos], inside[pos], group, lim[pos], counts[g1 - 1])
-            mine = xp.isin(bpr, group)
+            mine = xp.nonzero(xp.isin(bpr, group))[0]
+            mine = mine[argsort_stable(xp, bpc[mine])]  # by column again
             _settle(xp, flat, dist, [*chain, ext], bpr[mine], bpc[mine], 0, best_d, best_i,
                     budget)
             g0 = g1
@@ -620,10 +623,11 @@ def _settle(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool
     (the earlier ones were scanned), then an extension (``_extend``).
 
     ``flat`` is the candidate columns one after the other (column k's value of point i at
-    ``k * m + i``); ``pr`` is sorted. Updates ``best_d``/``best_i`` in place; ties go to
-    the lower index.
+    ``k * m + i``); pairs sorted by column keep each chunk's gathers within few columns.
+    Updates ``best_d``/``best_i`` in place; ties go to the lower index.
     """
-    m = best_d.shape[0]
+    m, c = best_d.shape
+    best_d_flat, best_i_flat = best_d.reshape(-1), best_i.reshape(-1)  # views
     pool = chain[-1]
     while len(pr):
         if lo >= pool.size:  # the chain ran out
@@ -642,10 +646,13 @@ def _settle(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool
             diff *= diff
             cand = pool.d[q, lo:hi] + diff
             low = cand.min(axis=1)
-            low_i = xp.where(cand == low[:, None], ids, m).min(axis=1)
-            bd, bi = best_d[r, k], best_i[r, k]
+            # The lowest index among the minima, by arithmetic (a masked choice costs
+            # ten times as much): members above the minimum count m beyond any index.
+            low_i = (ids + (cand != low[:, None]) * m).min(axis=1)
+            at = r * c + k
+            bd, bi = best_d_flat[at], best_i_flat[at]
             upd = (low < bd) | ((low == bd) & (low_i < bi))
-            best_d[r, k] = xp.where(upd, low, bd)
-            best_i[r, k] = xp.where(upd, low_i, bi)
-        open_ = ~(best_d[pr, pc] < pool.bound(xp, pool.locate(xp, pr), hi))
+            best_d_flat[at] = xp.where(upd, low, bd)
+            best_i_flat[at] = xp.where(upd, low_i, bi)
+        open_ = ~(best_d_flat[pr * c + pc] < pool.bound(xp, pool.locate(xp, pr), hi))
         pr, pc, lo = pr[open_], pc[open_], hi
