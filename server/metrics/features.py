@@ -315,7 +315,8 @@ class _Pool:
         size = min(size, m - 1)
         n = m if rows is None else len(rows)
         parts = []
-        block = int(max(1, min(n, budget // (8 * m * 6))))
+        # Blocks of rows a few cache sizes large: no big temporaries to fault in.
+        block = int(max(1, min(n, budget // (8 * m * 6), 4 * _block_bytes(xp, budget) // (16 * m))))
         for s in range(0, n, block):
             points = xp.arange(s, min(s + block, n)) if rows is None else rows[s : s + block]
             sub = dist.rows(points)
@@ -589,7 +590,8 @@ def _extend(xp: ModuleType, flat: Any, dist: _SubsetDistances, chain: list[_Pool
     # its row belongs to an open pair (a settled pair's best is below the bound the open
     # ones are still above).
     limit = best_d[points].max(axis=1)
-    step = int(max(1, min(len(points), budget // (32 * m))))
+    # Blocks of points whose distance rows stay a few MB: no big temporaries to fault in.
+    step = int(max(1, min(len(points), budget // (32 * m), _block_bytes(xp, budget) // m)))
     for s in range(0, len(points), step):
         block, lim = points[s : s + step], limit[s : s + step]
         a = int(xp.searchsorted(pr, block[0], side="left"))
