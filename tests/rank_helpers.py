@@ -90,8 +90,9 @@ def informative_data(m: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 
 def sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
+    """Squared distances of samples of any shape (each flattened), float64."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
     return ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
 
 

@@ -9,20 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rank_helpers as H
 from server_fixtures import embedded_server_fixture
 
 from layerscope.client.cli import main
 
 embedded_server = embedded_server_fixture("cli-data")
-
-
-def _brute_si(x: np.ndarray, labels: np.ndarray) -> float:
-    """si by a full float64 distance matrix, ties to the lower index (independent of the engine)."""
-    x = x.astype(np.float64)
-    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    nn = np.argmin(d, axis=1)  # argmin returns the first (lowest index) minimum
-    return float(np.mean(labels[nn] == labels))
 
 
 @pytest.fixture
@@ -51,7 +43,7 @@ def test_json_output_uses_canonical_names_and_string_keys(cls_files, capsys):
     assert code == 0
     res = json.loads(out)
     assert res["task"] == "classification"
-    assert res["si"] == pytest.approx(_brute_si(x, y), abs=0)
+    assert res["si"] == pytest.approx(H.si(x, y), abs=0)
     assert set(res["high_order_si"]) == {"1", "5"}
     assert set(res["si_per_class"]) == {"-2", "5"}
     assert set(res["high_order_si_per_class"]["5"]) == {"-2", "5"}
@@ -170,7 +162,7 @@ def test_demo_trains_exports_and_analyses_digits(tmp_path, capsys):
     assert kinds[0] == "input" and "layer" in kinds
     assert all("cross" in la and "probe" in la for la in res["layers"])
     with np.load(out_dir / "digits-train.npz") as f:
-        expected = _brute_si(f["inputs"], f["labels"])
+        expected = H.si(f["inputs"], f["labels"])
     assert res["layers"][0]["si"] == pytest.approx(expected, abs=0)
     assert "stops improving" in out
 

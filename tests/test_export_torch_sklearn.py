@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import rank_helpers as H
 import torch
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -20,13 +21,6 @@ from layerscope.client.client import Client
 from layerscope.exporters import ParityError, export, framework_of
 from layerscope.exporters.base import MissingExtra, require
 from layerscope.server.graph import describe, load_model
-
-
-def brute_si(x: np.ndarray, y: np.ndarray) -> float:
-    x = x.reshape(len(x), -1).astype(np.float64)
-    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    return float(np.mean(y[np.argmin(d, axis=1)] == y))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +140,7 @@ def test_exported_models_are_analysed_through_a_real_server(torch_net, mlp, digi
             res = client.analyze_layers(stored, {stored.inputs[0].name: x}, labels=y)
             rows = res.layers
             assert rows[0]["kind"] == "input"
-            assert rows[0]["si"] == pytest.approx(brute_si(x, y), abs=0)
+            assert rows[0]["si"] == pytest.approx(H.si(x, y), abs=0)
             assert all(0.0 <= r["si"] <= 1.0 for r in rows if "si" in r)
             last_layer = [r for r in rows if r["kind"] != "input"][-1]
             assert last_layer["si"] > rows[0]["si"]  # a trained classifier separates better

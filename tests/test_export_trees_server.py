@@ -7,15 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rank_helpers as H
 from sklearn.datasets import load_digits
 
 from layerscope.client.client import Client
-
-
-def brute_si(x: np.ndarray, y: np.ndarray) -> float:
-    d = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    return float(np.mean(y[np.argmin(d, axis=1)] == y))
 
 
 @pytest.mark.parametrize("framework", ["xgboost", "lightgbm"])
@@ -34,7 +29,7 @@ def test_tree_models_are_analysed_through_a_real_server(framework: str, tmp_path
         assert "tree_outputs" in {la.name for la in stored.layers}
         res = client.analyze_layers(stored, {"input": x}, labels=y, layers="tree_outputs")
     rows = {r["name"]: r for r in res.layers}
-    assert rows["input"]["si"] == pytest.approx(brute_si(x, y), abs=0)
+    assert rows["input"]["si"] == pytest.approx(H.si(x, y), abs=0)
     assert rows["tree_outputs"]["dims"] == 10 * 10  # 10 rounds x 10 classes
     assert 0.0 <= rows["tree_outputs"]["si"] <= 1.0
     assert rows["probabilities"]["si"] > rows["input"]["si"]
