@@ -474,9 +474,9 @@ class _CandidateSearch:
         elif opened < DENSE_COST_RATIO * self.width / 2 and self.width > FIRST_STAGE:
             self.width //= 2
         # The pool holds enough members for the first scan and the next stages; a pool
-        # grown for a hard step shrinks again once it is much larger than that.
+        # grown for a hard step shrinks again once it is over twice that.
         target = max(min(POOL, self.max_size), min(self.width * 8, self.max_size))
-        if self.pool is not None and (target > self.pool.size or 4 * target < self.pool.size):
+        if self.pool is not None and (target > self.pool.size or 2 * target < self.pool.size):
             self.size = target
 
     def _nearest(self, cols: Any) -> tuple[Any, float]:
