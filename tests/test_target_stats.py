@@ -118,6 +118,16 @@ def test_distances_that_round_together_are_redone_by_rows(
     assert redone and all(n < len(y) for n in redone)  # only the unproven queries
 
 
+def test_queries_far_outside_the_targets_overflow_like_the_definition() -> None:
+    """A test target whose squared distance to the training targets overflows: Dmax and
+    Dmean are inf, as the definition's float64 arithmetic gives them."""
+    y = np.array([0.0, 1.0, 2.0, 5.0])
+    q = np.array([1.5, 1e200, -3.0])
+    got = target_stats(np, q[:, None], y[:, None], 0, self_mode=False, memory_budget_mb=64.0)
+    _compare(got, brute(q, y, 0, False), 0)
+    assert np.isinf(got.dmean[1]) and np.isfinite(got.dmean[0])
+
+
 def test_multi_column_targets_still_use_the_rows() -> None:
     rng = np.random.default_rng(1)
     y = rng.normal(size=(50, 2))

@@ -127,8 +127,10 @@ def _target_stats_1d(
     sv = yb[order]
     gaps = sv[1:] - sv[:-1]
     gaps = gaps[gaps > 0]
-    span = float(sv[-1] - sv[0]) if len(gaps) else 0.0
-    if len(gaps) and (float(gaps.min()) < _SAFE_LOW or span > _SAFE_HIGH):
+    # The widest difference, queries included (they may lie outside the targets' range).
+    ends = xp.concatenate([sv[[0, -1]], yq])
+    span = float(ends.max() - ends.min())
+    if (len(gaps) and float(gaps.min()) < _SAFE_LOW) or span > _SAFE_HIGH:
         # Squared differences would underflow or overflow (the row blocks' distances are
         # then 0 or inf where the sums below would not be): do it by rows.
         return _target_stats_rows(xp, yq[:, None], yb[:, None], r, self_mode=self_mode,
