@@ -40,6 +40,18 @@ def mem_info(key: str) -> int:
     return 0
 
 
+def proc_status(pid: int, key: str) -> int | None:
+    """A memory line of /proc/PID/status (VmHWM, VmRSS) in bytes (None when unknown)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def machine_line(available: bool = False) -> str:
     """``machine: CPU, N cores (M usable), RAM, OS``."""
     usable = len(os.sched_getaffinity(0))

@@ -86,6 +86,7 @@ from _report import (
     env_line,
     machine_line,
     pool_lines,
+    proc_status,
     table,
     thread_pools,
 )
@@ -504,18 +505,6 @@ def info_worker(d: int) -> dict:
 run_child = partial(child_result, __file__)
 
 
-def _status(pid: int, key: str) -> int | None:
-    """A memory line of /proc/PID/status (VmHWM, VmRSS) in bytes."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(f"{key}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def median(values: Sequence[float]) -> float | None:
     if not values:
         return None
@@ -860,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref_id = str(setup["reference"]["id"])
             grpc, grpc_err = run_child(["--grpc-worker", address, ref_id, str(server.pid),
                                         str(args.d), json.dumps(cfg)], args.timeout)
-            rss = _status(server.pid, "VmRSS")
+            rss = proc_status(server.pid, "VmRSS")
             if server.proc.poll() is not None:
                 grpc_err += f"; the server exited (rc={server.proc.returncode}):\n" \
                             f"{server.log_tail()}"

@@ -84,7 +84,7 @@ from _report import (
     env_line,
     machine_line,
     pool_lines,
-    text_row,
+    table,
     thread_pools,
 )
 
@@ -472,14 +472,6 @@ def measure(method: str, common: list[str], n: int, repeats: int, timeout: float
     return row
 
 
-def mem_total() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -493,17 +485,7 @@ def table_lines(rows: dict[str, Row], n: int, batch: int, markdown: bool) -> lis
         rate = None if not row.seconds else n / row.seconds
         body.append([LABELS[method], _fmt(row.seconds, ".3f"), _fmt(ratio, ".2f"),
                      _fmt(rate, ".0f"), _fmt(row.setup, ".3f"), row.note])
-    title = f"n={n}, batch size {batch}"
-    lines = [f"### {title}" if markdown else title]
-    if markdown:
-        lines += ["", "| " + " | ".join(head) + " |",
-                  "|" + "|".join(["---", "---:", "---:", "---:", "---:", "---"]) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        lines.append("")
-    else:
-        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        lines += [text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
-        lines += [text_row(r, widths) for r in body]
+    lines = table(f"n={n}, batch size {batch}", head, body, markdown)
     ours = rows.get("ours")
     if ours is not None and ours.detail:
         d = ours.detail

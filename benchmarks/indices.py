@@ -69,8 +69,9 @@ from _report import (
     emit,
     env_line,
     machine_line,
+    mem_info,
     pool_lines,
-    text_row,
+    table,
     thread_pools,
 )
 
@@ -315,17 +316,10 @@ def full_matrix_bytes(m: int) -> int:
     return m * m * (4 + 8)  # float32 distances + int64 argsort
 
 
-def mem_total() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def measure(method: str, m: int, d: int, repeats: int, timeout: float) -> Row:
     row = Row(method)
-    if method in ("full", "full1") and full_matrix_bytes(m) > FULL_MATRIX_RAM_SHARE * mem_total():
+    ram = mem_info("MemTotal")
+    if method in ("full", "full1") and full_matrix_bytes(m) > FULL_MATRIX_RAM_SHARE * ram:
         row.note = f"skipped (m x m needs {full_matrix_bytes(m) / GB:.1f} GB)"
         return row
     for i in range(repeats):
@@ -357,16 +351,7 @@ def table_lines(cr: ConfigResult, markdown: bool) -> list[str]:
         ratio = None if row.seconds is None or not faiss_t else row.seconds / faiss_t
         body.append([LABELS[method], _fmt(row.seconds, ".3f"), _fmt(ratio, ".2f"),
                      _fmt(row.peak_mb, ".0f"), _fmt(row.si, ".4f"), row.note])
-    lines = [f"### m={cr.m}, d={cr.d}" if markdown else f"m={cr.m}, d={cr.d}"]
-    if markdown:
-        lines += ["", "| " + " | ".join(head) + " |",
-                  "|" + "|".join(["---", "---:", "---:", "---:", "---:", "---"]) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        lines.append("")
-    else:
-        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-        lines += [text_row(head, widths), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
-        lines += [text_row(r, widths) for r in body]
+    lines = table(f"m={cr.m}, d={cr.d}", head, body, markdown)
     ours, full = cr.time("ours"), cr.time("full")
     if ours and full:
         lines.append(f"ours vs full matrix: {full / ours:.1f}x faster")

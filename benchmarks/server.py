@@ -85,6 +85,7 @@ from _report import (
     machine_line,
     mem_info,
     pool_lines,
+    proc_status,
     table,
     thread_pools,
 )
@@ -164,18 +165,6 @@ def _proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _status(pid: int, key: str) -> int | None:
-    """A memory line of /proc/PID/status (VmHWM, VmRSS) in bytes."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(f"{key}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def model_worker(folder: Path) -> dict:
@@ -660,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out = []
             ratio = overhead_ratio = None
             if "upload" in args.parts:
-                start_rss = _status(server.pid, "VmRSS")
+                start_rss = proc_status(server.pid, "VmRSS")
                 need = 4 * args.upload_mb * MB
                 if mem_info("MemAvailable") < need:
                     res, err = None, (f"skipped: needs about {need / GB:.1f} GB of available "
@@ -669,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     res, err = run_child(["--upload-worker", address, str(data_dir),
                                           str(args.upload_mb), str(repeats), str(server.pid)],
                                          args.timeout)
-                rss = (start_rss, _status(server.pid, "VmHWM"))
+                rss = (start_rss, proc_status(server.pid, "VmHWM"))
                 lines = upload_lines(res, err, args.upload_mb, repeats, rss, args.markdown)
                 out += lines
                 if not args.markdown:
