@@ -136,30 +136,32 @@ def _target_stats_1d(
         return _target_stats_rows(xp, yq[:, None], yb[:, None], r, self_mode=self_mode,
                                   memory_budget_mb=memory_budget_mb)
     dmax = xp.sqrt(xp.maximum(_sq(xp, yq, sv[0]), _sq(xp, yq, sv[-1])))
-    # Position of each query among the sorted targets: its own (self mode), or where it
-    # would be inserted before equal targets.
+    below = xp.searchsorted(sv, yq, side="left")  # sorted targets below each query
+    # The nearest other target is next to the query's own sorted position (self mode) or
+    # to where it would be inserted before equal targets.
     if self_mode:
         pos = xp.empty(m, dtype=xp.int64)
         pos[order] = xp.arange(m)
         left, right = pos - 1, pos + 1
     else:
-        pos = xp.searchsorted(sv, yq, side="left")
-        left, right = pos - 1, pos
+        left, right = below - 1, below
     near = xp.minimum(
         xp.where(left >= 0, _sq(xp, yq, sv[xp.clip(left, 0, m - 1)]), xp.inf),
         xp.where(right < m, _sq(xp, yq, sv[xp.clip(right, 0, m - 1)]), xp.inf),
     )
     dmin = xp.sqrt(near)
-    dmean = _mean_abs_difference(xp, yq, sv) / m
+    dmean = _mean_abs_difference(xp, yq, sv, below) / m
     nbr = nbr_dist = None
     if r:
-        nbr, nbr_dist = _neighbours_1d(xp, yq, yb, order, sv, r, self_mode, memory_budget_mb)
+        nbr, nbr_dist = _neighbours_1d(xp, yq, yb, order, sv, below, r, self_mode,
+                                       memory_budget_mb)
     return TargetStats(dmax, dmin, dmean, nbr, nbr_dist)
 
 
-def _mean_abs_difference(xp: ModuleType, yq: Any, sv: Any) -> Any:
-    """``sum_j |yq_i - sv_j|`` for sorted ``sv``, by prefix sums of the targets centred on
-    their median, in blocks (so rounding grows with about sqrt(m) terms, not m)."""
+def _mean_abs_difference(xp: ModuleType, yq: Any, sv: Any, k: Any) -> Any:
+    """``sum_j |yq_i - sv_j|`` for sorted ``sv`` (``k[i]`` of them below ``yq[i]``), by
+    prefix sums of the targets centred on their median, in blocks (so rounding grows with
+    about sqrt(m) terms, not m)."""
     m = len(sv)
     z = sv - sv[m // 2]
     zq = yq - sv[m // 2]
@@ -169,8 +171,7 @@ def _mean_abs_difference(xp: ModuleType, yq: Any, sv: Any) -> Any:
     within = xp.cumsum(blocks, axis=1)
     before = xp.concatenate([xp.zeros(1), xp.cumsum(blocks.sum(axis=1))[:-1]])
     prefix = xp.concatenate([xp.zeros(1), (within + before[:, None]).ravel()[:m]])
-    k = xp.searchsorted(sv, yq, side="left")  # targets below; equal ones add nothing
-    below = k * zq - prefix[k]
+    below = k * zq - prefix[k]  # equal targets add nothing
     above = (prefix[m] - prefix[k]) - (m - k) * zq
     return xp.maximum(below, 0.0) + xp.maximum(above, 0.0)
 
@@ -181,11 +182,13 @@ def _neighbours_1d(
     yb: Any,
     order: Any,
     sv: Any,
+    k: Any,
     r: int,
     self_mode: bool,
     memory_budget_mb: float,
 ) -> tuple[Any, Any]:
-    """The r nearest targets of each query (ties to the lower index), by sorting.
+    """The r nearest targets of each query (ties to the lower index), by sorting; ``k[i]``
+    sorted targets lie below ``yq[i]``.
 
     Candidates: the first r + 1 targets equal to the query, and the first r of each of the
     r nearest distinct values on either side (equal targets sit in index order, so any
@@ -200,7 +203,6 @@ def _neighbours_1d(
     groups = len(starts)
     ends = xp.concatenate([starts[1:], xp.asarray([m])])
     gid = xp.cumsum(new) - 1
-    k = xp.searchsorted(sv, yq, side="left")
     k_c = xp.clip(k, 0, m - 1)
     has_own = (k < m) & (sv[k_c] == yq)
     own = xp.where(has_own, gid[k_c], -1)
