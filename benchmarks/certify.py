@@ -405,8 +405,8 @@ def handler_worker(data_dir: Path, ref_id: str, d: int, cfg: dict) -> dict:
 
     import faiss  # noqa: F401 - the index imports it on first use; not timed
 
-    from layerscope.client.client import _tensor
-    from layerscope.client.stubs import analysis_pb2
+    from layerscope.protos.codec import tensor as _tensor
+    from layerscope.protos.stubs import analysis_pb2
     from layerscope.server.api.servicers import AnalysisService
     from layerscope.server.store import Store
 

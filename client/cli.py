@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..local import write_atomic
 from .client import Client, LayerscopeError
-from .files import write_atomic
 from .npz import DataFileError, load_npz, save_npz
 from .report import format_certify, format_layer_table, format_ranking, format_table
 

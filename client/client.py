@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -21,11 +20,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from .paths import default_data_dir
-from .progress import ProgressLine
-from .results import CertifyResult, IndicesResult, Job, LayerwiseResult, RankingResult
-from .server_process import ServerProcess
-from .stubs import (
+from ..local import default_data_dir, read_announcement
+from ..protos import codec
+from ..protos.options import IndexOptions, OptionError
+from ..protos.stubs import (
     analysis_pb2,
     analysis_pb2_grpc,
     common_pb2,
@@ -34,6 +32,9 @@ from .stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from .progress import ProgressLine
+from .results import CertifyResult, IndicesResult, Job, LayerwiseResult, RankingResult
+from .server_process import ServerProcess
 
 CHUNK = 1 << 20
 
@@ -70,13 +71,6 @@ def _views(arrays: list[np.ndarray]) -> Iterator[memoryview]:
             yield buf[s : s + CHUNK]
 
 
-def _le(a: Any) -> np.ndarray:
-    arr = np.ascontiguousarray(np.asarray(a))
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return arr
-
-
 def _chunks(arrays: list[np.ndarray]) -> Iterator[common_pb2.Chunk]:
     offset = 0
     for view in _views(arrays):
@@ -84,32 +78,17 @@ def _chunks(arrays: list[np.ndarray]) -> Iterator[common_pb2.Chunk]:
         offset += len(view)
 
 
-def _tensor(a: Any) -> common_pb2.Tensor:
-    arr = _le(a)
-    return common_pb2.Tensor(dtype=str(arr.dtype), shape=list(arr.shape), data=arr.tobytes())
-
-
 def _spec(name: str, a: np.ndarray) -> common_pb2.TensorSpec:
     return common_pb2.TensorSpec(name=name, dtype=str(a.dtype), shape=list(a.shape))
 
 
-def _index_options(**kw: Any) -> analysis_pb2.IndexOptions:
-    o = analysis_pb2.IndexOptions()
-    if kw.get("indices") is not None:
-        o.indices.extend([kw["indices"]] if isinstance(kw["indices"], str) else kw["indices"])
-    if kw.get("orders") is not None:
-        orders = kw["orders"]
-        o.orders.extend([orders] if isinstance(orders, int) else [int(r) for r in orders])
-    for name in ("gamma", "margin_cap", "max_features", "patience", "memory_budget_mb"):
-        if kw.get(name) is not None:
-            setattr(o, name, kw[name])
-    if kw.get("candidates") is not None:
-        o.candidates.extend(int(c) for c in kw["candidates"])
-    o.normalize = bool(kw.get("normalize", False))
-    o.criterion = kw.get("criterion") or ""
-    o.precision = kw.get("precision") or ""
-    o.per_sample = bool(kw.get("per_sample", False))
-    return o
+def _options(options: Mapping[str, Any]) -> Any:
+    """The IndexOptions message of keyword options, validated here as the server would
+    (a bad value raises LayerscopeError INVALID_ARGUMENT before anything is sent)."""
+    try:
+        return codec.options_message(IndexOptions.build(**options))
+    except OptionError as exc:
+        raise LayerscopeError("INVALID_ARGUMENT", str(exc)) from None
 
 
 class Client:
@@ -265,7 +244,7 @@ class Client:
             raise ValueError("input arrays may not be named 'labels' or 'targets'")
         named["labels" if labels is not None else "targets"] = (
             labels if labels is not None else targets)
-        arrays = {k: _le(v) for k, v in named.items()}
+        arrays = {k: codec.little_endian(v) for k, v in named.items()}
         order = list(arrays.values())
         sha, size = _sha256_of(_views(order))
         header = datasets_pb2.UploadDatasetHeader(
@@ -310,9 +289,9 @@ class Client:
         named = {"features": features, "labels": labels, "targets": targets,
                  "test_features": test_features, "test_labels": test_labels,
                  "test_targets": test_targets}
-        arrays = {k: _le(v) for k, v in named.items() if v is not None}
+        arrays = {k: codec.little_endian(v) for k, v in named.items() if v is not None}
         header = analysis_pb2.ComputeIndicesHeader(
-            options=_index_options(**options),
+            options=_options(options),
             tensors=[_spec(k, a) for k, a in arrays.items()])
         order = list(arrays.values())
 
@@ -342,7 +321,8 @@ class Client:
             model_id=_id(model), dataset_id=_id(train),
             test_dataset_id=_id(test) if test is not None else "",
             layers=[layers] if isinstance(layers, str) else list(layers), reduce=reduce,
-            options=_index_options(**options), probe=probe, batch_size=batch_size or 0,
+            options=_options(options), probe=probe,
+            batch_size=batch_size or 0,
         )
         if tolerance is not None:
             req.tolerance = tolerance
@@ -495,11 +475,11 @@ class Client:
             raise ValueError("give exactly one of features (at the reference's layer) or "
                              "inputs (raw model inputs)")
         if features is not None:
-            req.features.CopyFrom(_tensor(features))
+            req.features.CopyFrom(codec.tensor(features))
         else:
             named = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": inputs}
             for k, v in named.items():
-                req.inputs.tensors[k].CopyFrom(_tensor(v))
+                req.inputs.tensors[k].CopyFrom(codec.tensor(v))
         return req
 
     def certify(
@@ -586,11 +566,13 @@ def _is_id(value: str) -> bool:
 
 def _running_server(folder: Path) -> str | None:
     """The address of a live server holding ``folder``, if there is one."""
+    info = read_announcement(folder)
+    if info is None:
+        return None
+    address = info.address
     try:
-        info = json.loads((folder / "server.json").read_text())
-        pid, address = int(info["pid"]), str(info["address"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError):
+        os.kill(info.pid, 0)
+    except OSError:
         return None
     channel = grpc.insecure_channel(address)
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import write_atomic
+from ..local import write_atomic
 
 
 class DataFileError(ValueError):

@@ -13,38 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format
 
-from .stubs import analysis_pb2, common_pb2
-
-_ORDERED_PER_CLASS = ("high_order_si_per_class", "soft_order_si_per_class",
-                      "anti_si_per_class")
-STATES = {
-    common_pb2.JOB_STATE_QUEUED: "queued", common_pb2.JOB_STATE_RUNNING: "running",
-    common_pb2.JOB_STATE_SUCCEEDED: "succeeded", common_pb2.JOB_STATE_FAILED: "failed",
-    common_pb2.JOB_STATE_CANCELLED: "cancelled", common_pb2.JOB_STATE_INTERRUPTED: "interrupted",
-}
-
-
-def tensor_to_array(t: common_pb2.Tensor) -> np.ndarray:
-    """The NumPy array of a Tensor message (a copy, little-endian)."""
-    dtype = np.dtype(t.dtype).newbyteorder("<")
-    return np.frombuffer(t.data, dtype=dtype).reshape(tuple(t.shape)).copy()
-
-
-def index_set_dict(msg: common_pb2.IndexSet) -> dict[str, Any]:
-    """IndexSet message -> dict keyed by canonical names (``name_per_class`` ...)."""
-    d = json_format.MessageToDict(msg, preserving_proto_field_name=True,
-                                  always_print_fields_with_no_presence=False)
-    d.pop("per_sample", None)
-    if "n_samples" in d:
-        d["n_samples"] = int(d["n_samples"])
-    for key in _ORDERED_PER_CLASS:
-        if key in d:
-            d[key] = {r: v.get("by_label", {}) for r, v in d[key].items()}
-    for name, t in msg.per_sample.items():
-        d[f"{name}_per_sample"] = tensor_to_array(t)
-    return d
+from ..protos import codec
+from ..protos.stubs import analysis_pb2, common_pb2
 
 
 def _to_pandas(rows: list[dict[str, Any]]) -> Any:
@@ -77,22 +48,7 @@ class IndicesResult:
 
     @classmethod
     def from_proto(cls, msg: common_pb2.IndicesResult) -> IndicesResult:
-        d: dict[str, Any] = {"task": msg.task, "n_features": int(msg.n_features)}
-        d.update(index_set_dict(msg.train))
-        for key in ("single_feature_si", "single_feature_smi_linear", "single_feature_smi_exp"):
-            values = list(getattr(msg, key))
-            if values:
-                d[key] = values
-        if msg.HasField("feature_ranking"):
-            d["feature_ranking"] = json_format.MessageToDict(
-                msg.feature_ranking, preserving_proto_field_name=True)
-        if msg.classes:
-            d["classes"] = [int(c) for c in msg.classes]
-        if msg.HasField("cross"):
-            d["cross"] = index_set_dict(msg.cross)
-        d["options"] = json.loads(msg.options_json or "{}")
-        d["warnings"] = list(msg.warnings)
-        return cls(d)
+        return cls(codec.indices_result_dict(msg))
 
     def __getitem__(self, name: str) -> Any:
         return self.data[name]
@@ -132,28 +88,21 @@ class Job:
 
     @classmethod
     def from_proto(cls, msg: analysis_pb2.Job) -> Job:
-        result: Any = None
-        which = msg.WhichOneof("result")
+        which, d = codec.job_result_dict(msg)
+        result: Any = d
         if which == "layerwise":
-            result = LayerwiseResult.from_proto(msg.layerwise)
+            result = LayerwiseResult(d or {})
         elif which == "ranking":
-            result = RankingResult.from_proto(msg.ranking)
-        elif which == "reference":
-            result = reference_dict(msg.reference)
-        progress = json_format.MessageToDict(msg.progress, preserving_proto_field_name=True)
-        for key in ("done", "total"):  # int64 fields arrive as strings in JSON form
-            if key in progress:
-                progress[key] = int(progress[key])
+            result = RankingResult(d or {})
         return cls(
-            id=msg.id, kind=msg.kind, state=STATES.get(msg.state, "unspecified"),
-            progress=progress,
-            message=msg.message, created=msg.created, started=msg.started,
-            finished=msg.finished, result=result,
+            id=msg.id, kind=msg.kind, state=codec.state_name(msg.state),
+            progress=codec.progress_dict(msg.progress), message=msg.message,
+            created=msg.created, started=msg.started, finished=msg.finished, result=result,
         )
 
     @property
     def done(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled", "interrupted")
+        return self.state in codec.FINAL_STATES
 
 
 @dataclass
@@ -165,37 +114,7 @@ class LayerwiseResult:
 
     @classmethod
     def from_proto(cls, msg: analysis_pb2.LayerwiseResult) -> LayerwiseResult:
-        layers = []
-        for row in msg.layers:
-            la: dict[str, Any] = {
-                "name": row.name, "kind": row.kind, "op_type": row.op_type,
-                "shape": [int(s) for s in row.shape], "reduction": row.reduction,
-                "dims": int(row.dims),
-            }
-            values = index_set_dict(row.values)
-            values.pop("n_samples", None)
-            la.update(values)
-            if row.HasField("cross"):
-                cross = index_set_dict(row.cross)
-                cross.pop("n_samples", None)
-                la["cross"] = cross
-            if row.HasField("probe"):
-                la["probe"] = json_format.MessageToDict(row.probe,
-                                                        preserving_proto_field_name=True)
-            if row.notes:
-                la["notes"] = list(row.notes)
-            if row.error:
-                la["error"] = row.error
-            layers.append(la)
-        plateau = None
-        if msg.HasField("plateau"):
-            plateau = json_format.MessageToDict(msg.plateau, preserving_proto_field_name=True,
-                                                always_print_fields_with_no_presence=True)
-        return cls({
-            "model": json.loads(msg.model_json or "{}"), "task": msg.task, "layers": layers,
-            "plateau": plateau, "options": json.loads(msg.options_json or "{}"),
-            "warnings": list(msg.warnings),
-        })
+        return cls(codec.layerwise_dict(msg))
 
     @property
     def layers(self) -> list[dict[str, Any]]:
@@ -225,12 +144,7 @@ class LayerwiseResult:
         return plot_layers(self.data, path)
 
 
-def reference_dict(msg: analysis_pb2.ReferenceInfo) -> dict[str, Any]:
-    """A certification reference's description as a plain dict."""
-    return {"id": msg.id, "model_id": msg.model_id, "dataset_id": msg.dataset_id,
-            "layer": msg.layer, "layer_rule": msg.layer_rule, "reduction": msg.reduction,
-            "task": msg.task, "n_samples": int(msg.n_samples), "features": int(msg.features),
-            "summary": json.loads(msg.summary_json or "{}")}
+reference_dict = codec.reference_dict
 
 
 @dataclass
@@ -241,15 +155,7 @@ class RankingResult:
 
     @classmethod
     def from_proto(cls, msg: analysis_pb2.RankingResult) -> RankingResult:
-        models = []
-        for m in msg.models:
-            d = json_format.MessageToDict(m, preserving_proto_field_name=True,
-                                          always_print_fields_with_no_presence=True)
-            d["features"] = int(d["features"])
-            d["baselines"] = dict(m.baselines) or None
-            models.append(d)
-        return cls({"task": msg.task, "ranking": list(msg.ranking), "models": models,
-                    "options": json.loads(msg.options_json or "{}")})
+        return cls(codec.ranking_dict(msg))
 
     @property
     def ranking(self) -> list[str]:

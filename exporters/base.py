@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..client.files import write_atomic
+from ..local import write_atomic
 
 DEFAULT_TOLERANCE = 1e-4
 MAX_OPSET = 17  # supported by every converter used here and by onnxruntime >= 1.14

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from layerscope.client import server_process
 from layerscope.client.client import Client, LayerscopeError
-from layerscope.client.stubs import (
+from layerscope.protos.stubs import (
     analysis_pb2_grpc,
     common_pb2,
     datasets_pb2,

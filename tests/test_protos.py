@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUBS = ROOT / "client" / "stubs"
+STUBS = ROOT / "protos" / "stubs"
 
 
 def test_committed_stubs_equal_a_fresh_generation(tmp_path):

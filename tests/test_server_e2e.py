@@ -21,7 +21,7 @@ import server_fixtures as F
 from google.protobuf import json_format
 
 from layerscope.client.client import Client
-from layerscope.client.stubs import (
+from layerscope.protos.stubs import (
     analysis_pb2,
     common_pb2,
     datasets_pb2,

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from layerscope.client.client import Client
-from layerscope.client.stubs import analysis_pb2, datasets_pb2, models_pb2
+from layerscope.protos.stubs import analysis_pb2, datasets_pb2, models_pb2
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ...client.paths import default_data_dir
+from ...local import default_data_dir
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:

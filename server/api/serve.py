@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ...client.stubs import (
+from ...protos.stubs import (
     analysis_pb2,
     analysis_pb2_grpc,
     datasets_pb2,

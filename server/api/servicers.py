@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from ...client.stubs import (
+from ...protos import codec
+from ...protos.stubs import (
     analysis_pb2,
     analysis_pb2_grpc,
     common_pb2,
@@ -536,9 +537,9 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         which = request.WhichOneof("queries")
         preds = None
         if which == "features":
-            feats = convert.array(request.features, "features")
+            feats = codec.array(request.features, "features")
         elif which == "inputs":
-            inputs = {k: convert.array(t, f"inputs[{k}]") for k, t in
+            inputs = {k: codec.array(t, f"inputs[{k}]") for k, t in
                       request.inputs.tensors.items()}
             proto = load_model(self.store.model_bytes(row["model_id"]))
             try:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...client.files import write_atomic
-from ...client.paths import default_data_dir
+from ...local import announce, default_data_dir, read_announcement, withdraw
 from .blobs import BlobError, BlobStore, BlobWriter
 from .catalog import Catalog
 
@@ -30,10 +28,6 @@ class DataDirBusy(RuntimeError):
 
 class InvalidUpload(ValueError):
     """An upload whose header or bytes are not acceptable."""
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(value).encode()))
 
 
 def dataset_id(specs: list[dict[str, Any]], data_sha256: str) -> str:
@@ -125,8 +119,8 @@ class Store:
         except ImportError:
             pass
         except OSError:
-            info = self.server_info()
-            where = f" (pid {info.get('pid')}, {info.get('address')})" if info else ""
+            info = read_announcement(self.dir)
+            where = f" (pid {info.pid}, {info.address})" if info else ""
             self._lock_file.close()
             raise DataDirBusy(
                 f"data directory {self.dir} is in use by another layerscope server{where}; "
@@ -137,17 +131,11 @@ class Store:
         self.catalog = Catalog(self.dir / "catalog.sqlite3")
         self.interrupted_at_start = self.catalog.interrupt_active(INTERRUPTED)
 
-    def server_info(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads((self.dir / "server.json").read_text()))
-        except (OSError, ValueError):
-            return {}
-
     def announce(self, address: str) -> None:
-        write_json_atomic(self.dir / "server.json", {"pid": os.getpid(), "address": address})
+        announce(self.dir, address)
 
     def close(self) -> None:
-        (self.dir / "server.json").unlink(missing_ok=True)
+        withdraw(self.dir)
         self.catalog.close()
         self._lock_file.close()
 

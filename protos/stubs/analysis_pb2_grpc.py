@@ -6,7 +6,7 @@ import warnings
 from . import analysis_pb2 as layerscope_dot_v1_dot_analysis__pb2
 from . import common_pb2 as layerscope_dot_v1_dot_common__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
