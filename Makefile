@@ -33,7 +33,8 @@ typecheck: $(STAMP)
 	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/layerscope
 	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p layerscope.server.metrics -p layerscope.server.graph \
 		-p layerscope.server.runtime -p layerscope.server.analysis -p layerscope.server.store \
-		-p layerscope.server.api -p layerscope.client -p layerscope.exporters
+		-p layerscope.server.api -p layerscope.client -p layerscope.exporters \
+		-m layerscope.onnx_external
 
 test: lint typecheck
 	$(BIN)/pytest -q
