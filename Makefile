@@ -34,7 +34,8 @@ typecheck: $(STAMP)
 	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p layerscope.server.metrics -p layerscope.server.graph \
 		-p layerscope.server.runtime -p layerscope.server.analysis -p layerscope.server.store \
 		-p layerscope.server.api -p layerscope.client -p layerscope.exporters \
-		-p layerscope.protos.codec -p layerscope.protos.options -p layerscope.local
+		-p layerscope.protos.codec -p layerscope.protos.options -p layerscope.local \
+		-m layerscope.onnx_external
 
 test: lint typecheck
 	$(BIN)/pytest -q

@@ -194,7 +194,7 @@ class Client:
             with tempfile.TemporaryDirectory() as tmp:
                 report = export(model, sample_inputs, Path(tmp) / "model.onnx",
                                 **export_options)
-                data = Path(report.path).read_bytes()
+                data = _model_file_bytes(Path(report.path))
             return self.upload_model(data, name=name or f"{report.framework} model")
         if hasattr(model, "SerializeToString"):
             data = model.SerializeToString()
@@ -523,37 +523,26 @@ class Client:
 
 
 def _model_file_bytes(path: Path) -> bytes:
-    """The bytes of an ONNX file, with any external data next to it folded in.
+    """The bytes of an ONNX file, with any external data of its own folder folded in.
 
-    The server keeps models as single files; a model saved with external data is loaded
-    here (locations must stay inside the model's folder) and serialised whole.
+    The server keeps models as single files. External data may name only files inside the
+    model's real folder (no absolute path, no '..', no symlink leaving it), resolved
+    against that folder whatever the working directory; anything else raises
+    ExternalDataError (a ValueError) naming the tensor and the location.
     """
     data = path.read_bytes()
     import onnx  # noqa: PLC0415 - only to fold external data in
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data  # noqa: PLC0415
+
+    from ..onnx_external import external_refs, load_external_data, model_folder  # noqa: PLC0415
 
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
     except Exception:  # noqa: BLE001 - not parseable here: let the server say why
         return data
-    tensors = list(proto.graph.initializer) + [
-        a.t for n in proto.graph.node for a in n.attribute
-        if a.type == onnx.AttributeProto.TENSOR
-    ]
-    external = [t for t in tensors if uses_external_data(t)]
-    if not external:
+    if not external_refs(proto):
         return data
-    root = path.parent.resolve()
-    for t in external:
-        loc = (root / ExternalDataInfo(t).location).resolve()
-        if root not in loc.parents:
-            raise ValueError(
-                f"{path}: tensor {t.name!r} has external data at "
-                f"{ExternalDataInfo(t).location!r}, outside the model's folder; refused"
-            )
-    onnx.load_external_data_for_model(proto, str(root))
-    return proto.SerializeToString()
+    return load_external_data(proto, model_folder(path), str(path)).SerializeToString()
 
 
 def _id(value: Any) -> str:

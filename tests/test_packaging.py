@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = [
     "layerscope/__init__.py",
+    "layerscope/onnx_external.py",
     "layerscope/server/metrics/knn.py",
     "layerscope/server/metrics/engine.py",
     "layerscope/client/cli.py",

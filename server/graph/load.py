@@ -1,18 +1,31 @@
-"""Loading ONNX models safely: corrupt bytes and escaping external-data paths are refused.
+"""Loading ONNX models safely: corrupt bytes and external data that is not the model's own
+are refused, and onnxruntime is handed only bytes that name no file.
 
-External data is checked before a byte of it is read: every location must be a relative
-path that stays inside the model's folder, name an existing file, and fit its offset and
-length inside that file.
+Models given as bytes (every upload) may not refer to external data at all; a model file may
+refer only to files inside its own folder, checked before a byte is read
+(:mod:`layerscope.onnx_external` walks every tensor at every depth).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+from ...onnx_external import (
+    ExternalDataError,
+    external_refs,
+    load_external_data,
+    model_folder,
+    refuse_external_data,
+)
+from ...onnx_external import check_external_data as _check_files
+
+# onnxruntime reads session options from this metadata key when ORT_LOAD_CONFIG_FROM_MODEL
+# is set (profiling files included); the server chooses its own options.
+ORT_CONFIG_KEY = "ort_config"
 
 
 class ModelError(ValueError):
@@ -31,59 +44,38 @@ def _parse(data: bytes, origin: str) -> onnx.ModelProto:
         ) from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{origin}: parsed, but holds no graph; not an ONNX model")
+    # Fields this onnx does not know could not be checked: they never reach the runtime.
+    model.DiscardUnknownFields()
+    kept = [p for p in model.metadata_props if p.key != ORT_CONFIG_KEY]
+    if len(kept) != len(model.metadata_props):
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
     return model
 
 
-def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    tensors = [t for t in model.graph.initializer if uses_external_data(t)]
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and uses_external_data(attr.t):
-                tensors.append(attr.t)
-    return tensors
-
-
 def check_external_data(model: onnx.ModelProto, base_dir: Path | None, origin: str) -> None:
-    """Raise ModelError unless every external-data location is a safe, existing file."""
-    tensors = _external_tensors(model)
-    if not tensors:
-        return
-    if base_dir is None:
-        raise ModelError(
-            f"{origin}: the model keeps {len(tensors)} tensor(s) in external data files, "
-            "which need the model's folder; load it from a path, not from bytes"
-        )
-    root = base_dir.resolve()
-    for t in tensors:
-        info = ExternalDataInfo(t)
-        loc = info.location
-        if (
-            not loc
-            or PurePosixPath(loc).is_absolute()
-            or PureWindowsPath(loc).is_absolute()
-            or ".." in PurePosixPath(loc.replace("\\", "/")).parts
-        ):
-            raise ModelError(
-                f"{origin}: tensor {t.name!r} has external data at {loc!r}; locations must "
-                "be relative paths inside the model's folder (no absolute path, no '..')"
-            )
-        path = (root / loc).resolve()
-        if root not in path.parents and path != root:
-            raise ModelError(
-                f"{origin}: tensor {t.name!r} external data {loc!r} resolves outside the "
-                "model's folder"
-            )
-        if not path.is_file():
-            raise ModelError(f"{origin}: tensor {t.name!r} needs external data file {loc!r}, "
-                             "which does not exist next to the model")
-        size = path.stat().st_size
-        offset = int(info.offset or 0)
-        length = int(info.length) if info.length else size - offset
-        if offset < 0 or length < 0 or offset + length > size:
-            raise ModelError(
-                f"{origin}: tensor {t.name!r} external data {loc!r} asks for bytes "
-                f"{offset}..{offset + length} of a {size}-byte file (truncated?)"
-            )
+    """Raise ModelError unless every external-data reference of ``model`` (at any depth) may
+    be read: none at all without a folder (bytes), inside ``base_dir`` otherwise."""
+    try:
+        if base_dir is None:
+            refuse_external_data(model, origin)
+        else:
+            _check_files(model, base_dir, origin)
+    except ExternalDataError as exc:
+        raise ModelError(str(exc)) from None
+
+
+def session_bytes(model: onnx.ModelProto) -> bytes:
+    """Return ``model`` serialized for onnxruntime, once checked to name no file.
+
+    Every model the server runs passes here: a reference to external data left in it
+    would be resolved by onnxruntime itself (against the working directory).
+    """
+    check_external_data(model, None, "the model given to onnxruntime")
+    if any(p.key == ORT_CONFIG_KEY for p in model.metadata_props):
+        raise ModelError(f"the model given to onnxruntime carries {ORT_CONFIG_KEY!r} session "
+                         "options in its metadata; load it with load_model")
+    return model.SerializeToString()
 
 
 def load_model(
@@ -91,7 +83,9 @@ def load_model(
 ) -> onnx.ModelProto:
     """Return the ONNX model at a path (or in bytes), external data checked and loaded.
 
-    ``with_data=False`` leaves external tensors unloaded (enough to inspect the graph).
+    Bytes may not refer to external data. A path's external data must lie inside the
+    model's real folder (its real path's parent). ``with_data=False`` checks it but leaves
+    it unloaded (enough to inspect the graph).
     """
     if isinstance(source, (bytes, bytearray)):
         model = _parse(bytes(source), "model bytes")
@@ -102,7 +96,11 @@ def load_model(
     if not path.is_file():
         raise ModelError(f"{origin}: no such file")
     model = _parse(path.read_bytes(), origin)
-    check_external_data(model, path.parent, origin)
-    if with_data and _external_tensors(model):
-        onnx.load_external_data_for_model(model, str(path.parent))
+    folder = model_folder(path)
+    check_external_data(model, folder, origin)
+    if with_data and external_refs(model):
+        try:
+            load_external_data(model, folder, origin)
+        except ExternalDataError as exc:
+            raise ModelError(str(exc)) from None
     return model

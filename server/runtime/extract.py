@@ -20,6 +20,7 @@ import onnx
 
 from ..graph.expose import expose, mean_output
 from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo
+from ..graph.load import session_bytes
 from ..metrics.backend import get_backend
 from .reduce import (
     DEFAULT_PROJECTION,
@@ -216,7 +217,7 @@ def extract(
         if red.kind == "mean" and la.shape is not None and len(la.shape) >= 3
     }
     outputs = [mean_output(n) if n in means else n for n in names]
-    session = make_session(expose(model, names, means).SerializeToString(), device=dev)
+    session = make_session(session_bytes(expose(model, names, means)), device=dev)
     runner = _Runner(session, outputs, xp, dev)
     budget = int(memory_budget_mb * MIB)
     fixed = _fixed_batch(info)

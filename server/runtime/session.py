@@ -7,6 +7,10 @@ from typing import Any
 
 from ..metrics.backend import cuda_device_count, requested_device
 
+# Where onnxruntime looks for the external data of a model loaded from bytes (1.20+; older
+# versions ignore the key and use the working directory).
+EXTERNAL_DATA_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+
 
 def providers(device: str | None = None) -> list[str]:
     """Return the execution providers to ask for: CUDA first only when a device is there.
@@ -29,10 +33,16 @@ def providers(device: str | None = None) -> list[str]:
 
 
 def make_session(model: bytes, device: str | None = None, threads: int | None = None) -> Any:
-    """Return an onnxruntime InferenceSession for serialized ``model`` bytes."""
+    """Return an onnxruntime InferenceSession for serialized ``model`` bytes.
+
+    ``model`` must be self-contained (``graph.load.session_bytes``). Should a reference to
+    external data slip through anyway, onnxruntime resolves it against a folder that can
+    hold no file (the null device), not against the working directory.
+    """
     import onnxruntime as ort  # noqa: PLC0415
 
     opts = ort.SessionOptions()
+    opts.add_session_config_entry(EXTERNAL_DATA_FOLDER_KEY, os.devnull)
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
