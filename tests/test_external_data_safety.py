@@ -43,7 +43,7 @@ import server_fixtures as F
 from onnx import TensorProto, helper, numpy_helper
 
 from layerscope.client.cli import main
-from layerscope.client.stubs import models_pb2
+from layerscope.protos.stubs import models_pb2
 from layerscope.onnx_external import (
     ExternalDataError,
     check_external_data,
