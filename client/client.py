@@ -575,11 +575,18 @@ def _model_file_bytes(path: Path) -> bytes:
     """The bytes of an ONNX file, with any external data next to it folded in.
 
     The server keeps models as single files; a model saved with external data is loaded
-    here (locations must stay inside the model's folder) and serialised whole.
+    here (locations must stay inside the model's folder) and serialised whole. Without
+    onnx installed (the light client) the file's bytes go as they are.
     """
     data = path.read_bytes()
-    import onnx  # noqa: PLC0415 - only to fold external data in
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data  # noqa: PLC0415
+    try:
+        import onnx  # noqa: PLC0415 - only to fold external data in
+        from onnx.external_data_helper import (  # noqa: PLC0415
+            ExternalDataInfo,
+            uses_external_data,
+        )
+    except ImportError:  # the light client: the server says when a model lacks its data
+        return data
 
     proto = onnx.ModelProto()
     try:

@@ -253,3 +253,15 @@ def test_to_pandas_gives_one_row_per_set(client, data):
     assert list(frame["set"]) == ["train", "test"]
     assert frame["si"].iloc[0] == pytest.approx(H.si(x[:60], y[:60]), rel=1e-12)
     assert np.isfinite(frame["si"].iloc[1])
+
+
+# ---------------------------------------------------------------------------------------
+# The light client
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_model_file_uploads_without_onnx_installed(client, data, monkeypatch):
+    """The light install has no onnx: a model file goes as its bytes."""
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    model = client.upload_model(data["paths"]["info"])
+    assert model.id == _sha(data["info"]) and model.layers
