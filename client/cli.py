@@ -174,6 +174,8 @@ def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
 
 def run_layers(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the stored model's description (inputs, outputs, candidate layers)."""
+    if _is_id(args.model) and not Path(args.model).exists():
+        return client.get_model(args.model).to_dict()
     return client.upload_model(args.model).to_dict()
 
 

@@ -9,6 +9,7 @@ a subprocess; the commands that need a server reuse the module's embedded one.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import pytest
 import rank_helpers as H
 from server_fixtures import embedded_server_fixture
 
-from layerscope.client.cli import build_parser
+from layerscope.client.cli import build_parser, main
 
 LAYERSCOPE = str(Path(sys.executable).with_name("layerscope"))
 PROTO_NAMES = {"analysis.proto", "common.proto", "datasets.proto", "models.proto"}
@@ -134,6 +135,17 @@ def test_npy_where_npz_is_expected_exits_2(tmp_path):
 def test_directory_as_data_exits_2(tmp_path):
     line = _one_line_error(_run("indices", str(tmp_path)))
     assert f"{tmp_path}: is a directory; expected an .npz archive" in line
+
+
+def test_layers_takes_a_stored_models_id(embedded_server, capsys):
+    """An id is not a file: the stored model is described (its id is its sha256)."""
+    data = H.selection_mlp(6, [0, 1], n_classes=3, seed=9).SerializeToString()
+    stored = embedded_server.upload_model(data, name="stored-net")
+    assert main(["layers", stored.id, "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["id"] == hashlib.sha256(data).hexdigest()
+    assert described["name"] == "stored-net"
+    assert "act" in [la["name"] for la in described["layers"]]
 
 
 def test_unreadable_file_exits_2(tmp_path, train_npz):
