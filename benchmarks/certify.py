@@ -196,7 +196,7 @@ def setup_worker(address: str, n: int, d: int) -> dict:
         ds = client.upload_dataset({"x": x}, labels=labels, name="certify-benchmark")
         t_data = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ref = client.build_reference(stored, ds, layer=LAYER)
+        ref = client.build_reference(stored, ds, layer=LAYER).to_dict()
         t_ref = time.perf_counter() - t0
     finally:
         client.close()

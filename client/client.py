@@ -1,8 +1,8 @@
-"""The Python client: typed methods over the gRPC API, NumPy in, plain results out.
+"""The Python client: typed methods over the gRPC API, NumPy in, plain frozen results out.
 
     with Client.local() as c:                       # an embedded server on loopback
-        model = c.upload_model("model.onnx")
-        train = c.upload_dataset({"image": x}, labels=y)
+        model = c.upload_model("model.onnx")        # a Model
+        train = c.upload_dataset({"image": x}, labels=y)   # a Dataset
         result = c.analyze_layers(model, train, progress=True)
 
     with Client("host:50051", token="...") as c:   # a remote server
@@ -33,7 +33,16 @@ from ..protos.stubs import (
     models_pb2_grpc,
 )
 from .progress import ProgressLine
-from .results import CertifyResult, IndicesResult, Job, LayerwiseResult, RankingResult
+from .results import (
+    CertifyResult,
+    Dataset,
+    IndicesResult,
+    Job,
+    LayerwiseResult,
+    Model,
+    RankingResult,
+    Reference,
+)
 from .server_process import ServerProcess
 
 CHUNK = 1 << 20
@@ -82,11 +91,20 @@ def _spec(name: str, a: np.ndarray) -> common_pb2.TensorSpec:
     return common_pb2.TensorSpec(name=name, dtype=str(a.dtype), shape=list(a.shape))
 
 
-def _options(options: Mapping[str, Any]) -> Any:
-    """The IndexOptions message of keyword options, validated here as the server would
-    (a bad value raises LayerscopeError INVALID_ARGUMENT before anything is sent)."""
+def _options(options: IndexOptions | None, keywords: Mapping[str, Any]
+             ) -> analysis_pb2.IndexOptions:
+    """The IndexOptions message of ``options`` or of keyword options, validated here as the
+    server would (a bad value raises LayerscopeError INVALID_ARGUMENT before anything is
+    sent)."""
+    if options is not None:
+        if not isinstance(options, IndexOptions):
+            raise TypeError(f"options must be an IndexOptions; got {type(options).__name__}")
+        if keywords:
+            raise TypeError(f"give index options as options=IndexOptions(...) or as keywords, "
+                            f"not both (keywords given: {sorted(keywords)})")
+        return codec.options_message(options)
     try:
-        return codec.options_message(IndexOptions.build(**options))
+        return codec.options_message(IndexOptions.build(**keywords))
     except OptionError as exc:
         raise LayerscopeError("INVALID_ARGUMENT", str(exc)) from None
 
@@ -177,7 +195,7 @@ class Client:
 
     # models -----------------------------------------------------------------------------
     def upload_model(self, model: str | os.PathLike[str] | bytes | Any, name: str | None = None,
-                     sample_inputs: Any = None, **export_options: Any) -> models_pb2.Model:
+                     sample_inputs: Any = None, **export_options: Any) -> Model:
         """Upload ONNX bytes, a path to an .onnx file or an onnx.ModelProto; return the
         stored model with its candidate layers. The same bytes twice upload once.
 
@@ -214,18 +232,22 @@ class Client:
                     chunk=common_pb2.Chunk(offset=s, data=data[s : s + CHUNK]))
 
         try:
-            return self._call(self._models.UploadModel, requests()).model
+            return Model.from_proto(self._call(self._models.UploadModel, requests()).model)
         except LayerscopeError as exc:  # name the file the user gave, not "model bytes"
             raise LayerscopeError(exc.code, exc.details.replace("model bytes", origin)) from None
 
-    def get_model(self, model_id: str) -> models_pb2.Model:
-        return self._call(self._models.GetModel, models_pb2.GetModelRequest(id=model_id))
+    def get_model(self, model: str | Model) -> Model:
+        """The stored model (by id, or a Model to refresh) with its candidate layers."""
+        return Model.from_proto(self._call(self._models.GetModel,
+                                           models_pb2.GetModelRequest(id=_id(model))))
 
-    def models(self) -> list[models_pb2.Model]:
-        return list(self._call(self._models.ListModels, models_pb2.ListModelsRequest()).models)
+    def models(self) -> list[Model]:
+        """The stored models, newest first, without their layers."""
+        resp = self._call(self._models.ListModels, models_pb2.ListModelsRequest())
+        return [Model.from_proto(m) for m in resp.models]
 
-    def delete_model(self, model_id: str) -> None:
-        self._call(self._models.DeleteModel, models_pb2.DeleteModelRequest(id=model_id))
+    def delete_model(self, model: str | Model) -> None:
+        self._call(self._models.DeleteModel, models_pb2.DeleteModelRequest(id=_id(model)))
 
     # datasets ---------------------------------------------------------------------------
     def upload_dataset(
@@ -234,7 +256,7 @@ class Client:
         labels: Any = None,
         targets: Any = None,
         name: str | None = None,
-    ) -> datasets_pb2.Dataset:
+    ) -> Dataset:
         """Upload named input arrays (or one array, stored as ``inputs``) with ``labels``
         (classification) or ``targets`` (regression); return the stored dataset."""
         if (labels is None) == (targets is None):
@@ -256,17 +278,21 @@ class Client:
             for chunk in _chunks(order):
                 yield datasets_pb2.UploadDatasetRequest(chunk=chunk)
 
-        return self._call(self._datasets.UploadDataset, requests()).dataset
+        return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
 
-    def get_dataset(self, dataset_id: str) -> datasets_pb2.Dataset:
-        return self._call(self._datasets.GetDataset, datasets_pb2.GetDatasetRequest(id=dataset_id))
+    def get_dataset(self, dataset: str | Dataset) -> Dataset:
+        """The stored dataset (by id, or a Dataset to refresh)."""
+        return Dataset.from_proto(self._call(self._datasets.GetDataset,
+                                             datasets_pb2.GetDatasetRequest(id=_id(dataset))))
 
-    def datasets(self) -> list[datasets_pb2.Dataset]:
-        return list(self._call(self._datasets.ListDatasets,
-                               datasets_pb2.ListDatasetsRequest()).datasets)
+    def datasets(self) -> list[Dataset]:
+        """The stored datasets, newest first."""
+        resp = self._call(self._datasets.ListDatasets, datasets_pb2.ListDatasetsRequest())
+        return [Dataset.from_proto(d) for d in resp.datasets]
 
-    def delete_dataset(self, dataset_id: str) -> None:
-        self._call(self._datasets.DeleteDataset, datasets_pb2.DeleteDatasetRequest(id=dataset_id))
+    def delete_dataset(self, dataset: str | Dataset) -> None:
+        self._call(self._datasets.DeleteDataset,
+                   datasets_pb2.DeleteDatasetRequest(id=_id(dataset)))
 
     # indices ----------------------------------------------------------------------------
     def compute_indices(
@@ -278,20 +304,21 @@ class Client:
         test_features: Any = None,
         test_labels: Any = None,
         test_targets: Any = None,
-        **options: Any,
+        options: IndexOptions | None = None,
+        **keywords: Any,
     ) -> IndicesResult:
         """The engine's indices of ``features`` (see METRICS.md), computed by the server.
 
-        Options as ``compute_indices``: indices, orders, gamma, normalize, margin_cap,
-        max_features, patience, candidates, criterion, precision, memory_budget_mb,
-        per_sample.
+        Options as an :class:`IndexOptions` or as its keywords: indices, orders, gamma,
+        normalize, margin_cap, max_features, patience, candidates, criterion, precision,
+        memory_budget_mb, per_sample.
         """
         named = {"features": features, "labels": labels, "targets": targets,
                  "test_features": test_features, "test_labels": test_labels,
                  "test_targets": test_targets}
         arrays = {k: codec.little_endian(v) for k, v in named.items() if v is not None}
         header = analysis_pb2.ComputeIndicesHeader(
-            options=_options(options),
+            options=_options(options, keywords),
             tensors=[_spec(k, a) for k, a in arrays.items()])
         order = list(arrays.values())
 
@@ -305,23 +332,25 @@ class Client:
     # jobs -------------------------------------------------------------------------------
     def start_layer_analysis(
         self,
-        model: str | models_pb2.Model,
-        train: str | datasets_pb2.Dataset,
-        test: str | datasets_pb2.Dataset | None = None,
+        model: str | Model,
+        train: str | Dataset,
+        test: str | Dataset | None = None,
         *,
         layers: str | Iterable[str] = "auto",
         reduce: str = "auto",
         probe: bool = False,
         batch_size: int | None = None,
         tolerance: float | None = None,
-        **options: Any,
+        options: IndexOptions | None = None,
+        **keywords: Any,
     ) -> Job:
-        """Start a layer-wise analysis job on the server; return it at once."""
+        """Start a layer-wise analysis job on the server (a stored model and datasets, or
+        their ids); return it at once. Index options as in :meth:`compute_indices`."""
         req = analysis_pb2.StartLayerAnalysisRequest(
             model_id=_id(model), dataset_id=_id(train),
             test_dataset_id=_id(test) if test is not None else "",
             layers=[layers] if isinstance(layers, str) else list(layers), reduce=reduce,
-            options=_options(options), probe=probe,
+            options=_options(options, keywords), probe=probe,
             batch_size=batch_size or 0,
         )
         if tolerance is not None:
@@ -351,9 +380,9 @@ class Client:
 
     def analyze_layers(
         self,
-        model: str | os.PathLike[str] | bytes | models_pb2.Model,
-        train: Mapping[str, Any] | datasets_pb2.Dataset | str,
-        test: Mapping[str, Any] | datasets_pb2.Dataset | str | None = None,
+        model: str | os.PathLike[str] | bytes | Model,
+        train: Mapping[str, Any] | Dataset | str,
+        test: Mapping[str, Any] | Dataset | str | None = None,
         *,
         labels: Any = None,
         targets: Any = None,
@@ -396,18 +425,31 @@ class Client:
                                   last.message or f"job {last.id} {last.state}")
         return last.result
 
-    def _model(self, model: Any) -> models_pb2.Model:
-        if isinstance(model, models_pb2.Model):
+    def _model(self, model: Any) -> Model:
+        """A stored model of a Model, an id, or something to upload (path, bytes, proto)."""
+        if isinstance(model, Model):
             return model
+        if isinstance(model, models_pb2.Model):
+            return Model.from_proto(model)
         if isinstance(model, str) and _is_id(model):
             return self.get_model(model)
         return self.upload_model(model)
 
+    def _dataset(self, value: Any, labels: Any, targets: Any) -> Dataset:
+        """A stored dataset of a Dataset, an id, or input arrays to upload."""
+        if isinstance(value, Dataset):
+            return value
+        if isinstance(value, datasets_pb2.Dataset):
+            return Dataset.from_proto(value)
+        if isinstance(value, str):
+            return self.get_dataset(value)
+        return self.upload_dataset(value, labels=labels, targets=targets)
+
     # ranking and certification ------------------------------------------------------------
     def rank_models(
         self,
-        models: Iterable[Any],
-        data: Mapping[str, Any] | datasets_pb2.Dataset | str | Any,
+        models: Iterable[Any] | Mapping[str, Any],
+        data: Mapping[str, Any] | Dataset | str | Any,
         labels: Any = None,
         targets: Any = None,
         *,
@@ -420,32 +462,44 @@ class Client:
         batch_size: int | None = None,
         progress: bool = False,
     ) -> RankingResult:
-        """Rank models (paths, bytes, stored models or ids) for a target dataset (dict of
-        input arrays, one array, or a stored dataset); ``layers`` maps a model (as given)
-        to the tensor to use instead of the head rule."""
-        given = list(models)
+        """Rank models for a target dataset (dict of input arrays, one array, or a stored
+        dataset); the result names each model as it was given.
+
+        ``models`` are paths, bytes, stored models or ids (named by the path or id string,
+        a stored model's name, else the id), or a mapping from the names to use to such
+        models. ``layers`` maps a model (as given, by its name or its id) to the tensor to
+        use instead of the head rule.
+        """
+        if isinstance(models, Mapping):
+            given, names = list(models.values()), [str(k) for k in models]
+        else:
+            given, names = list(models), []
         stored = [self._model(m) for m in given]
+        names = names or _unique([_name_of(g, m) for g, m in zip(given, stored, strict=True)])
+        seen: dict[str, str] = {}
+        for name, m in zip(names, stored, strict=True):
+            if m.id in seen:
+                raise ValueError(f"{seen[m.id]} and {name} are the same model (sha256 "
+                                 f"{m.id[:12]}...); give each model once")
+            seen[m.id] = name
         ds = self._dataset(data, labels, targets)
         req = analysis_pb2.StartRankingRequest(
             model_ids=[m.id for m in stored], dataset_id=ds.id, reduce=reduce,
             baselines=baselines, batch_size=batch_size or 0)
-        for original, m in zip(given, stored, strict=True):
-            key = original if isinstance(original, (str, bytes)) else getattr(original, "id", "")
-            tensor = (layers or {}).get(key) or (layers or {}).get(str(key)) \
-                or (layers or {}).get(m.id)
-            if tensor:
-                req.layers[m.id] = tensor
-        for name, value in (("max_features", max_features), ("patience", patience),
-                            ("order", order)):
+        for key, tensor in (layers or {}).items():
+            req.layers[_which_model(key, given, stored, names)] = tensor
+        for option, value in (("max_features", max_features), ("patience", patience),
+                              ("order", order)):
             if value is not None:
-                setattr(req, name, value)
+                setattr(req, option, value)
         job = Job.from_proto(self._call(self._analysis.StartRanking, req))
-        return self.wait(job, progress)  # type: ignore[no-any-return]
+        result: RankingResult = self.wait(job, progress)
+        return result.named(seen)
 
     def build_reference(
         self,
         model: Any,
-        data: Mapping[str, Any] | datasets_pb2.Dataset | str | Any,
+        data: Mapping[str, Any] | Dataset | str | Any,
         labels: Any = None,
         targets: Any = None,
         *,
@@ -454,21 +508,23 @@ class Client:
         uncertainty: float = 0.0,
         batch_size: int | None = None,
         progress: bool = False,
-    ) -> dict[str, Any]:
-        """Build a certification reference from a model and a reference set; return its
-        description (``id`` for :meth:`certify`, the layer, the dataset-level guarantee)."""
+    ) -> Reference:
+        """Build a certification reference from a model and a reference set; return it
+        (pass it, or its ``id``, to :meth:`certify`): the layer, the dataset-level
+        guarantee."""
         stored = self._model(model)
         ds = self._dataset(data, labels, targets)
         req = analysis_pb2.BuildReferenceRequest(
             model_id=stored.id, dataset_id=ds.id, layer=layer or "", reduce=reduce,
             batch_size=batch_size or 0, uncertainty=uncertainty)
         job = Job.from_proto(self._call(self._analysis.BuildReference, req))
-        return self.wait(job, progress)  # type: ignore[no-any-return]
+        reference: Reference = self.wait(job, progress)
+        return reference
 
-    def _certify_request(self, reference: str | Mapping[str, Any], features: Any, inputs: Any,
+    def _certify_request(self, reference: str | Reference, features: Any, inputs: Any,
                          uncertainty: float, order: int, mode: str
                          ) -> analysis_pb2.CertifyRequest:
-        ref_id = reference if isinstance(reference, str) else str(reference["id"])
+        ref_id = str(reference["id"]) if isinstance(reference, Mapping) else _id(reference)
         req = analysis_pb2.CertifyRequest(reference_id=ref_id, uncertainty=uncertainty,
                                           order=order, mode=mode)
         if (features is None) == (inputs is None):
@@ -484,7 +540,7 @@ class Client:
 
     def certify(
         self,
-        reference: str | Mapping[str, Any],
+        reference: str | Reference,
         features: Any = None,
         *,
         inputs: Any = None,
@@ -498,7 +554,7 @@ class Client:
 
     def certify_stream(
         self,
-        reference: str | Mapping[str, Any],
+        reference: str | Reference,
         batches: Iterable[Any],
         *,
         uncertainty: float = 0.0,
@@ -514,13 +570,6 @@ class Client:
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
 
-    def _dataset(self, value: Any, labels: Any, targets: Any) -> datasets_pb2.Dataset:
-        if isinstance(value, datasets_pb2.Dataset):
-            return value
-        if isinstance(value, str):
-            return self.get_dataset(value)
-        return self.upload_dataset(value, labels=labels, targets=targets)
-
 
 def _model_file_bytes(path: Path) -> bytes:
     """The bytes of an ONNX file, with any external data of its own folder folded in.
@@ -528,10 +577,15 @@ def _model_file_bytes(path: Path) -> bytes:
     The server keeps models as single files. External data may name only files inside the
     model's real folder (no absolute path, no '..', no symlink leaving it), resolved
     against that folder whatever the working directory; anything else raises
-    ExternalDataError (a ValueError) naming the tensor and the location.
+    ExternalDataError (a ValueError) naming the tensor and the location. Without onnx
+    installed (the light client) the file's bytes go as they are, and the server refuses a
+    model that references external data.
     """
     data = path.read_bytes()
-    import onnx  # noqa: PLC0415 - only to fold external data in
+    try:
+        import onnx  # noqa: PLC0415 - only to fold external data in
+    except ImportError:
+        return data
 
     from ..onnx_external import external_refs, load_external_data, model_folder  # noqa: PLC0415
 
@@ -546,7 +600,47 @@ def _model_file_bytes(path: Path) -> bytes:
 
 
 def _id(value: Any) -> str:
+    """The id of a stored thing (a Model, Dataset, Reference or Job, or their message)."""
     return value if isinstance(value, str) else str(value.id)
+
+
+def _name_of(given: Any, stored: Model) -> str:
+    """The name a caller knows a model by: the path or id string given, a stored model's
+    name, else (bytes, an onnx.ModelProto) its id."""
+    if isinstance(given, (str, os.PathLike)):
+        return os.fspath(given)
+    if isinstance(given, (Model, models_pb2.Model)):
+        return given.name or given.id
+    return stored.id
+
+
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with each repeated name made distinct by its position (``name #2``)."""
+    counts = {n: names.count(n) for n in names}
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if counts[n] == 1 else f"{n} #{seen[n]}")
+    return out
+
+
+def _which_model(key: Any, given: list[Any], stored: list[Model], names: list[str]) -> str:
+    """The id of the model that ``key`` of ``layers`` names: the model as given, its name
+    or its id (ValueError naming the models when it is none of them)."""
+    for g, m, name in zip(given, stored, names, strict=True):
+        if key is g or (isinstance(key, (Model, models_pb2.Model)) and key.id == m.id):
+            return m.id
+        if isinstance(key, (str, os.PathLike)) and os.fspath(key) in (name, m.id, _text(g)):
+            return m.id
+        if isinstance(key, bytes) and isinstance(g, bytes) and key == g:
+            return m.id
+    shown = repr(key) if len(repr(key)) <= 80 else repr(key)[:77] + "..."
+    raise ValueError(f"layers: {shown} is none of the models given; name one of {names}")
+
+
+def _text(given: Any) -> str | None:
+    return os.fspath(given) if isinstance(given, (str, os.PathLike)) else None
 
 
 def _is_id(value: str) -> bool:

@@ -1,4 +1,5 @@
-"""Reading and writing the .npz files the CLI takes, safely: never a pickle."""
+"""The CLI's input files: checks that name the file and what was expected, and the .npz
+reader and writer (never a pickle)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,46 @@ class DataFileError(ValueError):
     """A data file that cannot be used, with a message naming the file and the problem."""
 
 
+EXPECTED = {
+    "npz": "an .npz archive of named arrays (np.savez(path, features=x, labels=y))",
+    "onnx": "an ONNX model file",
+    "source": "a model file or folder",
+}
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def check_input(path: str | os.PathLike[str], kind: str) -> Path:
+    """Return ``path`` when it is a readable input of ``kind`` (a key of EXPECTED); else
+    raise DataFileError, one line naming the file, the problem and what was expected."""
+    p = Path(path)
+    want = EXPECTED[kind]
+    if not p.exists():
+        raise DataFileError(f"{p}: no such file; expected {want}")
+    if p.is_dir():
+        if kind != "source":
+            raise DataFileError(f"{p}: is a directory; expected {want}")
+        if not os.access(p, os.R_OK | os.X_OK):
+            raise DataFileError(f"{p}: permission denied; expected {want}")
+        return p
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except PermissionError:
+        raise DataFileError(f"{p}: permission denied (not readable); expected {want}") from None
+    except OSError as exc:
+        raise DataFileError(f"{p}: cannot be read ({exc.strerror}); expected {want}") from None
+    if kind == "npz" and head == NPY_MAGIC:
+        raise DataFileError(f"{p}: is a .npy file (one unnamed array); expected {want}")
+    return p
+
+
 def load_npz(path: str | os.PathLike[str], required_any: tuple[str, ...] = ()) -> dict[str, Any]:
     """Return the arrays of an .npz file as a dict, refusing pickled (object) arrays.
 
     ``required_any`` lists groups written ``"a|b"``: at least one name of each group must
     be present.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataFileError(f"{p}: no such file")
+    p = check_input(path, "npz")
     try:
         with np.load(p, allow_pickle=False) as npz:
             names = list(npz.files)

@@ -1,4 +1,5 @@
-"""Human-readable reports of results: the index table and the layer table."""
+"""Human-readable reports of the CLI's results: a model's layers, the index table, the layer
+table, the ranking, certification and export reports."""
 
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ def format_ranking(out: dict[str, Any]) -> str:
     lines = [f"ranking for {out['task']} (index: {models[0]['index'] if models else '-'})",
              head, "-" * len(head)]
     for m in models:
-        name = str(m.get("path", m["model"]))[-28:]
+        name = str(m["model"])[-28:]
         row = (f"{m['rank']:>4}  {name:<28} {m['layer'][-24:]:<24} {m['features']:>6} "
                f"{m['all_features']:>7.4f} {m['selected']:>8.4f} {m['subset_size']:>5}")
         if has_base:
@@ -210,7 +211,7 @@ def format_ranking(out: dict[str, Any]) -> str:
                            for k in ("logme", "leep", "nce", "h_score"))
         lines.append(row)
     for m in models:
-        lines.append(f"  {str(m.get('path', m['model']))}: {m['layer_rule']}; "
+        lines.append(f"  {m['model']}: {m['layer_rule']}; "
                      f"reduction {m['reduction']}; {m['seconds']:.2f} s")
     return "\n".join(lines)
 
@@ -241,4 +242,34 @@ def format_certify(out: dict[str, Any]) -> str:
                          f"{r['neighbourhood_size']:>6} {r['mode']}")
     for w in out.get("warnings", []):
         lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def format_model(model: dict[str, Any], path: str) -> str:
+    """The ``layers`` report of a model dict (``Model.to_dict``): inputs, outputs and the
+    candidate layers, ``*`` marking those the auto rule picks."""
+    opsets = ", ".join(f"{k} {v}" for k, v in sorted(model["opsets"].items()))
+    lines = [f"{path}: IR {model['ir_version']}, opsets {opsets}"]
+    for title in ("inputs", "outputs"):
+        lines.append(f"{title}:")
+        lines.extend(f"  {t['name']}  {t['dtype']}  [{', '.join(t['shape'])}]"
+                     for t in model[title])
+    layers = model["layers"]
+    lines.append(f"candidate layers ({len(layers)}; * = auto):")
+    width = max([len(la["name"]) for la in layers] + [4])
+    for la in layers:
+        shape = f"[{', '.join(la['shape'])}]"
+        per = la["elements_per_sample"] or "?"
+        lines.append(f"  {'*' if la['auto'] else ' '} {la['position']:>4}  "
+                     f"{la['name']:<{width}}  {la['op_type']:<20} {shape:<24} {per}")
+    return "\n".join(lines)
+
+
+def format_export(out: dict[str, Any]) -> str:
+    """The export report: the file written and the parity per output."""
+    lines = [f"wrote {out['path']} ({out['framework']}, opset {out['opset']}, IR "
+             f"{out['ir_version']}); inputs {out['inputs']}, outputs {out['outputs']}"]
+    lines.extend(f"  parity {p['name']}: max abs {p['max_abs']:.3g}, max rel "
+                 f"{p['max_rel']:.3g} (tolerance {out['tolerance']:g})" for p in out["parity"])
+    lines.extend(f"  note: {n}" for n in out.get("notes", []))
     return "\n".join(lines)

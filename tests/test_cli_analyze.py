@@ -62,7 +62,7 @@ def test_layers_lists_every_candidate_and_stars_the_auto_ones(cnn, capsys):
 def test_layers_json_parses(cnn, capsys):
     code, out, _ = run_cli(["layers", cnn.path, "--json"], capsys)
     assert code == 0
-    d = json.loads(out)  # the Model message as JSON (int64 fields are strings)
+    d = json.loads(out)  # Model.to_dict(): the Model message's fields
     assert d["id"] == M.sha256(cnn.path)
     assert d["inputs"] == [{"name": "image", "dtype": "float32",
                             "shape": ["batch", "1", "8", "8"]}]

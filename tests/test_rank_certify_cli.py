@@ -3,7 +3,9 @@ for the module, as a person's shell would reuse it)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,10 @@ def files(tmp_path_factory) -> dict[str, Any]:
             "info": info}
 
 
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(args)
     out, err = capsys.readouterr()
@@ -61,8 +67,10 @@ def test_rank_json_puts_the_informative_model_first(files, capsys):
                            capsys)
     assert code == 0
     res = json.loads(out)
-    assert res["ranking_paths"] == [p["info"], p["noise"]]
-    rows = {m["path"]: m for m in res["models"]}
+    assert res["ranking"] == [p["info"], p["noise"]], "models are named by the paths given"
+    assert res["ranking_ids"] == [_sha256(p["info"]), _sha256(p["noise"])]
+    rows = {m["model"]: m for m in res["models"]}
+    assert rows[p["info"]]["model_id"] == _sha256(p["info"])
     hid = H.hidden_of(files["x"], INFO_COLS)
     assert rows[p["info"]]["rank"] == 1 and rows[p["noise"]]["rank"] == 2
     assert rows[p["info"]]["all_features"] == pytest.approx(H.si(hid, files["y"]), rel=1e-12)

@@ -52,7 +52,7 @@ def data() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def reference(client: Any, data: dict[str, Any]) -> dict[str, Any]:
+def reference(client: Any, data: dict[str, Any]) -> Any:
     return client.build_reference(data["info"], {"x": data["x"]}, labels=data["y"],
                                   uncertainty=0.1)
 
@@ -128,9 +128,9 @@ def test_start_ranking_passes_its_options(client, data):
 
 def test_build_reference_describes_the_head_layer_and_dataset_guarantee(reference, data):
     hid, y = H.hidden_of(data["x"], INFO_COLS), data["y"]
-    assert reference["layer"] == "act" and reference["task"] == "classification"
-    assert reference["n_samples"] == len(y) and reference["features"] == len(INFO_COLS)
-    s = reference["summary"]
+    assert reference.layer == "act" and reference.task == "classification"
+    assert reference.n_samples == len(y) and reference.features == len(INFO_COLS)
+    s = reference.summary
     d2 = H.self_sqdist(hid)
     same = y[:, None] == y[None, :]
     assert s["dw_max"] == pytest.approx(np.sqrt(np.where(same, d2, np.inf).min(axis=1)).max(),
@@ -175,7 +175,7 @@ def test_certify_raw_inputs_includes_the_models_own_prediction(client, reference
 def test_single_label_reference_sends_dn_and_radius_as_absent(client, data):
     x = data["x"][:10]
     ref = client.build_reference(data["info"], {"x": x}, labels=np.full(10, 2))
-    assert ref["summary"]["db_min"] is None
+    assert ref.summary["db_min"] is None
     got = client.certify(ref, H.hidden_of(data["xq"][:3], INFO_COLS), uncertainty=5.0)
     assert all(r["dn"] is None and r["certified_radius"] is None for r in got.results)
     assert [r["guarantee"] for r in got.results] == [1, 1, 1]
@@ -189,9 +189,9 @@ def test_regression_reference_certify_equals_in_process(client, mode):
     t = np.stack([x[:, 0] * 2.0, x[:, 1] - x[:, 0]], axis=1).astype(np.float64)
     model = H.selection_mlp(4, [0, 1, 2], n_classes=2, seed=3)
     ref = client.build_reference(model.SerializeToString(), {"x": x}, targets=t)
-    assert ref["task"] == "regression" and ref["layer"] == "act"
+    assert ref.task == "regression" and ref.layer == "act"
     hid = H.hidden_of(x, [0, 1, 2])
-    assert ref["summary"]["smi_linear"] == pytest.approx(H.smi_linear(hid, t), rel=1e-12)
+    assert ref.summary["smi_linear"] == pytest.approx(H.smi_linear(hid, t), rel=1e-12)
     q = H.hidden_of(rng.normal(size=(5, 4)), [0, 1, 2])
     got = client.certify(ref, q, uncertainty=0.25, mode=mode)
     want = RegressionReference(hid, t).certify(q, 0.25, mode=mode)
@@ -206,12 +206,12 @@ def test_reference_survives_a_server_restart(tmp_path, data):
     q = H.hidden_of(data["xq"], INFO_COLS)
     with F.ServerProcess(tmp_path / "data") as s, s.client() as c:
         ref = c.build_reference(data["info"], {"x": data["x"]}, labels=data["y"])
-        before = c.certify(ref["id"], q, uncertainty=0.2).results
-        before_raw = c.certify(ref["id"], inputs={"x": data["xq"]}, uncertainty=0.2).results
+        before = c.certify(ref.id, q, uncertainty=0.2).results
+        before_raw = c.certify(ref.id, inputs={"x": data["xq"]}, uncertainty=0.2).results
         assert s.stop() == 0
     with F.ServerProcess(tmp_path / "data") as s, s.client() as c:
-        assert c.certify(ref["id"], q, uncertainty=0.2).results == before
-        assert c.certify(ref["id"], inputs={"x": data["xq"]}, uncertainty=0.2).results \
+        assert c.certify(ref.id, q, uncertainty=0.2).results == before
+        assert c.certify(ref.id, inputs={"x": data["xq"]}, uncertainty=0.2).results \
             == before_raw
 
 

@@ -18,7 +18,6 @@ import grpc
 import numpy as np
 import pytest
 import server_fixtures as F
-from google.protobuf import json_format
 
 from layerscope.client.client import Client
 from layerscope.protos.stubs import (
@@ -167,7 +166,7 @@ def test_datasets_get_list(client: Client, stored: dict[str, Any], mlp: F.Classi
     assert train.size_bytes == mlp.x.nbytes + mlp.y.nbytes
     assert len(train.id) == 64
     got = client.get_dataset(train.id)
-    assert json_format.MessageToDict(got) == json_format.MessageToDict(train)
+    assert got == train
     ids = [d.id for d in client.datasets()]
     assert train.id in ids and stored["test"].id in ids
     model_ids = [m.id for m in client.models()]
