@@ -47,10 +47,11 @@ Methods:
 * ``bf_cert``: the same plus the nearest point of another label (``dn``): what a
   classification certificate needs, brute force.
 
-* ``handler``: the server's own Certify handler without gRPC
-  (``AnalysisService._certify`` on the stopped server's store, the reference loaded from
-  its blob as the server loads it, requests built outside the clock), in a fresh process:
-  the gRPC time minus this is transport, (de)serialisation and the client. Also timed:
+* ``handler``: the server's own Certify handler without gRPC (``References.certify``
+  with the servicer's decode and encode, on the stopped server's store, the reference
+  loaded from its blob as the server loads it, requests built outside the clock), in a
+  fresh process: the gRPC time minus this is transport, (de)serialisation and the client.
+  Also timed:
   the handler with the reference's answer ready (its own work outside certify).
 
 Tables: one query per call (``--single`` calls: median, p90, min in ms); a batch of 1 000
@@ -399,7 +400,8 @@ def inproc_worker(n: int, d: int, cfg: dict) -> dict:
 
 
 def handler_worker(data_dir: Path, ref_id: str, d: int, cfg: dict) -> dict:
-    """Time the server's Certify handler without gRPC: ``AnalysisService._certify`` on the
+    """Time the server's Certify handler without gRPC: ``References.certify`` (decoded and
+    encoded as the servicer does) on the
     stopped server's store (the reference loaded as the server loads it), in this process."""
     import gc
 
@@ -407,7 +409,8 @@ def handler_worker(data_dir: Path, ref_id: str, d: int, cfg: dict) -> dict:
 
     from layerscope.protos.codec import tensor as _tensor
     from layerscope.protos.stubs import analysis_pb2
-    from layerscope.server.api.servicers import AnalysisService
+    from layerscope.server.analysis.references import References
+    from layerscope.server.api import convert
     from layerscope.server.store import Store
 
     q = make_queries(d)
@@ -421,27 +424,31 @@ def handler_worker(data_dir: Path, ref_id: str, d: int, cfg: dict) -> dict:
 
     store = Store(data_dir)
     try:
-        svc = AnalysisService(store, None, None)  # type: ignore[arg-type]  # no jobs needed
+        refs = References(store)
+
+        def handle(req: Any) -> Any:
+            return convert.certify_response(refs.certify(convert.certify_request(req)))
+
         singles = [request(q[i % nq : i % nq + 1]) for i in range(cfg["single"])]
         whole = request(q)
         out: dict[str, Any] = {}
         t0 = time.perf_counter()
-        svc._certify(singles[0])
+        handle(singles[0])
         out["first_call_s"] = time.perf_counter() - t0
         for req in singles[:WARMUP]:
-            svc._certify(req)
-        svc._certify(whole)
+            handle(req)
+        handle(whole)
         gc.collect()
         single = []
         for req in singles:
             t0 = time.perf_counter()
-            svc._certify(req)
+            handle(req)
             single.append(time.perf_counter() - t0)
-        _, ref = svc._reference(ref_id)
+        _, ref = refs.load(ref_id)
         batch, inner = [], []
         for _ in range(cfg["batches"]):  # the handler, then the reference's certify alone
             t0 = time.perf_counter()
-            svc._certify(whole)
+            handle(whole)
             batch.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             ref.certify(q, UNCERTAINTY)
@@ -450,7 +457,7 @@ def handler_worker(data_dir: Path, ref_id: str, d: int, cfg: dict) -> dict:
 
         # The handler's own work: the same call with the reference's answer ready.
         answer = ref.certify(q, UNCERTAINTY)
-        row = svc._reference(ref_id)[0]
+        row = refs.load(ref_id)[0]
 
         class Ready:
             classes = ref.classes
@@ -459,11 +466,11 @@ def handler_worker(data_dir: Path, ref_id: str, d: int, cfg: dict) -> dict:
                 return answer
 
         ready = Ready()
-        svc._reference = lambda _id: (row, ready)  # type: ignore[method-assign]
+        refs.load = lambda _id: (row, ready)  # type: ignore[method-assign,assignment,return-value]
         own = []
         for _ in range(5):
             t0 = time.perf_counter()
-            svc._certify(whole)
+            handle(whole)
             own.append(time.perf_counter() - t0)
         out["handler_own_batch"] = own
         ms, bs = 1000 * sorted(single)[len(single) // 2], sorted(batch)[len(batch) // 2]

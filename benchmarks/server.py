@@ -33,7 +33,7 @@ between rounds; the best round of each method is kept):
 
 Below the table: the upload split into the client's sha256 and the rest, the serial lower
 bound (client sha256 + server sha256 + write + fsync + finite check, each measured alone;
-the finite check is the server's own ``_check_finite`` run in the client process on the
+the finite check is the server's own ``check_finite`` run in the client process on the
 file of the ``write`` method, page cache warm), the client's and the server's CPU during the
 best upload, and the server's resident memory before the uploads and at its peak (VmHWM).
 
@@ -233,7 +233,7 @@ def upload_worker(address: str, data_dir: Path, mb: int, rounds: int, server_pid
     import hashlib
 
     from layerscope.client.client import Client
-    from layerscope.server.api.servicers import _check_finite
+    from layerscope.server.analysis.uploads import check_finite
     from layerscope.server.store.store import split_tensors
 
     arrays = list(make_upload_data(mb))  # [x, labels]; cleared at the end (1 GB)
@@ -285,7 +285,7 @@ def upload_worker(address: str, data_dir: Path, mb: int, rounds: int, server_pid
                 times[method].append(seconds)
                 if method == "write":
                     t0 = time.perf_counter()
-                    _check_finite(split_tensors(target, specs))
+                    check_finite(split_tensors(target, specs))
                     times["finite"].append(time.perf_counter() - t0)
                     target.unlink()
                     print(f"  write round {r + 1}/{rounds}: {seconds:.3f} s "

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartRankingRequest(_message.Message):
-    __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size")
+    __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size", "options")
     class LayersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class StartRankingRequest(_message.Message):
     ORDER_FIELD_NUMBER: _ClassVar[int]
     BASELINES_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model_ids: _containers.RepeatedScalarFieldContainer[str]
     dataset_id: str
     layers: _containers.ScalarMap[str, str]
@@ -34,7 +35,8 @@ class StartRankingRequest(_message.Message):
     order: int
     baselines: bool
     batch_size: int
-    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., dataset_id: _Optional[str] = ..., layers: _Optional[_Mapping[str, str]] = ..., reduce: _Optional[str] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., order: _Optional[int] = ..., baselines: _Optional[bool] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    options: IndexOptions
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., dataset_id: _Optional[str] = ..., layers: _Optional[_Mapping[str, str]] = ..., reduce: _Optional[str] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., order: _Optional[int] = ..., baselines: _Optional[bool] = ..., batch_size: _Optional[int] = ..., options: _Optional[_Union[IndexOptions, _Mapping]] = ...) -> None: ...
 
 class ModelScore(_message.Message):
     __slots__ = ("model", "layer", "layer_rule", "reduction", "features", "index", "all_features", "selected", "subset_size", "selection_order", "selection_scores", "tie_breakers", "baselines", "seconds", "rank", "notes")
@@ -99,20 +101,22 @@ class RankingResult(_message.Message):
     def __init__(self, task: _Optional[str] = ..., ranking: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelScore, _Mapping]]] = ..., options_json: _Optional[str] = ...) -> None: ...
 
 class BuildReferenceRequest(_message.Message):
-    __slots__ = ("model_id", "dataset_id", "layer", "reduce", "batch_size", "uncertainty")
+    __slots__ = ("model_id", "dataset_id", "layer", "reduce", "batch_size", "uncertainty", "options")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     REDUCE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dataset_id: str
     layer: str
     reduce: str
     batch_size: int
     uncertainty: float
-    def __init__(self, model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., layer: _Optional[str] = ..., reduce: _Optional[str] = ..., batch_size: _Optional[int] = ..., uncertainty: _Optional[float] = ...) -> None: ...
+    options: IndexOptions
+    def __init__(self, model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., layer: _Optional[str] = ..., reduce: _Optional[str] = ..., batch_size: _Optional[int] = ..., uncertainty: _Optional[float] = ..., options: _Optional[_Union[IndexOptions, _Mapping]] = ...) -> None: ...
 
 class ReferenceInfo(_message.Message):
     __slots__ = ("id", "model_id", "dataset_id", "layer", "layer_rule", "reduction", "task", "n_samples", "features", "summary_json")

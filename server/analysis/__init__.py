@@ -1,5 +1,6 @@
-"""Pipelines that compose graph, runtime and metrics: layer-wise analysis (and, later,
-ranking and certification)."""
+"""Pipelines that compose graph, runtime and metrics (layer-wise analysis, ranking,
+certification references) and what the servicers call: typed requests, request admission,
+the options of each path, the jobs, references and uploads."""
 
 from .layerwise import LayerResult, LayerwiseResult, analyze_layers, plateau_position, ridge_probe
 

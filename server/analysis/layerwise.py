@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ...protos.options import DEFAULT_ORDERS, IndexOptions
 from ..graph.inspect import LayerInfo, ModelInfo, describe
 from ..graph.load import load_model
 from ..graph.select import select_layers
@@ -25,10 +26,10 @@ from ..metrics.backend import to_host
 from ..metrics.validation import as_orders
 from ..runtime.extract import LayerData, extract, model_feeds
 from ..runtime.reduce import Reduction
+from .data import EXTRACT_MEMORY_MB
+from .options import LAYER_ANALYSIS, check_options, with_options
+from .requests import DEFAULT_TOLERANCE
 
-DEFAULT_CLASSIFICATION = ("si", "high_order_si", "soft_order_si", "center_si")
-DEFAULT_ORDERS = (5,)
-DEFAULT_TOLERANCE = 0.01
 Progress = Callable[[str, int, int], None]
 
 
@@ -171,27 +172,27 @@ def analyze_layers(
     test_targets: Any = None,
     layers: str | Iterable[str] | None = "auto",
     reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
-    indices: Iterable[str] | None = None,
-    orders: Iterable[int] | None = None,
-    gamma: float = 1.0,
-    normalize: bool = False,
+    options: IndexOptions | None = None,
     probe: bool = False,
     probe_alpha: float = 1.0,
     include_inputs: bool = True,
     include_outputs: bool = True,
     batch_size: int | None = None,
-    memory_budget_mb: float = 1024.0,
+    extract_memory_mb: float = EXTRACT_MEMORY_MB,
     tolerance: float = DEFAULT_TOLERANCE,
     device: str | None = None,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    **option_kw: Any,
 ) -> LayerwiseResult:
     """Return the indices of every chosen layer of ``model`` on ``data`` (and ``test``).
 
     ``data`` / ``test`` map each model input name to an array (a single-input model may use
     ``inputs``); ``labels`` (classification) or ``targets`` (regression) go with them.
-    Defaults: ``si``, ``high_order_si`` and ``soft_order_si`` at order 5 and ``center_si``,
-    or the SmI family at order 5.
+    ``options`` (or the same as keywords: ``indices``, ``orders``, ``gamma``,
+    ``normalize``, ``precision``, ``memory_budget_mb``) are those of ``compute_indices``,
+    with its defaults; the others are refused. ``extract_memory_mb`` bounds one batch of
+    raw activations.
     """
     started = time.perf_counter()
     if (labels is None) == (targets is None):
@@ -199,10 +200,9 @@ def analyze_layers(
     task = "classification" if labels is not None else "regression"
     if test is not None and (test_labels if task == "classification" else test_targets) is None:
         raise ValueError(f"a test set needs its {'labels' if labels is not None else 'targets'}")
-    names = list(indices) if indices is not None else (
-        list(DEFAULT_CLASSIFICATION) if task == "classification" else None
-    )
-    check_index_options(task, names, gamma)
+    opts = with_options(options, option_kw)
+    check_options(LAYER_ANALYSIS, opts, task)
+    check_index_options(task, opts.indices, opts.gamma)
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0; got {tolerance!r}")
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
@@ -221,12 +221,12 @@ def analyze_layers(
     run_layers = chosen + [o for o in outputs if o.name not in chosen_names]
     feeds, n_train = model_feeds(info, data, "data")  # checked once, before the model runs
     test_feeds = model_feeds(info, test, "test")[0] if test is not None else None
-    if orders is not None:  # fail before the model runs, not once per layer
-        as_orders(orders, n_train, DEFAULT_ORDERS)
+    orders_t = as_orders(opts.orders, n_train, DEFAULT_ORDERS)  # before the model runs
+    engine = opts.engine_kwargs() | {"orders": orders_t}
     sets = [feeds] if test_feeds is None else [feeds, test_feeds]
     extracted = extract(
         proto, info, run_layers, sets, reduce=reduce, batch_size=batch_size,
-        memory_budget_mb=memory_budget_mb, device=device, progress=progress,
+        memory_budget_mb=extract_memory_mb, device=device, progress=progress,
         cancelled=cancelled,
     )
     rows: list[tuple[str, LayerData]] = []
@@ -244,8 +244,6 @@ def analyze_layers(
         rows.append(("output" if d.name in output_names and d.name not in chosen_names
                      else "layer", d))
 
-    orders_t = as_orders(orders, n_train, DEFAULT_ORDERS) if orders is not None \
-        else DEFAULT_ORDERS
     y = np.asarray(labels if task == "classification" else targets)
     yt = None if test is None else np.asarray(
         test_labels if task == "classification" else test_targets)
@@ -266,10 +264,7 @@ def analyze_layers(
             if test_x is not None:
                 kw["test_features"] = test_x
                 kw["test_labels" if task == "classification" else "test_targets"] = yt
-            res = compute_indices(
-                train_x, indices=names, orders=orders_t, gamma=gamma, normalize=normalize,
-                device=device, **kw,
-            )
+            res = compute_indices(train_x, device=device, **engine, **kw)
             full = res.to_dict(per_class=False)
             row.values = {k: v for k, v in full.items()
                           if k not in ("task", "n_features", "n_samples", "options", "warnings",
@@ -293,16 +288,21 @@ def analyze_layers(
         "index": key, "position": pos, "layer": results[pos].name, "value": series[pos],
         "tolerance": tolerance,
     }
-    options = {
+    applied: dict[str, Any] = {
         "layers": layers if isinstance(layers, str) or layers is None else list(layers),
-        "orders": list(orders_t), "normalize": normalize, "probe": probe,
-        "batch_size": batch_size, "memory_budget_mb": memory_budget_mb,
+        "orders": list(orders_t), "normalize": opts.normalize, "precision": opts.precision,
+        "memory_budget_mb": opts.memory_budget_mb, "probe": probe, "batch_size": batch_size,
+        "extract_memory_mb": extract_memory_mb,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if opts.indices is not None:
+        applied["indices"] = list(opts.indices)
+    if task == "regression":
+        applied["gamma"] = opts.gamma
     model_info = {
         "inputs": [t.to_dict() for t in info.inputs],
         "outputs": [t.to_dict() for t in info.outputs],
         "opsets": info.opsets, "ir_version": info.ir_version,
         "candidate_layers": len(info.layers),
     }
-    return LayerwiseResult(model_info, task, results, plateau, options, warnings)
+    return LayerwiseResult(model_info, task, results, plateau, applied, warnings)

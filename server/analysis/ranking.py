@@ -18,15 +18,18 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..graph.head import head_layer
+from ...protos.options import IndexOptions
+from ..graph.head import classifier_output, feature_layer
 from ..graph.inspect import LayerInfo, describe
 from ..graph.load import load_model
 from ..graph.select import LayerSelectionError
 from ..metrics import compute_indices
 from ..metrics.backend import to_host
-from ..metrics.transfer import transferability_scores
+from ..metrics.transfer import logme_regression, transferability_scores
 from ..runtime.extract import extract
 from ..runtime.reduce import Reduction
+from .data import EXTRACT_MEMORY_MB
+from .options import RANKING, check_options, ranking_indices, with_options
 
 Progress = Callable[[str, int, int], None]
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
@@ -95,21 +98,24 @@ def rank_models(
     names: Sequence[str] | None = None,
     layers: Mapping[str, str] | Sequence[str | None] | None = None,
     reduce: str | Reduction = "auto",
-    max_features: int | None = None,
-    patience: int | None = None,
     order: int = 5,
     baselines: bool = False,
     batch_size: int | None = None,
-    memory_budget_mb: float = 1024.0,
+    options: IndexOptions | None = None,
+    extract_memory_mb: float = EXTRACT_MEMORY_MB,
     device: str | None = None,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    **option_kw: Any,
 ) -> RankingResult:
     """Rank ``models`` by how well their features separate (or smooth) the target data.
 
     ``data`` maps input names to arrays (each model takes the arrays named like its
     inputs), or is one array given to every single-input model. ``layers`` overrides the
-    head rule per model (by name, or by position).
+    head rule per model (by name, or by position). ``options`` (or the same as keywords)
+    of the forward selection and the indices: ``max_features``, ``patience``,
+    ``candidates``, ``criterion`` (``smi_linear`` or ``smi_exp`` for regression),
+    ``gamma``, ``normalize``, ``precision``, ``memory_budget_mb``; the others are refused.
     """
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels (classification) or targets (regression)")
@@ -121,11 +127,12 @@ def rank_models(
     if len(names) != len(models):
         raise ValueError(f"{len(names)} names for {len(models)} models")
     arrays = dict(data) if isinstance(data, Mapping) else {"inputs": data}
-    criterion = "si" if task == "classification" else "smi_linear"
-    if task == "classification":
-        indices = ["si", "soft_order_si", "center_si", "feature_ranking"]
-    else:
-        indices = ["smi_linear", "soft_order_smi_linear", "feature_ranking"]
+    opts = with_options(options, option_kw)
+    indices = ranking_indices(task, opts)
+    check_options(RANKING, opts, task, indices)
+    criterion = indices[0]
+    engine = opts.engine_kwargs() | {"indices": list(indices), "orders": [order],
+                                     "criterion": criterion}
     rows: list[ModelScore] = []
     for j, (name, source) in enumerate(zip(names, models, strict=True)):
         if cancelled is not None and cancelled():
@@ -135,24 +142,14 @@ def rank_models(
         started = time.perf_counter()
         proto = source if isinstance(source, onnx.ModelProto) else load_model(source)
         info = describe(proto)
-        override = _override(layers, name, j)
-        if override:
-            layer_name, rule = override, "named by the user"
-            if info.layer(layer_name) is None:
-                reason = info.excluded.get(layer_name, "no such tensor in the model")
-                raise LayerSelectionError(f"model {name!r}: layer {layer_name!r}: {reason}")
-        else:
-            layer_name, rule = head_layer(proto, info)
-        layer = info.layer(layer_name)
-        if layer is None:
-            raise LayerSelectionError(
-                f"model {name!r}: the head's input {layer_name!r} is not a layer "
-                f"({info.excluded.get(layer_name, 'unknown')}); name one")
+        try:
+            layer, rule = feature_layer(proto, info, _override(layers, name, j))
+        except LayerSelectionError as exc:
+            raise LayerSelectionError(f"model {name!r}: {exc}") from None
         wanted: list[LayerInfo] = [layer]
         output = None
         if baselines and task == "classification":
-            output = next((la for la in info.layers if la.name in
-                           {t.name for t in info.outputs}), None)
+            output = classifier_output(info)
             if output is not None and output.name != layer.name:
                 wanted.append(output)
         reductions: dict[str, str | Reduction] = {layer.name: reduce}
@@ -164,12 +161,10 @@ def rank_models(
                 progress(f"{_n}:{stage}", done, total)
 
         got = extract(proto, info, wanted, [arrays], reduce=reductions, batch_size=batch_size,
-                      memory_budget_mb=memory_budget_mb, device=device, progress=report)
+                      memory_budget_mb=extract_memory_mb, device=device, progress=report)
         feats = to_host(got[0].train)
         target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
-        res = compute_indices(feats, **target, indices=indices, orders=[order],
-                              max_features=max_features, patience=patience,
-                              criterion=criterion, device=device)
+        res = compute_indices(feats, **target, device=device, **engine)
         fr = res.feature_ranking
         assert fr is not None
         if task == "classification":
@@ -192,8 +187,6 @@ def rank_models(
             if task == "classification":
                 row.baselines = transferability_scores(feats, y, probs)
             else:
-                from ..metrics.transfer import logme_regression  # noqa: PLC0415
-
                 row.baselines = {"logme": logme_regression(feats, y), "leep": None,
                                  "nce": None, "h_score": None}
         row.seconds = round(time.perf_counter() - started, 3)
@@ -204,10 +197,16 @@ def rank_models(
         -rows[i].selected, *(-v for v in rows[i].tie_breakers.values()), i))
     for rank, i in enumerate(order_key, start=1):
         rows[i].rank = rank
-    options = {"order": order, "max_features": max_features, "patience": patience,
-               "reduce": reduce.describe() if isinstance(reduce, Reduction) else reduce,
-               "baselines": baselines}
-    return RankingResult(task, rows, options)
+    applied: dict[str, Any] = {
+        "order": order, "max_features": opts.max_features, "patience": opts.patience,
+        "reduce": reduce.describe() if isinstance(reduce, Reduction) else reduce,
+        "baselines": baselines, "criterion": criterion, "normalize": opts.normalize,
+        "precision": opts.precision, "memory_budget_mb": opts.memory_budget_mb}
+    if opts.candidates is not None:
+        applied["candidates"] = list(opts.candidates)
+    if task == "regression":
+        applied["gamma"] = opts.gamma
+    return RankingResult(task, rows, applied)
 
 
 def _override(layers: Mapping[str, str] | Sequence[str | None] | None, name: str,

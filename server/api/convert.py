@@ -1,15 +1,28 @@
-"""Server rows -> messages: the catalog's models, datasets and jobs, and engine results.
+"""Messages <-> the server's types: requests decoded into the analysis' typed requests,
+catalog rows (models, datasets, jobs), engine results and certifications encoded.
 
-The result layouts themselves are the codec's (:mod:`layerscope.protos.codec`); this module
-only adapts the server's own types to it.
+The result layouts and the options are the codec's (:mod:`layerscope.protos.codec`); this
+module only adapts the server's own types to it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ...protos import codec
 from ...protos.stubs import analysis_pb2, common_pb2, datasets_pb2, models_pb2
+from ..analysis.references import Certified
+from ..analysis.requests import (
+    DEFAULT_TOLERANCE,
+    RANKING_MAX_FEATURES,
+    RANKING_ORDER,
+    CertifyRequest,
+    LayerAnalysisRequest,
+    RankingRequest,
+    ReferenceRequest,
+)
 from ..metrics.engine import IndexResult
 from ..store.catalog import JobRow
 
@@ -58,4 +71,79 @@ def dataset(row: dict[str, Any]) -> datasets_pb2.Dataset:
     )
     for s in row["specs"]:
         msg.tensors.add(name=s["name"], dtype=s["dtype"], shape=[int(d) for d in s["shape"]])
+    return msg
+
+
+# requests -> typed requests -------------------------------------------------------------
+def specs(tensors: Any) -> list[dict[str, Any]]:
+    """TensorSpec messages -> ``{"name", "dtype", "shape"}`` dicts."""
+    return [{"name": t.name, "dtype": t.dtype, "shape": [int(d) for d in t.shape]}
+            for t in tensors]
+
+
+def layer_analysis_request(msg: analysis_pb2.StartLayerAnalysisRequest) -> LayerAnalysisRequest:
+    return LayerAnalysisRequest(
+        model_id=msg.model_id, dataset_id=msg.dataset_id,
+        test_dataset_id=msg.test_dataset_id or None, layers=tuple(msg.layers) or ("auto",),
+        reduce=msg.reduce or "auto", probe=msg.probe, batch_size=msg.batch_size or None,
+        tolerance=msg.tolerance if msg.HasField("tolerance") else DEFAULT_TOLERANCE,
+        options=codec.options_from_message(msg.options))
+
+
+def ranking_request(msg: analysis_pb2.StartRankingRequest) -> RankingRequest:
+    """The request; ``max_features`` and ``patience`` may come in the request's own fields
+    or in its options (the same value where both are set)."""
+    options = codec.options_from_message(msg.options)
+    for name in ("max_features", "patience"):
+        if msg.HasField(name):
+            value = getattr(msg, name)
+            if name in options.explicit and getattr(options, name) != value:
+                raise ValueError(f"{name} is {value} but options.{name} is "
+                                 f"{getattr(options, name)}; set one of them")
+            options = options.with_(**{name: value})
+    if options.max_features is None:
+        options = options.with_(max_features=RANKING_MAX_FEATURES)
+    return RankingRequest(
+        model_ids=tuple(msg.model_ids), dataset_id=msg.dataset_id, layers=dict(msg.layers),
+        reduce=msg.reduce or "auto", order=msg.order if msg.HasField("order") else RANKING_ORDER,
+        baselines=msg.baselines, batch_size=msg.batch_size or None, options=options)
+
+
+def reference_request(msg: analysis_pb2.BuildReferenceRequest) -> ReferenceRequest:
+    return ReferenceRequest(
+        model_id=msg.model_id, dataset_id=msg.dataset_id, layer=msg.layer or None,
+        reduce=msg.reduce or "auto", batch_size=msg.batch_size or None,
+        uncertainty=msg.uncertainty, options=codec.options_from_message(msg.options))
+
+
+def certify_request(msg: analysis_pb2.CertifyRequest) -> CertifyRequest:
+    which = msg.WhichOneof("queries")
+    features = codec.array(msg.features, "features") if which == "features" else None
+    inputs = {k: codec.array(t, f"inputs[{k}]") for k, t in msg.inputs.tensors.items()} \
+        if which == "inputs" else None
+    return CertifyRequest(msg.reference_id, features, inputs, msg.uncertainty, msg.order,
+                          msg.mode or "conservative")
+
+
+def certify_response(res: Certified) -> analysis_pb2.CertifyResponse:
+    msg = analysis_pb2.CertifyResponse(warnings=res.warnings)
+    v = res.values
+    for i in range(len(v["dp"])):
+        if res.task == "classification":
+            q = msg.results.add(
+                nn_label=int(v["nn_label"][i]), dp=float(v["dp"][i]),
+                confidence=float(v["confidence"][i]), guarantee=int(v["guarantee"][i]),
+                nn_index=int(v["nn_index"][i]),
+            )
+            if np.isfinite(v["dn"][i]):
+                q.dn = float(v["dn"][i])
+                q.certified_radius = float(v["certified_radius"][i])
+            if res.predictions is not None:
+                q.prediction = int(res.predictions[i])
+        else:
+            msg.results.add(
+                error_bound=float(v["error_bound"][i]), mode=v["mode"],
+                neighbourhood_size=int(v["neighbourhood_size"][i]), dp=float(v["dp"][i]),
+                confidence=float(v["confidence"][i]), nn_index=int(v["nn_index"][i]),
+            )
     return msg

@@ -8,14 +8,18 @@ is the pooled feature vector of a CNN (the pooling output: the vector the head s
 the pre-pooling tensor to use it instead). For a model made only of fully connected
 layers the walk would reach the input itself: the input of the last layer (the
 penultimate features) is taken instead, and the reason says so.
+
+:func:`feature_layer` is the one place that applies "a named layer, or else the head rule";
+:func:`classifier_output` the one that says which output holds the class scores.
 """
 
 from __future__ import annotations
 
 import onnx
 
-from .inspect import ACTIVATIONS, AFFINE, PASS_THROUGH, ModelInfo
+from .inspect import ACTIVATIONS, AFFINE, PASS_THROUGH, LayerInfo, ModelInfo
 from .load import ModelError
+from .select import LayerSelectionError
 
 FC_OPS = frozenset({"Gemm", "MatMul"})
 BETWEEN = ACTIVATIONS | PASS_THROUGH | {"Softmax", "LogSoftmax", "Cast"}
@@ -77,3 +81,33 @@ def head_layer(model: onnx.ModelProto, info: ModelInfo) -> tuple[str, str]:
                       f"({fcs[0].op_type} {fcs[0].name!r}), the penultimate features")
     via = f"{fcs[-1].op_type} {fcs[-1].name!r}"
     return t, f"input of the fully connected head ({len(fcs)} layer(s), starting at {via})"
+
+
+def feature_layer(model: onnx.ModelProto, info: ModelInfo, name: str | None = None
+                  ) -> tuple[LayerInfo, str]:
+    """Return (layer, how it was chosen): the layer ``name`` (checked), or else the input
+    of the model's fully connected head (:class:`NoHead` when it has none)."""
+    if name:
+        found = info.layer(name)
+        if found is None:
+            reason = info.excluded.get(name, "no such tensor in the model")
+            raise LayerSelectionError(f"layer {name!r}: {reason}")
+        return found, "named by the user"
+    head, rule = head_layer(model, info)
+    found = info.layer(head)
+    if found is None:
+        reason = info.excluded.get(head, "unknown")
+        raise LayerSelectionError(f"the head's input {head!r} is not a layer ({reason}); "
+                                  "name one")
+    return found, rule
+
+
+def classifier_output(info: ModelInfo) -> LayerInfo | None:
+    """Return the model's first output that holds class scores: a layer of shape
+    (batch, classes) with at least two classes; None when there is none."""
+    outputs = {t.name for t in info.outputs}
+    for la in info.layers:
+        if la.name in outputs and la.shape is not None and len(la.shape) == 2 \
+                and isinstance(la.shape[1], int) and la.shape[1] >= 2:
+            return la
+    return None

@@ -16,41 +16,32 @@ from typing import Any
 
 import numpy as np
 
+from ...protos.options import (
+    CLASSIFICATION_INDICES,
+    DEFAULT_CLASSIFICATION,
+    DEFAULT_GAMMA,
+    DEFAULT_MARGIN_CAP,
+    DEFAULT_MEMORY_BUDGET_MB,
+    DEFAULT_ORDERS,
+    DEFAULT_REGRESSION,
+    ORDERED_SI,
+    ORDERED_SMI,
+    REGRESSION_INDICES,
+)
 from . import validation as v
 from .backend import get_backend, to_host
 from .features import Ranking, forward_selection, si_rows, single_feature_scores, smi_rows
 from .knn import knn
 from .separation import (
-    ORDERED_SI,
     center_si_per_sample,
     class_means,
     per_class_means,
     si_per_sample,
 )
-from .smoothness import ORDERED_SMI, pair_distance, smi_per_sample, target_stats
+from .smoothness import pair_distance, smi_per_sample, target_stats
 
-CLASSIFICATION_INDICES = (
-    "si",
-    *ORDERED_SI,
-    "center_si",
-    "margin_order",
-    "single_feature_si",
-    "feature_ranking",
-)
-REGRESSION_INDICES = (
-    "smi_linear",
-    "smi_exp",
-    *ORDERED_SMI,
-    "single_feature_smi_linear",
-    "single_feature_smi_exp",
-    "feature_ranking",
-)
-DEFAULT_CLASSIFICATION = ("si", *ORDERED_SI, "center_si")
-DEFAULT_REGRESSION = ("smi_linear", "smi_exp", *ORDERED_SMI)
+# The names and defaults are the contract's (protos/options.py), imported, never copied.
 ORDERED = frozenset(ORDERED_SI + ORDERED_SMI)
-DEFAULT_ORDERS = (1, 5)
-DEFAULT_MARGIN_CAP = 64
-DEFAULT_MEMORY_BUDGET_MB = 256.0
 _CROSS_CLASSIFICATION = frozenset(("si", *ORDERED_SI, "center_si"))
 _CROSS_REGRESSION = frozenset(("smi_linear", "smi_exp"))
 
@@ -148,7 +139,8 @@ def _names(indices: Iterable[str] | None, task: str) -> set[str]:
     return names
 
 
-def check_index_options(task: str, indices: Iterable[str] | None, gamma: float = 1.0) -> None:
+def check_index_options(task: str, indices: Iterable[str] | None,
+                        gamma: float = DEFAULT_GAMMA) -> None:
     """Raise ValueError for unknown index names or a bad gamma, before any work starts."""
     _names(indices, task)
     if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
@@ -172,7 +164,7 @@ def compute_indices(
     test_targets: Any = None,
     indices: Iterable[str] | None = None,
     orders: Iterable[int] | int | None = None,
-    gamma: float = 1.0,
+    gamma: float = DEFAULT_GAMMA,
     normalize: bool = False,
     margin_cap: int = DEFAULT_MARGIN_CAP,
     max_features: int | None = None,

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ...protos.options import ORDERED_SI
 from .knn import knn
-
-ORDERED_SI = ("high_order_si", "soft_order_si", "anti_si")
 
 
 def class_means(xp: ModuleType, x: Any, labels: Any, classes: Any) -> Any:

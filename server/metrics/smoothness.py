@@ -20,17 +20,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from ...protos.options import ORDERED_SMI
 from .backend import argsort_stable
 from .knn import MIB, exact_sqdist, sort_by_distance_then_index, topk_exact
-
-ORDERED_SMI = (
-    "high_order_smi_linear",
-    "high_order_smi_exp",
-    "soft_order_smi_linear",
-    "soft_order_smi_exp",
-    "anti_smi_linear",
-    "anti_smi_exp",
-)
 
 
 @dataclass

@@ -1,0 +1,188 @@
+"""Request admission: what is checked before a request is answered or its job queued.
+
+Models are loaded once per request and checked against their datasets (inputs, the named
+layer or the head rule); the path's own settings and its options (:mod:`.options`) are
+checked. A bad argument is a ``ValueError`` (INVALID_ARGUMENT), resources that exist but
+do not fit together a :class:`FailedPrecondition`. What is admitted is handed to the job
+whole, so the work does not load or check it again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import onnx
+
+from ...protos.options import DEFAULT_ORDERS, IndexOptions
+from ..graph import LayerSelectionError, ModelInfo, describe, load_model, select_layers
+from ..graph.head import NoHead, feature_layer
+from ..metrics import check_index_options
+from ..metrics.validation import as_orders
+from ..runtime.extract import InputError, model_feeds
+from ..runtime.reduce import parse_reduction
+from ..store import Store
+from . import data
+from .data import Labelled
+from .options import (
+    CERTIFICATION,
+    COMPUTE_INDICES,
+    LAYER_ANALYSIS,
+    RANKING,
+    check_options,
+    ranking_indices,
+)
+from .requests import LayerAnalysisRequest, RankingRequest, ReferenceRequest
+
+
+class FailedPrecondition(ValueError):
+    """A request whose resources exist but do not fit together."""
+
+
+# models ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadedModel:
+    """A stored model, loaded once for the whole request."""
+
+    id: str
+    proto: onnx.ModelProto
+    info: ModelInfo
+
+
+def loaded_model(store: Store, model_id: str) -> LoadedModel:
+    proto = load_model(store.model_bytes(model_id))  # NotFound for an unknown id
+    return LoadedModel(model_id, proto, describe(proto))
+
+
+def _fits(model: LoadedModel, dataset: Labelled, role: str, what: str = "") -> None:
+    try:
+        model_feeds(model.info, dataset.inputs, role)
+    except InputError as exc:
+        raise FailedPrecondition(f"{what}{exc}") from None
+
+
+def _feature_layer(model: LoadedModel, layer: str | None, what: str) -> None:
+    """The named layer exists, or the model has a head to take features from."""
+    try:
+        feature_layer(model.proto, model.info, layer)
+    except NoHead as exc:
+        raise FailedPrecondition(f"{what}: {exc}") from None
+    except LayerSelectionError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def _batch_size(value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"batch_size must be >= 1 (0 = automatic); got {value}")
+
+
+def _orders_fit(options: IndexOptions, n: int) -> None:
+    if options.orders is not None:
+        as_orders(options.orders, n, DEFAULT_ORDERS)
+
+
+# paths ----------------------------------------------------------------------------------
+def compute_indices(names: Iterable[str], options: IndexOptions) -> str | None:
+    """Check the tensor names and the options of a ComputeIndices call; return the task."""
+    known = {"features", "labels", "targets", "test_features", "test_labels", "test_targets"}
+    names = set(names)
+    if names - known or "features" not in names:
+        raise ValueError(f"ComputeIndices tensors must be named among {sorted(known)} with "
+                         f"'features' present; got {sorted(names)}")
+    if ("labels" in names) == ("targets" in names):
+        return None  # both or neither: the engine names the problem
+    task = "classification" if "labels" in names else "regression"
+    check_options(COMPUTE_INDICES, options, task)
+    return task
+
+
+@dataclass(frozen=True)
+class LayerAnalysis:
+    request: LayerAnalysisRequest
+    model: LoadedModel
+    train: Labelled
+    test: Labelled | None
+
+
+def layer_analysis(store: Store, req: LayerAnalysisRequest) -> LayerAnalysis:
+    """The model and datasets of a layer analysis, checked to fit together."""
+    model = loaded_model(store, req.model_id)
+    train = data.load(store, req.dataset_id)
+    test = data.load(store, req.test_dataset_id) if req.test_dataset_id else None
+    try:
+        select_layers(model.info, list(req.layers))
+    except LayerSelectionError as exc:
+        raise ValueError(f"layers: {exc}") from None
+    _fits(model, train, "dataset")
+    if test is not None:
+        _fits(model, test, "test dataset")
+        if test.task != train.task:
+            raise FailedPrecondition("the dataset and the test dataset are of different tasks")
+    _batch_size(req.batch_size)
+    if not req.tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0; got {req.tolerance}")
+    parse_reduction(req.reduce)
+    check_options(LAYER_ANALYSIS, req.options, train.task)
+    _orders_fit(req.options, len(train.y))
+    check_index_options(train.task, req.options.indices, req.options.gamma)
+    return LayerAnalysis(req, model, train, test)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    request: RankingRequest
+    models: list[LoadedModel]
+    data: Labelled
+
+
+def ranking(store: Store, req: RankingRequest) -> Ranking:
+    """The models and dataset of a ranking, each model checked against the dataset."""
+    if not req.model_ids:
+        raise ValueError("model_ids is empty; name at least one model")
+    dataset = data.load(store, req.dataset_id)
+    models = []
+    for mid in req.model_ids:
+        model = loaded_model(store, mid)
+        _feature_layer(model, req.layers.get(mid), f"model {mid}")
+        _fits(model, dataset, "dataset", f"model {mid}: ")
+        models.append(model)
+    unknown = set(req.layers) - set(req.model_ids)
+    if unknown:
+        raise ValueError(f"layers names model(s) not in model_ids: {sorted(unknown)}")
+    parse_reduction(req.reduce)
+    if req.order < 1:
+        raise ValueError(f"order must be >= 1; got {req.order}")
+    _batch_size(req.batch_size)
+    check_options(RANKING, req.options, dataset.task, ranking_indices(dataset.task,
+                                                                      req.options))
+    return Ranking(req, models, dataset)
+
+
+@dataclass(frozen=True)
+class Reference:
+    request: ReferenceRequest
+    model: LoadedModel
+    data: Labelled
+
+
+def reference(store: Store, req: ReferenceRequest) -> Reference:
+    """The model and reference set of a reference, checked to fit together."""
+    dataset = data.load(store, req.dataset_id)
+    model = loaded_model(store, req.model_id)
+    _feature_layer(model, req.layer, "model")
+    _fits(model, dataset, "dataset", "model: ")
+    parse_reduction(req.reduce)
+    _batch_size(req.batch_size)
+    if not (math.isfinite(req.uncertainty) and req.uncertainty >= 0):
+        raise ValueError(f"uncertainty must be a finite number >= 0; got {req.uncertainty}")
+    check_options(CERTIFICATION, req.options, dataset.task, ())
+    if req.options.orders is not None:
+        if dataset.task != "classification":
+            raise ValueError(f"option 'orders' has no effect on this {CERTIFICATION} request: "
+                             "a regression reference has no confidence order")
+        if len(req.options.orders) != 1:
+            raise ValueError(f"option 'orders': {CERTIFICATION} takes one order (the "
+                             f"confidence index's); got {list(req.options.orders)}")
+        _orders_fit(req.options, len(dataset.y))
+    return Reference(req, model, dataset)

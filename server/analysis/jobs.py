@@ -1,0 +1,90 @@
+"""The analysis jobs: each request admitted at once, its work queued on the job manager.
+
+One work function per job kind takes the admitted request (the models loaded, the datasets
+split) with the manager's ``progress`` and ``cancelled``; the first stage of each is
+``loading``, then the analyses' own (``extract:train``, ``extract:test``, ``indices``,
+``models``, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..store import JobRow, Store
+from ..store.jobs import JobManager
+from . import admission
+from .data import EXTRACT_MEMORY_MB
+from .layerwise import analyze_layers
+from .ranking import rank_models
+from .requests import LayerAnalysisRequest, RankingRequest, ReferenceRequest
+
+if TYPE_CHECKING:
+    from .references import References
+
+ProgressFn = Callable[[str, int, int], None]
+CancelledFn = Callable[[], bool]
+LOADING = "loading"
+
+
+def run_layer_analysis(job: admission.LayerAnalysis, progress: ProgressFn,
+                       cancelled: CancelledFn, *, device: str | None = None,
+                       extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
+    """The layer table of an admitted layer analysis, as a dict."""
+    progress(LOADING, 0, 1)
+    req, train, test = job.request, job.train, job.test
+    kw: dict[str, Any] = train.target()
+    if test is not None:
+        kw |= {"test": test.inputs, **test.target("test_")}
+    result = analyze_layers(
+        job.model.proto, train.inputs, layers=list(req.layers), reduce=req.reduce,
+        options=req.options, probe=req.probe, batch_size=req.batch_size,
+        tolerance=req.tolerance, extract_memory_mb=extract_memory_mb, device=device,
+        progress=progress, cancelled=cancelled, **kw,
+    )
+    return result.to_dict()
+
+
+def run_ranking(job: admission.Ranking, progress: ProgressFn, cancelled: CancelledFn, *,
+                device: str | None = None,
+                extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
+    """The ranking of an admitted request's models, as a dict."""
+    progress(LOADING, 0, 1)
+    req = job.request
+    result = rank_models(
+        [m.proto for m in job.models], job.data.inputs, **job.data.target(),
+        names=list(req.model_ids), layers=dict(req.layers), reduce=req.reduce,
+        order=req.order, baselines=req.baselines, batch_size=req.batch_size,
+        options=req.options, extract_memory_mb=extract_memory_mb, device=device,
+        progress=progress, cancelled=cancelled,
+    )
+    return result.to_dict()
+
+
+class Jobs:
+    """Starts the analysis jobs of one store: admission errors reach the caller at once."""
+
+    def __init__(self, store: Store, manager: JobManager, references: References,
+                 device: str | None = None,
+                 extract_memory_mb: float = EXTRACT_MEMORY_MB) -> None:
+        self.store, self.manager, self.references = store, manager, references
+        self.device, self.extract_memory_mb = device, extract_memory_mb
+
+    def layer_analysis(self, req: LayerAnalysisRequest) -> JobRow:
+        job = admission.layer_analysis(self.store, req)
+        work = functools.partial(run_layer_analysis, job, device=self.device,
+                                 extract_memory_mb=self.extract_memory_mb)
+        return self.manager.submit("layer_analysis", req.to_json(), work)
+
+    def ranking(self, req: RankingRequest) -> JobRow:
+        job = admission.ranking(self.store, req)
+        work = functools.partial(run_ranking, job, device=self.device,
+                                 extract_memory_mb=self.extract_memory_mb)
+        return self.manager.submit("ranking", req.to_json(), work)
+
+    def reference(self, req: ReferenceRequest) -> JobRow:
+        job = admission.reference(self.store, req)
+        work = functools.partial(self.references.build, job,
+                                 extract_memory_mb=self.extract_memory_mb)
+        return self.manager.submit("reference", req.to_json(), work)
