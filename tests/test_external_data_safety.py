@@ -43,13 +43,13 @@ import server_fixtures as F
 from onnx import TensorProto, helper, numpy_helper
 
 from layerscope.client.cli import main
-from layerscope.protos.stubs import models_pb2
 from layerscope.onnx_external import (
     ExternalDataError,
     check_external_data,
     external_refs,
     load_external_data,
 )
+from layerscope.protos.stubs import models_pb2
 from layerscope.server.analysis import analyze_layers
 from layerscope.server.graph import ModelError, load_model
 from layerscope.server.runtime import make_session
