@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -330,19 +332,22 @@ def run_export(args: argparse.Namespace, client: None) -> dict[str, Any]:
     return report.to_dict()  # type: ignore[no-any-return]
 
 
-def run_serve(args: argparse.Namespace, client: None) -> int:
-    try:
-        from ..server.api.serve import serve  # noqa: PLC0415 - the server side
-    except ImportError as exc:
-        raise UsageError(f"layerscope serve needs the server ({exc.name or exc} is missing): "
-                         "pip install 'layerscope[server]' (or 'layerscope[gpu]')") from None
-    return serve(args)
+SERVER_MODULE = "layerscope.server.api"
 
 
-def _serve_arguments(p: argparse.ArgumentParser) -> None:
-    from ..server.api.options import add_serve_arguments  # noqa: PLC0415 - argparse only
-
-    add_serve_arguments(p)
+def run_serve(argv: Sequence[str]) -> int:
+    """``layerscope serve ARGS``: replace this process with the server's own entry point
+    (``python -m layerscope.server.api ARGS``), which owns every server option and its help.
+    The client never imports the server."""
+    missing = [m for m in ("onnx", "onnxruntime", "grpc_health")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        _error(f"layerscope serve needs the server ({', '.join(missing)} missing): "
+               "pip install 'layerscope[server]' (or 'layerscope[gpu]' on a CUDA machine)")
+        return EXIT_BAD_INPUT
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", SERVER_MODULE, *argv])
+    return 0  # not reached
 
 
 def proto_files() -> list[tuple[str, bytes]]:
@@ -582,10 +587,10 @@ COMMANDS: tuple[Command, ...] = (
         help="run the gRPC server",
         description="Run the layerscope gRPC server until SIGTERM.",
         example="layerscope serve --host 0.0.0.0 --port 50051 --token-file tokens.txt",
-        args=(),
-        run=run_serve,
+        args=(arg("args", nargs=argparse.REMAINDER,
+                  help="the server's options: see `layerscope serve --help`"),),
+        run=lambda args, client: 0,  # main() hands `serve` to the server's own entry point
         connects=False,
-        extra_args=_serve_arguments,
     ),
     Command(
         name="demo",
@@ -690,6 +695,9 @@ def _error(message: str) -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return run_serve(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return run_command(args)

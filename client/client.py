@@ -461,6 +461,7 @@ class Client:
         baselines: bool = False,
         batch_size: int | None = None,
         progress: bool = False,
+        **options: Any,
     ) -> RankingResult:
         """Rank models for a target dataset (dict of input arrays, one array, or a stored
         dataset); the result names each model as it was given.
@@ -468,7 +469,8 @@ class Client:
         ``models`` are paths, bytes, stored models or ids (named by the path or id string,
         a stored model's name, else the id), or a mapping from the names to use to such
         models. ``layers`` maps a model (as given, by its name or its id) to the tensor to
-        use instead of the head rule.
+        use instead of the head rule. Further keywords are index options (see "Options on
+        each path" in docs/api.md), e.g. ``criterion`` or ``memory_budget_mb``.
         """
         if isinstance(models, Mapping):
             given, names = list(models.values()), [str(k) for k in models]
@@ -485,7 +487,8 @@ class Client:
         ds = self._dataset(data, labels, targets)
         req = analysis_pb2.StartRankingRequest(
             model_ids=[m.id for m in stored], dataset_id=ds.id, reduce=reduce,
-            baselines=baselines, batch_size=batch_size or 0)
+            baselines=baselines, batch_size=batch_size or 0,
+            options=_options(None, options))
         for key, tensor in (layers or {}).items():
             req.layers[_which_model(key, given, stored, names)] = tensor
         for option, value in (("max_features", max_features), ("patience", patience),
@@ -508,15 +511,18 @@ class Client:
         uncertainty: float = 0.0,
         batch_size: int | None = None,
         progress: bool = False,
+        **options: Any,
     ) -> Reference:
         """Build a certification reference from a model and a reference set; return it
         (pass it, or its ``id``, to :meth:`certify`): the layer, the dataset-level
-        guarantee."""
+        guarantee. Further keywords are index options (``orders=[r]`` stores the guarantee
+        at order r)."""
         stored = self._model(model)
         ds = self._dataset(data, labels, targets)
         req = analysis_pb2.BuildReferenceRequest(
             model_id=stored.id, dataset_id=ds.id, layer=layer or "", reduce=reduce,
-            batch_size=batch_size or 0, uncertainty=uncertainty)
+            batch_size=batch_size or 0, uncertainty=uncertainty,
+            options=_options(None, options))
         job = Job.from_proto(self._call(self._analysis.BuildReference, req))
         reference: Reference = self.wait(job, progress)
         return reference
