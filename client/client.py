@@ -32,6 +32,7 @@ from ..protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from .modelfile import model_file_bytes
 from .progress import ProgressLine
 from .results import CertifyResult, IndicesResult, Job, LayerwiseResult, RankingResult
 from .server_process import ServerProcess
@@ -203,7 +204,7 @@ class Client:
         else:
             path = Path(model)
             origin, name = str(path), name or path.name
-            data = _model_file_bytes(path)
+            data = model_file_bytes(path)
         sha = hashlib.sha256(data).hexdigest()
 
         def requests() -> Iterator[models_pb2.UploadModelRequest]:
@@ -520,40 +521,6 @@ class Client:
         if isinstance(value, str):
             return self.get_dataset(value)
         return self.upload_dataset(value, labels=labels, targets=targets)
-
-
-def _model_file_bytes(path: Path) -> bytes:
-    """The bytes of an ONNX file, with any external data next to it folded in.
-
-    The server keeps models as single files; a model saved with external data is loaded
-    here (locations must stay inside the model's folder) and serialised whole.
-    """
-    data = path.read_bytes()
-    import onnx  # noqa: PLC0415 - only to fold external data in
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data  # noqa: PLC0415
-
-    proto = onnx.ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except Exception:  # noqa: BLE001 - not parseable here: let the server say why
-        return data
-    tensors = list(proto.graph.initializer) + [
-        a.t for n in proto.graph.node for a in n.attribute
-        if a.type == onnx.AttributeProto.TENSOR
-    ]
-    external = [t for t in tensors if uses_external_data(t)]
-    if not external:
-        return data
-    root = path.parent.resolve()
-    for t in external:
-        loc = (root / ExternalDataInfo(t).location).resolve()
-        if root not in loc.parents:
-            raise ValueError(
-                f"{path}: tensor {t.name!r} has external data at "
-                f"{ExternalDataInfo(t).location!r}, outside the model's folder; refused"
-            )
-    onnx.load_external_data_for_model(proto, str(root))
-    return proto.SerializeToString()
 
 
 def _id(value: Any) -> str:

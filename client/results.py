@@ -22,7 +22,8 @@ def _to_pandas(rows: list[dict[str, Any]]) -> Any:
     try:
         import pandas as pd  # noqa: PLC0415 - optional
     except ImportError:
-        raise RuntimeError("to_pandas needs pandas: pip install pandas") from None
+        raise RuntimeError(
+            "to_pandas needs pandas: pip install 'layerscope[pandas]'") from None
     return pd.DataFrame(rows)
 
 
