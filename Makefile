@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerscope-installed
-# The demo needs scikit-learn, skl2onnx and matplotlib only; the tests need every extra.
+# The demo needs the CPU server, scikit-learn, skl2onnx and matplotlib; the tests need the
+# CPU server and every extra ('.[dev]'). The plain install is the light client only.
 DEMO_STAMP := $(VENV)/.layerscope-demo-installed
 
 .PHONY: demo test lint typecheck bench clean
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[sklearn,plot]'
+	$(BIN)/python -m pip install --quiet -e '.[server,sklearn,plot]'
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
@@ -34,7 +35,7 @@ typecheck: $(STAMP)
 	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p layerscope.server.metrics -p layerscope.server.graph \
 		-p layerscope.server.runtime -p layerscope.server.analysis -p layerscope.server.store \
 		-p layerscope.server.api -p layerscope.client -p layerscope.exporters \
-		-p layerscope.protos.codec -p layerscope.protos.options -p layerscope.local \
+		-m layerscope.protos -p layerscope.protos.codec -p layerscope.protos.options -p layerscope.local \
 		-m layerscope.onnx_external
 
 test: lint typecheck

@@ -32,6 +32,7 @@ from ..protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from .modelfile import model_file_bytes
 from .progress import ProgressLine
 from .results import (
     CertifyResult,
@@ -212,7 +213,7 @@ class Client:
             with tempfile.TemporaryDirectory() as tmp:
                 report = export(model, sample_inputs, Path(tmp) / "model.onnx",
                                 **export_options)
-                data = _model_file_bytes(Path(report.path))
+                data = model_file_bytes(Path(report.path))
             return self.upload_model(data, name=name or f"{report.framework} model")
         if hasattr(model, "SerializeToString"):
             data = model.SerializeToString()
@@ -221,7 +222,7 @@ class Client:
         else:
             path = Path(model)
             origin, name = str(path), name or path.name
-            data = _model_file_bytes(path)
+            data = model_file_bytes(path)
         sha = hashlib.sha256(data).hexdigest()
 
         def requests() -> Iterator[models_pb2.UploadModelRequest]:
@@ -575,34 +576,6 @@ class Client:
                 yield CertifyResult.from_proto(msg)
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
-
-
-def _model_file_bytes(path: Path) -> bytes:
-    """The bytes of an ONNX file, with any external data of its own folder folded in.
-
-    The server keeps models as single files. External data may name only files inside the
-    model's real folder (no absolute path, no '..', no symlink leaving it), resolved
-    against that folder whatever the working directory; anything else raises
-    ExternalDataError (a ValueError) naming the tensor and the location. Without onnx
-    installed (the light client) the file's bytes go as they are, and the server refuses a
-    model that references external data.
-    """
-    data = path.read_bytes()
-    try:
-        import onnx  # noqa: PLC0415 - only to fold external data in
-    except ImportError:
-        return data
-
-    from ..onnx_external import external_refs, load_external_data, model_folder  # noqa: PLC0415
-
-    proto = onnx.ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except Exception:  # noqa: BLE001 - not parseable here: let the server say why
-        return data
-    if not external_refs(proto):
-        return data
-    return load_external_data(proto, model_folder(path), str(path)).SerializeToString()
 
 
 def _id(value: Any) -> str:

@@ -2,11 +2,13 @@
 
 ``Client.local()`` starts its embedded server with it; benchmarks use it to measure the
 real server. The server prints ``layerscope serving on HOST:PORT`` once it listens; the
-output keeps being drained afterwards so the child never blocks on a full pipe.
+output keeps being drained afterwards so the child never blocks on a full pipe. The light
+install has no server: starting one there raises ServerExtraMissing, which names the extra.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -15,13 +17,46 @@ from pathlib import Path
 from typing import Any
 
 READY_PREFIX = "layerscope serving on "
+# What the server imports that the light install lacks (the [server] and [gpu] extras).
+SERVER_MODULES = ("onnx", "onnxruntime", "grpc_health", "grpc_reflection")
+
+
+class ServerExtraMissing(ImportError):
+    """The embedded server's dependencies are not installed; the message names the extra."""
+
+
+def missing_server_modules() -> list[str]:
+    """Return the modules of :data:`SERVER_MODULES` that cannot be imported here."""
+    missing = []
+    for name in SERVER_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def require_server_extra() -> None:
+    """Raise ServerExtraMissing, naming the extra to install, unless the server can run here."""
+    missing = missing_server_modules()
+    if missing:
+        raise ServerExtraMissing(
+            f"the embedded server needs the server extra (missing here: {', '.join(missing)}): "
+            "pip install 'layerscope[server]' ('layerscope[gpu]' on a CUDA machine), or use a "
+            "running server: --server HOST:PORT on the command line, Client('HOST:PORT') in "
+            "Python"
+        )
 
 
 class ServerProcess:
-    """``python -m layerscope.server.api`` on ``host`` with port 0, its stderr in a log."""
+    """``python -m layerscope.server.api`` on ``host`` with port 0, its stderr in a log;
+    ServerExtraMissing before anything starts when the server cannot run here."""
 
     def __init__(self, data_dir: str | Path, *args: str, log_path: str | Path | None = None,
                  host: str = "127.0.0.1") -> None:
+        require_server_extra()
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path) if log_path else self.data_dir / "server.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -80,10 +80,21 @@ class ExportReport:
         }
 
 
+def _onnxruntime() -> Any:
+    """The onnxruntime module, or MissingExtra naming the extras that bring it."""
+    try:
+        import onnxruntime  # noqa: PLC0415
+    except ImportError as exc:
+        raise MissingExtra(
+            "the parity check runs the model on onnxruntime, which is not installed: "
+            f"pip install 'layerscope[server]' (or 'layerscope[gpu]' on a CUDA machine) ({exc})"
+        ) from None
+    return onnxruntime
+
+
 def run_onnx(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run ``model`` on onnxruntime's CPU provider; return every output by name."""
-    import onnxruntime as ort  # noqa: PLC0415
-
+    ort = _onnxruntime()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts,
@@ -135,6 +146,7 @@ def finish(
     """Check parity, fit the IR version to onnxruntime, write ``path`` atomically."""
     from ..server.graph.expose import max_ir_version  # noqa: PLC0415
 
+    _onnxruntime()
     model.ir_version = min(model.ir_version, max_ir_version())
     onnx.checker.check_model(model)
     parity = compare(expected, run_onnx(model, feeds), tolerance)

@@ -1,29 +1,11 @@
-"""Keras 3 models and TensorFlow functions to ONNX with tf2onnx. Extra: ``layerscope[tensorflow]``.
+"""Keras 3 models and TensorFlow functions to ONNX with tf2onnx (``layerscope[tensorflow]``).
 
-Every export goes through ``tf2onnx.convert.from_function`` on a ``tf.function`` whose
-``input_signature`` is one ``tf.TensorSpec([None, ...], dtype, name=...)`` per input, and
-which returns a dict ``{output name: tensor}``: tf2onnx names the ONNX inputs after the
-specs and the outputs after the dict's keys, the batch axis stays dynamic (named
-``batch``), and the opset is ours to choose (at most 17). Keras models are called as
-``model(x, training=False)``.
-
-Why not the alternatives: ``tf2onnx.convert.from_keras`` relies on ``tf.keras`` internals
-that Keras 3 no longer has, and fails; ``model.export(path, format="onnx")`` works with
-TensorFlow 2.21 but names the output ``Identity:0``, defaults to opset 15 and refuses a
-model that was never called.
-
-Dense and Conv2D layers come out as ``MatMul``/``Conv`` followed by ``Add`` (bias) and the
-activation, each tensor named after its Keras layer (``sequential_1/hidden1_1/Relu:0``:
-Keras 3 adds ``_1`` to its name scopes), so the analysis lists them and ``auto`` picks the
-output of each activation. tf2onnx converts the
-channels-last convolutions to ONNX's channels-first ``Conv`` and removes the transposes
-between consecutive convolutions; a final softmax is not an activation for ``auto``, so
-the logits before it are picked.
-
-Files: ``.keras`` archives are loaded with ``safe_mode=True`` (no Lambda layers or other
-pickled Python code); SavedModel folders with ``tf.saved_model.load`` (their serving
-signature, else ``__call__``); graphs holding ops that read or write files or call Python
-are refused before anything runs.
+Every export converts a ``tf.function`` (``[None, ...]`` input signatures named after the
+inputs, returning ``{output name: tensor}``) with ``tf2onnx.convert.from_function``: the
+batch axis stays dynamic and the names are ours. ``.keras`` files load with
+``safe_mode=True``, SavedModel folders through their serving signature; graphs with ops
+that touch files or call Python are refused. Why this route, and the known limits:
+docs/exporters.md.
 """
 
 from __future__ import annotations

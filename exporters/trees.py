@@ -1,47 +1,12 @@
-"""XGBoost and LightGBM tree ensembles to ONNX with onnxmltools.
-Extras: ``layerscope[xgboost]``, ``layerscope[lightgbm]``.
+"""XGBoost and LightGBM tree ensembles to ONNX with onnxmltools (``layerscope[xgboost]``,
+``layerscope[lightgbm]``).
 
-One model input, ``input``: a float32 matrix (N, n_features). Outputs:
-
-- classifiers: ``label`` (N,) and ``probabilities`` (N, C), plain tensors (no ZipMap);
-  a binary model gives C = 2 columns, [1 - p, p];
-- regressors: ``variable`` (N, 1);
-- with ``per_tree=True`` (the default), also ``tree_outputs`` (N, n_trees), float32.
-
-``tree_outputs`` is what the layer-wise analysis can use from a tree ensemble. The rule::
-
-    tree_outputs[i, t] = the leaf value that tree t gives sample i
-
-with trees in the framework's own order (tree t of the booster: ``get_dump()[t]`` for
-XGBoost, ``dump_model()["tree_info"][t]`` for LightGBM). A multi-class model with C classes
-grows C trees per boosting round, so n_trees = n_rounds * C and column ``t = r * C + k``
-holds round r's tree for class k (its contribution to class k's raw score). The model's raw
-score is the base score plus these columns summed (per class); the base score (XGBoost's
-``base_score``, already folded into the first tree by LightGBM) is not in ``tree_outputs``.
-It is computed in the ONNX graph by one extra ``ai.onnx.ml`` ``TreeEnsembleRegressor`` node
-built from the converter's tree node: the same splits, ``n_targets = n_trees``, each leaf of
-tree t writing its value to target t, base values 0, aggregate ``SUM``, post transform
-``NONE``. Its separation index says how well the trees' leaf values separate the classes.
-The exporter checks it, like the model's outputs, against the framework's own per-tree
-values (leaf indices from ``pred_leaf`` looked up in the model's dump).
-
-Supported objectives (others are refused with a ValueError before converting):
-
-- XGBoost (``gbtree`` booster, one target): ``binary:logistic``, ``multi:softprob``,
-  ``multi:softmax`` (probabilities = softmax of the raw scores), ``reg:squarederror``,
-  ``reg:squaredlogerror``, ``reg:pseudohubererror``, ``reg:absoluteerror``,
-  ``reg:quantileerror`` (one quantile), ``count:poisson``, ``reg:gamma``, ``reg:tweedie``;
-- LightGBM (``gbdt``/``goss``/``dart`` boosting, no linear trees): ``binary`` (sigmoid 1),
-  ``multiclass``, ``regression``, ``regression_l1``, ``huber``, ``quantile``, ``poisson``,
-  ``gamma``, ``tweedie``.
-
-Opsets: onnxmltools converts at most opset 15 of the main domain (its own limit); asking for
-16 or 17 converts at 15 and declares the asked version (the few main-domain ops the
-converters emit, such as Identity, Cast, Mul and Exp, mean the same there). The trees are
-``ai.onnx.ml`` opset 1 operators, understood by every onnxruntime.
-
-Files: an XGBoost model file (``.json`` or ``.ubj``, ``xgboost.Booster(model_file=...)``)
-or a LightGBM text model file (``lightgbm.Booster(model_file=...)``); never pickles.
+Input ``input`` (N, n_features) float32; outputs ``label`` and ``probabilities`` (no ZipMap)
+for classifiers or ``variable`` for regressors, and ``tree_outputs`` (N, n_trees): each
+tree's leaf value per sample, what the layer-wise analysis uses (:func:`add_tree_outputs`).
+Objectives the converter gets wrong are refused up front. Model files are XGBoost ``.json``
+/ ``.ubj`` and LightGBM text, never pickles. The rule of ``tree_outputs``, the supported
+objectives and the opsets: docs/exporters.md.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from ...protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from .options import add_serve_arguments
 from .servicers import AnalysisService, DatasetsService, ModelsService
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM/SIGINT; print the address it listens on."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    check_onnxruntime()
     if (args.tls_cert is None) != (args.tls_key is None):
         print("layerscope serve: error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
