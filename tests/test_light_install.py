@@ -21,7 +21,6 @@ import reference as R
 import server_fixtures as F
 from onnx import helper, numpy_helper
 
-
 # What the light install does not have: the server's modules, CuPy, and every optional extra.
 SERVER_MODULES = ("onnx", "onnxruntime", "faiss", "scipy", "cupy", "cupyx", "grpc_health",
                   "grpc_reflection")
