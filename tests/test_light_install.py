@@ -116,7 +116,7 @@ with Client({server.address!r}, timeout=60) as c:
         c.upload_model({str(tmp_path / "ext" / "model.onnx")!r})
         out["external"] = "uploaded"
     except Exception as exc:
-        out["external"] = f"{type(exc).__name__}: {exc}"
+        out["external"] = f"{{type(exc).__name__}}: {{exc}}"
     out["models"] = len(c.models())
 print(json.dumps(out))
 """
