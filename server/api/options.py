@@ -1,4 +1,4 @@
-"""Command-line options of ``layerscope serve`` (kept light: no server import needed)."""
+"""Command-line options of ``layerscope serve`` (kept light: imports only grpc)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,60 @@ import argparse
 from pathlib import Path
 
 from ...local import default_data_dir
+from .limits import Limits, flag
+
+# Help of each capacity option (its default is Limits'; limits.py imports only grpc).
+CAPACITY_HELP = {
+    "max_uploads": "UploadModel and UploadDataset streams served at once; beyond: "
+                   "RESOURCE_EXHAUSTED",
+    "max_watchers": "WatchJob streams open at once; beyond: RESOURCE_EXHAUSTED",
+    "max_compute_calls": "ComputeIndices, Certify, CertifyStream, StartLayerAnalysis, "
+                         "StartRanking and BuildReference calls served at once; beyond: "
+                         "RESOURCE_EXHAUSTED",
+    "max_probe_streams": "health Watch and reflection streams (open without a token) at "
+                         "once; beyond: RESOURCE_EXHAUSTED",
+    "control_threads": "threads kept for control calls (health Check, Get*, List*, Delete*, "
+                       "CancelJob), which are never refused for capacity; the server runs the "
+                       "sum of the five numbers above as RPC threads",
+    "max_pending_calls": "calls that may wait for a free thread when all are busy; beyond: "
+                         "RESOURCE_EXHAUSTED",
+    "stream_idle_timeout_s": "a request stream (upload, ComputeIndices, CertifyStream) whose "
+                             "client sends nothing for this many seconds is ended with "
+                             "DEADLINE_EXCEEDED, its partial upload discarded",
+}
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
-    p.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help=f"store folder (default {default_data_dir()})")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s); a non-loopback address "
+                        "needs --token-file, or --insecure")
+    p.add_argument("--port", type=int, default=50051,
+                   help="port (default: %(default)s; 0 picks a free one)")
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help=f"store folder (default: {default_data_dir()})")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
-                   help="array device (default auto: the GPU when one is usable; "
-                        "$LAYERSCOPE_DEVICE)")
-    p.add_argument("--max-upload-mb", type=float, default=2048.0,
-                   help="largest model or dataset upload accepted (default 2048)")
-    p.add_argument("--max-concurrent-jobs", type=int, default=1,
-                   help="jobs that run at once (default 1: the engine uses every core)")
-    p.add_argument("--max-queued-jobs", type=int, default=16,
-                   help="jobs that may wait; beyond, RESOURCE_EXHAUSTED (default 16)")
-    p.add_argument("--token-file", type=Path, default=None,
-                   help="file of accepted bearer tokens, one per line")
-    p.add_argument("--tls-cert", type=Path, default=None,
-                   help="PEM certificate chain: serve TLS (with --tls-key)")
-    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+                   help="where indices and models run (default: $LAYERSCOPE_DEVICE, else auto: "
+                        "the GPU when one is usable)")
+    p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                   help="file of accepted bearer tokens, one per line; without it any client "
+                        "that reaches the port may use the server")
+    p.add_argument("--tls-cert", type=Path, default=None, metavar="PEM",
+                   help="server certificate (PEM), with --tls-key: serve over TLS")
+    p.add_argument("--tls-key", type=Path, default=None, metavar="PEM",
+                   help="private key of --tls-cert")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without --token-file (anyone who reaches "
+                        "the port can upload, compute and delete)")
+    g = p.add_argument_group("limits (see docs/security.md)")
+    g.add_argument("--max-upload-mb", type=float, default=2048.0, metavar="MB",
+                   help="largest upload or ComputeIndices payload, MiB (default: %(default)s)")
+    g.add_argument("--max-concurrent-jobs", type=int, default=1, metavar="N",
+                   help="jobs running at once (default: %(default)s)")
+    g.add_argument("--max-queued-jobs", type=int, default=16, metavar="N",
+                   help="jobs waiting to run; beyond: RESOURCE_EXHAUSTED (default: %(default)s)")
+    defaults = Limits()
+    for name, text in CAPACITY_HELP.items():
+        default = getattr(defaults, name)
+        g.add_argument(flag(name), type=type(default), default=default,
+                       metavar="S" if name.endswith("_s") else "N",
+                       help=f"{text} (default: %(default)s)")

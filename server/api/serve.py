@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import ipaddress
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ from ...protos.stubs import (
 )
 from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
+from .limits import CallLimiter, Limits
 from .options import add_serve_arguments
 from .servicers import AnalysisService, DatasetsService, ModelsService
 
@@ -108,15 +111,22 @@ class Server:
         max_queued_jobs: int = 16,
         tokens: Sequence[str] | None = None,
         tls: tuple[bytes, bytes] | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs)
-        interceptors = [TokenAuth(tokens)] if tokens else []
+        # auth first: a refused call never takes a slot
+        self.limiter = CallLimiter(self.limits)
+        interceptors: list[grpc.ServerInterceptor] = [TokenAuth(tokens)] if tokens else []
+        interceptors.append(self.limiter)
         self.grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="layerscope-rpc"),
+            futures.ThreadPoolExecutor(max_workers=self.limits.threads,
+                                       thread_name_prefix="layerscope-rpc"),
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                      ("grpc.max_send_message_length", MAX_MESSAGE)],
+            maximum_concurrent_rpcs=self.limits.max_concurrent_rpcs,
         )
         models_pb2_grpc.add_ModelsServicer_to_server(ModelsService(self.store), self.grpc)
         datasets_pb2_grpc.add_DatasetsServicer_to_server(DatasetsService(self.store), self.grpc)
@@ -161,6 +171,44 @@ class Server:
         self.grpc.wait_for_termination()
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (an address or a name, IPv6 in brackets or not) is only loopback.
+
+    A name is resolved locally (``getaddrinfo``); one that does not resolve is not loopback.
+    """
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def check_exposure(host: str, tokens: bool, tls: bool, insecure: bool
+                     ) -> tuple[bool, str | None]:
+    """Whether the server may start on ``host``, and a warning to log (or None)."""
+    if is_loopback(host):
+        return True, None
+    if not tokens and not insecure:
+        return False, (
+            f"--host {host} is not a loopback address and no --token-file is given: any "
+            f"client that reaches the port could upload, compute and delete. Give "
+            f"--token-file FILE (with --tls-cert/--tls-key), or --insecure to accept the risk")
+    if not tokens:
+        return True, (f"--insecure: serving on {host} without a token; anyone who reaches "
+                      f"the port can use the server")
+    if not tls:
+        return True, (f"serving on {host} with bearer tokens but without TLS: tokens and "
+                      f"data cross the network in clear text; give --tls-cert and --tls-key")
+    return True, None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="layerscope serve", description=__doc__.splitlines()[0])
     add_serve_arguments(p)
@@ -174,28 +222,39 @@ def serve(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         print("layerscope serve: error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
+    ok, warning = check_exposure(args.host, bool(args.token_file), bool(args.tls_cert),
+                                   args.insecure)
+    if not ok:
+        print(f"layerscope serve: error: {warning}", file=sys.stderr)
+        return 2
+    if warning:
+        log.warning("WARNING: %s", warning)
     try:
+        limits = Limits(**{f: getattr(args, f) for f in Limits.__dataclass_fields__})
         tokens = read_tokens(args.token_file) if args.token_file else None
         tls = (args.tls_cert.read_bytes(), args.tls_key.read_bytes()) if args.tls_cert else None
         server = Server(
             args.data_dir or default_data_dir(), args.host, args.port, args.device,
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,
+            limits,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
         return 2
+    log.info("capacity: %s", limits.describe())
     server.start()
-    if server.store.interrupted_at_start:
-        log.info("%d job(s) were marked interrupted: the previous server stopped during them",
-                 server.store.interrupted_at_start)
-    print(f"layerscope serving on {server.address} (data dir {server.store.dir})", flush=True)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: shutting down", signum)
         threading.Thread(target=server.stop, daemon=True).start()
 
+    # before the ready line: a SIGTERM sent as soon as it appears still stops gracefully
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if server.store.interrupted_at_start:
+        log.info("%d job(s) were marked interrupted: the previous server stopped during them",
+                 server.store.interrupted_at_start)
+    print(f"layerscope serving on {server.address} (data dir {server.store.dir})", flush=True)
     server.wait()
     server.done.wait(60)
     return 0
