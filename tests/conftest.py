@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models as M
 import pytest
+from helpers import models as M
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ messages), ranking that names models as the caller gave them, one IndexOptions v
 to_pandas through its declared extra.
 
 Expected values are computed without layerscope: sha256 of the bytes, the ONNX graph read
-with onnx, brute-force indices from ``rank_helpers``.
+with onnx, brute-force indices from ``helpers.rank``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import rank_helpers as H
-import server_fixtures as F
 import tomllib
 from google.protobuf.message import Message
+from helpers import ROOT
+from helpers import rank as H
+from helpers import server as F
 
 import layerscope.client.client
 from layerscope.client import (
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.timeout(120)
 
 INFO_COLS = [0, 1]
 NOISE_COLS = [2, 3, 4]
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = ROOT / "pyproject.toml"
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import server_fixtures as F
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers import server as F
 
 from layerscope.client.client import Client
 from layerscope.protos.stubs import analysis_pb2, datasets_pb2, models_pb2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rank_helpers as H
+from helpers import rank as H
 from sklearn.datasets import load_digits
 
 from layerscope.client.client import Client

@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-import server_fixtures as F
+from helpers import server as F
 
 from layerscope.client.client import Client, LayerscopeError
 

@@ -113,8 +113,8 @@ def test_forward_selection_on_hundreds_of_points_equals_brute_force_greedy(
     kind: str, budget_mb: float
 ) -> None:
     """Past the pool sizes, end to end: si and smi_linear rankings equal a brute-force
-    greedy loop (rank_helpers), whatever the search's paths did along the way."""
-    import rank_helpers as H
+    greedy loop (helpers.rank), whatever the search's paths did along the way."""
+    from helpers import rank as H
 
     from layerscope.server.metrics import compute_indices
 

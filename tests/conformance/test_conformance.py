@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-import reference as ref
+from helpers import reference as ref
 from sklearn.datasets import load_diabetes, load_digits
 
 from layerscope.server.metrics import (

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rank_helpers as H
-from server_fixtures import embedded_server_fixture
+from helpers import rank as H
+from helpers.server import embedded_server_fixture
 
 from layerscope.client.cli import build_parser, main
 

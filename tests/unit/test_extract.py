@@ -3,9 +3,9 @@ against NumPy, batching, inputs that do not fit."""
 
 from __future__ import annotations
 
-import models as M
 import numpy as np
 import pytest
+from helpers import models as M
 
 from layerscope.server.graph import describe, load_model, select_layers
 from layerscope.server.runtime import InputError, Reduction, extract, model_feeds

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import math
 
-import models as M
 import numpy as np
 import pytest
+from helpers import models as M
 
 from layerscope.server.analysis import analyze_layers, plateau_position, ridge_probe
 from layerscope.server.graph import describe, load_model, select_layers

@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = [
     "layerscope/__init__.py",
     "layerscope/onnx_external.py",

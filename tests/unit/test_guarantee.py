@@ -1,6 +1,6 @@
 """Confidence, guarantees, certified radii and regression error bounds (METRICS.md section 3).
 
-Expected values are brute force in float64 (``rank_helpers``); soundness is checked by
+Expected values are brute force in float64 (``helpers.rank``); soundness is checked by
 perturbing queries (random directions and adversarial ones) and recomputing the nearest
 neighbour by brute force.
 """
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-import rank_helpers as H
+from helpers import rank as H
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

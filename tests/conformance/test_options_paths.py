@@ -3,11 +3,11 @@
 For each option of ``IndexOptions`` and each path (ComputeIndices, StartLayerAnalysis,
 StartRanking, BuildReference/Certify) the option either changes the path's result as it
 should (the value is checked against the naive float64 reference of ``reference.py`` and
-``rank_helpers``, with a value chosen so that the result without the option differs) or
+``helpers.rank``, with a value chosen so that the result without the option differs) or
 the path refuses it with INVALID_ARGUMENT naming the option and the path. ``TABLE`` is the
 table of docs/api.md, "Options on each path"; a test keeps the two the same.
 
-The model is ``rank_helpers.selection_mlp`` over all six inputs: its layer ``act`` is
+The model is ``helpers.rank.selection_mlp`` over all six inputs: its layer ``act`` is
 exactly ``x + 10`` in float32, so every path sees the same known features ``hid``, which
 ComputeIndices receives directly.
 """
@@ -17,15 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-import rank_helpers as H
-import reference as ref
-import server_fixtures as F
+from helpers import ROOT
+from helpers import rank as H
+from helpers import reference as ref
+from helpers import server as F
 
 from layerscope.protos import codec
 from layerscope.protos.options import IndexOptions
@@ -360,7 +360,7 @@ def test_option_on_path(ctx: dict, option: str, path: str) -> None:
 
 
 def test_docs_api_holds_the_table() -> None:
-    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    text = (ROOT / "docs" / "api.md").read_text()
     section = text.split("## Options on each path", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():

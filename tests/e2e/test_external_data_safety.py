@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import server_fixtures as F
+from helpers import server as F
 from onnx import TensorProto, helper, numpy_helper
 
 from layerscope.client.cli import main

@@ -2,7 +2,7 @@
 
 One ``python -m layerscope.server.api`` serves the module (a second pair of processes
 checks that references survive a restart). Models are tiny ONNX graphs whose head features
-are known exactly (``rank_helpers.selection_mlp``); expected values are brute force, the
+are known exactly (``helpers.rank.selection_mlp``); expected values are brute force, the
 in-process ``ClassificationReference`` / ``RegressionReference`` on those features, and
 onnxruntime run directly for the model's own predictions.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rank_helpers as H
-import server_fixtures as F
+from helpers import rank as H
+from helpers import server as F
 
 from layerscope.server.metrics.guarantee import ClassificationReference, RegressionReference
 

@@ -8,11 +8,11 @@ import os
 import shutil
 from pathlib import Path
 
-import models as M
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import models as M
 from onnx import TensorProto, helper
 
 from layerscope.server.graph import (

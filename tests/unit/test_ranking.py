@@ -1,7 +1,7 @@
 """Ranking pre-trained models (METRICS.md section 4): greedy forward selection against a
 brute-force greedy loop, the head-layer rule, and rank_models' order and tie rule.
 
-Expected values are computed here in float64 (``rank_helpers``), never by the engine.
+Expected values are computed here in float64 (``helpers.rank``), never by the engine.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import rank_helpers as H
+from helpers import rank as H
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import reference as R
-import server_fixtures as F
+from helpers import ROOT
+from helpers import reference as R
+from helpers import server as F
 
 from layerscope.protos import proto_files, write_protos
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "node"
+EXAMPLE = ROOT / "docs" / "examples" / "node"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def node_example() -> Path:
 
 def test_write_protos_copies_the_shipped_contract_under_its_include_path(tmp_path):
     written = write_protos(tmp_path / "out")
-    root = Path(__file__).resolve().parents[1] / "protos"
+    root = ROOT / "protos"
     expected = sorted((root / "layerscope" / "v1").glob("*.proto"))
     assert [p.name for p in written] == [p.name for p in expected]
     assert [f.name for f in proto_files()] == [p.name for p in expected]

@@ -24,8 +24,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import server_fixtures as F
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import server as F
 
 from layerscope.client import server_process
 from layerscope.protos.stubs import analysis_pb2, common_pb2

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import reference as R
-import server_fixtures as F
+from helpers import reference as R
+from helpers import server as F
 from onnx import helper, numpy_helper
 
 # What the light install does not have: the server's modules, CuPy, and every optional extra.

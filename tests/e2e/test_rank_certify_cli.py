@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rank_helpers as H
-from server_fixtures import embedded_server_fixture
+from helpers import rank as H
+from helpers.server import embedded_server_fixture
 
 from layerscope.client.cli import main
 from layerscope.server.metrics.guarantee import ClassificationReference

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import rank_helpers as H
 import torch
+from helpers import rank as H
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 
-import models as M
 import numpy as np
 import pytest
-from server_fixtures import embedded_server_fixture
+from helpers import models as M
+from helpers.server import embedded_server_fixture
 
 from layerscope.client.cli import main
 

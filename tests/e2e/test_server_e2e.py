@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import server_fixtures as F
+from helpers import server as F
 
 from layerscope.client.client import Client
 from layerscope.protos.stubs import (
