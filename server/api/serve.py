@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -27,6 +29,7 @@ from ...client.stubs import (
     models_pb2_grpc,
 )
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
+from .decode import DecodeErrors
 from .options import add_serve_arguments
 from .servicers import AnalysisService, DatasetsService, ModelsService
 
@@ -84,9 +87,23 @@ def _deny(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+def read_private(path: Path, option: str) -> bytes:
+    """The bytes of a secret file; ValueError when group or others may read or write it
+    (on POSIX), with the command that fixes it."""
+    if os.name == "posix":
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ValueError(
+                f"{option} {path} has mode {mode:04o}: group or others can read or change "
+                f"it; make it private to its owner with `chmod 600 {path}`"
+            )
+    return path.read_bytes()
+
+
 def read_tokens(path: Path) -> list[str]:
-    """One token per line; blank lines and lines starting with '#' are ignored."""
-    lines = path.read_text().splitlines()
+    """One token per line; blank lines and lines starting with '#' are ignored. The file
+    must be private to its owner (mode 0600 or stricter)."""
+    lines = read_private(path, "--token-file").decode().splitlines()
     tokens = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not tokens:
         raise ValueError(f"--token-file {path} holds no token")
@@ -110,7 +127,7 @@ class Server:
     ) -> None:
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs)
-        interceptors = [TokenAuth(tokens)] if tokens else []
+        interceptors = [*([TokenAuth(tokens)] if tokens else []), DecodeErrors()]
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="layerscope-rpc"),
             interceptors=interceptors,
@@ -174,7 +191,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         tokens = read_tokens(args.token_file) if args.token_file else None
-        tls = (args.tls_cert.read_bytes(), args.tls_key.read_bytes()) if args.tls_cert else None
+        tls = ((args.tls_cert.read_bytes(), read_private(args.tls_key, "--tls-key"))
+               if args.tls_cert else None)
         server = Server(
             args.data_dir or default_data_dir(), args.host, args.port, args.device,
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,
@@ -186,14 +204,15 @@ def serve(args: argparse.Namespace) -> int:
     if server.store.interrupted_at_start:
         log.info("%d job(s) were marked interrupted: the previous server stopped during them",
                  server.store.interrupted_at_start)
-    print(f"layerscope serving on {server.address} (data dir {server.store.dir})", flush=True)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: shutting down", signum)
         threading.Thread(target=server.stop, daemon=True).start()
 
+    # Before the ready line: a supervisor may send SIGTERM as soon as it reads it.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    print(f"layerscope serving on {server.address} (data dir {server.store.dir})", flush=True)
     server.wait()
     server.done.wait(60)
     return 0

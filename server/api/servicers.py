@@ -13,7 +13,6 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -31,24 +30,22 @@ from ...client.stubs import (
 from ..analysis import analyze_layers
 from ..analysis.certify import build_reference, query_features
 from ..analysis.ranking import rank_models
+from ..analysis.uploads import store_dataset, store_model
 from ..graph import LayerSelectionError, describe, load_model, select_layers
 from ..graph.head import NoHead, head_layer
-from ..graph.load import ModelError
+from ..limits import checked
 from ..metrics import check_index_options, compute_indices
 from ..metrics.guarantee import ClassificationReference, RegressionReference
 from ..metrics.validation import as_orders
 from ..runtime.extract import Cancelled, InputError, model_feeds
 from ..runtime.reduce import parse_reduction
 from ..store import (
-    InvalidUpload,
     JobCancelled,
     NotFound,
     QueueFull,
     ShuttingDown,
     SizeLimitError,
     Store,
-    check_dataset_specs,
-    dataset_id,
 )
 from ..store.jobs import JobManager
 from ..store.store import split_tensors
@@ -92,7 +89,7 @@ def rpc(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return fn(self, request, context)
+            return fn(self, checked(request), context)
         except grpc.RpcError:
             raise
         except Exception as exc:  # noqa: BLE001 - every error gets a status code
@@ -109,7 +106,7 @@ def rpc_stream(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            yield from fn(self, request, context)
+            yield from fn(self, checked(request), context)
         except grpc.RpcError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -128,51 +125,20 @@ def _header(requests: Iterator[Any], what: str) -> Any:
     return first.header
 
 
-def _receive_blob(
-    store: Store, header: Any, requests: Iterator[Any], context: grpc.ServicerContext
-) -> Path:
-    """Write the chunks that follow a header into the store; return the blob's path.
-
-    Nothing is left behind when the stream breaks off or the bytes do not match.
-    """
-    writer = store.writer(header.size_bytes, header.sha256)
-    try:
-        for req in requests:
-            if not context.is_active():
-                raise JobCancelled("the client went away during the upload")
-            if req.WhichOneof("part") != "chunk":
-                raise ValueError("after the header, every message must be a chunk")
-            writer.write(req.chunk.offset, req.chunk.data)
-        return writer.commit()
-    finally:
-        writer.abort()
+def _chunks(requests: Iterator[Any], context: grpc.ServicerContext
+            ) -> Iterator[tuple[int, bytes]]:
+    """The (offset, data) of the chunks that follow a header."""
+    for req in requests:
+        if not context.is_active():
+            raise JobCancelled("the client went away during the upload")
+        if req.WhichOneof("part") != "chunk":
+            raise ValueError("after the header, every message must be a chunk")
+        yield req.chunk.offset, req.chunk.data
 
 
 def _specs(tensors: Any) -> list[dict[str, Any]]:
     return [{"name": t.name, "dtype": t.dtype, "shape": [int(d) for d in t.shape]}
             for t in tensors]
-
-
-def _check_finite(arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) -> None:
-    """Raise InvalidUpload at the first tensor with NaN or Inf, in bounded memory."""
-    for name, arr in arrays.items():
-        if arr.dtype.kind != "f" or not arr.size:
-            continue
-        per = max(1, arr[:1].nbytes)
-        step = max(1, chunk_bytes // per)
-        count, first = 0, -1
-        for s in range(0, len(arr), step):
-            bad = ~np.isfinite(arr[s : s + step]).reshape(min(step, len(arr) - s), -1)
-            rows = bad.any(axis=1)
-            if rows.any():
-                count += int(bad.sum())
-                if first < 0:
-                    first = s + int(np.argmax(rows))
-        if count:
-            raise InvalidUpload(
-                f"tensor {name!r} holds {count} non-finite value(s) (NaN or Inf); "
-                f"the first in sample {first}"
-            )
 
 
 class ModelsService(models_pb2_grpc.ModelsServicer):
@@ -182,22 +148,9 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
     @rpc
     def UploadModel(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         h = _header(requests, "UploadModel")
-        try:
-            row = self.store.catalog.model(h.sha256)
-            return models_pb2.UploadModelResponse(model=convert.model(row),
-                                                  already_present=True)
-        except NotFound:
-            pass
-        path = _receive_blob(self.store, h, requests, context)
-        try:
-            info = describe(load_model(path.read_bytes()))
-        except (ModelError, ValueError) as exc:
-            self.store.drop_blob_if_unused(h.sha256)
-            raise ModelError(f"UploadModel: {exc}") from None
-        self.store.catalog.add_model(h.sha256, h.name or h.sha256[:12], h.size_bytes,
-                                     info.to_dict())
-        stored = self.store.catalog.model(h.sha256)
-        return models_pb2.UploadModelResponse(model=convert.model(stored))
+        row, present = store_model(self.store, h.name, h.size_bytes, h.sha256,
+                                   _chunks(requests, context))
+        return models_pb2.UploadModelResponse(model=convert.model(row), already_present=present)
 
     @rpc
     def GetModel(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -210,8 +163,7 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
 
     @rpc
     def DeleteModel(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self.store.catalog.delete_model(request.id)
-        self.store.drop_blob_if_unused(request.id)
+        self.store.delete_model(request.id)
         return models_pb2.DeleteModelResponse()
 
 
@@ -222,32 +174,10 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
     @rpc
     def UploadDataset(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         h = _header(requests, "UploadDataset")
-        specs = _specs(h.tensors)
-        n, task, total = check_dataset_specs(specs)
-        if total != h.size_bytes:
-            raise InvalidUpload(
-                f"header.size_bytes is {h.size_bytes} but the tensors' dtypes and shapes make "
-                f"{total} bytes"
-            )
-        ds_id = dataset_id(specs, h.sha256)
-        try:
-            row = self.store.catalog.dataset(ds_id)
-            return datasets_pb2.UploadDatasetResponse(dataset=convert.dataset(row),
-                                                      already_present=True)
-        except NotFound:
-            pass
-        path = _receive_blob(self.store, h, requests, context)
-        try:
-            _check_finite(split_tensors(path, specs))
-        except ValueError:
-            self.store.drop_blob_if_unused(h.sha256)
-            raise
-        self.store.catalog.add_dataset({
-            "id": ds_id, "name": h.name or ds_id[:12], "blob": h.sha256, "size": total,
-            "specs": specs, "n_samples": n, "task": task,
-        })
-        return datasets_pb2.UploadDatasetResponse(
-            dataset=convert.dataset(self.store.catalog.dataset(ds_id)))
+        row, present = store_dataset(self.store, h.name, _specs(h.tensors), h.size_bytes,
+                                     h.sha256, _chunks(requests, context))
+        return datasets_pb2.UploadDatasetResponse(dataset=convert.dataset(row),
+                                                  already_present=present)
 
     @rpc
     def GetDataset(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -260,8 +190,7 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
 
     @rpc
     def DeleteDataset(self, request: Any, context: grpc.ServicerContext) -> Any:
-        blob = self.store.catalog.delete_dataset(request.id)
-        self.store.drop_blob_if_unused(blob)
+        self.store.delete_dataset(request.id)
         return datasets_pb2.DeleteDatasetResponse()
 
 
@@ -499,7 +428,6 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         y = np.ascontiguousarray(y)
         specs = [{"name": "features", "dtype": "float32", "shape": list(ref.features.shape)},
                  {"name": key, "dtype": str(y.dtype), "shape": list(y.shape)}]
-        blob = self.store.blobs.put_bytes(ref.features.tobytes() + y.tobytes())
         ref_id = hashlib.sha256(json.dumps(
             [req["model_id"], req["dataset_id"], ref.layer, ref.reduction.describe()]
         ).encode()).hexdigest()
@@ -508,9 +436,9 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                 "reduction": ref.reduction.describe(), "task": key == "labels" and
                 "classification" or "regression", "n_samples": int(ref.features.shape[0]),
                 "features": int(ref.features.shape[1]), "summary": ref.summary}
-        self.store.catalog.add_reference({"id": ref_id, "model_id": req["model_id"],
-                                          "dataset_id": req["dataset_id"], "blob": blob,
-                                          "specs": specs, "info": info})
+        self.store.add_reference(ref.features.tobytes() + y.tobytes(), {
+            "id": ref_id, "model_id": req["model_id"], "dataset_id": req["dataset_id"],
+            "specs": specs, "info": info})
         with self._ref_lock:
             self._refs.pop(ref_id, None)
         return info

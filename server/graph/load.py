@@ -14,6 +14,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+from ..limits import LimitError, check_model_text
+
 
 class ModelError(ValueError):
     """A model that cannot be used, with a message saying why and what was expected."""
@@ -31,6 +33,10 @@ def _parse(data: bytes, origin: str) -> onnx.ModelProto:
         ) from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{origin}: parsed, but holds no graph; not an ONNX model")
+    try:
+        check_model_text(model)
+    except LimitError as exc:
+        raise ModelError(f"{origin}: {exc}") from None
     return model
 
 

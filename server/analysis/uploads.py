@@ -1,0 +1,84 @@
+"""Uploads of models and datasets: received into a pinned blob, checked, then committed.
+
+The blob and its catalog row come into the store together or not at all: any error on
+the way (bad bytes, a model that does not load, non-finite values, a client that went
+away) leaves nothing behind, and never touches bytes that another upload shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..graph import ModelError, describe, load_model
+from ..store import InvalidUpload, NotFound, Store, check_dataset_specs, dataset_id
+from ..store.store import split_tensors
+
+Chunks = Iterable[tuple[int, bytes]]
+"""(offset, data) pieces of an upload, in order."""
+
+
+def store_model(store: Store, name: str, size: int, sha256: str,
+                chunks: Chunks) -> tuple[dict[str, Any], bool]:
+    """Return the catalog row of the uploaded model and whether it was already stored."""
+    try:
+        return store.catalog.model(sha256), True
+    except NotFound:
+        pass
+    with store.upload(size, sha256) as writer:
+        for offset, data in chunks:
+            writer.write(offset, data)
+        path = writer.commit()
+        try:
+            info = describe(load_model(path.read_bytes()))
+        except ModelError as exc:
+            raise ModelError(f"UploadModel: {exc}") from None
+        return store.add_model(sha256, name or sha256[:12], size, info.to_dict()), False
+
+
+def store_dataset(store: Store, name: str, specs: list[dict[str, Any]], size: int,
+                  sha256: str, chunks: Chunks) -> tuple[dict[str, Any], bool]:
+    """Return the catalog row of the uploaded dataset and whether it was already stored."""
+    n, task, total = check_dataset_specs(specs)
+    if total != size:
+        raise InvalidUpload(
+            f"header.size_bytes is {size} but the tensors' dtypes and shapes make "
+            f"{total} bytes"
+        )
+    ds_id = dataset_id(specs, sha256)
+    try:
+        return store.catalog.dataset(ds_id), True
+    except NotFound:
+        pass
+    with store.upload(size, sha256) as writer:
+        for offset, data in chunks:
+            writer.write(offset, data)
+        check_finite(split_tensors(writer.commit(), specs))
+        return store.add_dataset({
+            "id": ds_id, "name": name or ds_id[:12], "blob": sha256, "size": total,
+            "specs": specs, "n_samples": n, "task": task,
+        }), False
+
+
+def check_finite(arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) -> None:
+    """Raise InvalidUpload at the first tensor with NaN or Inf, in bounded memory."""
+    for name, arr in arrays.items():
+        if arr.dtype.kind != "f" or not arr.size:
+            continue
+        per = max(1, arr[:1].nbytes)
+        step = max(1, chunk_bytes // per)
+        count, first = 0, -1
+        for s in range(0, len(arr), step):
+            bad = ~np.isfinite(arr[s : s + step]).reshape(min(step, len(arr) - s), -1)
+            rows = bad.any(axis=1)
+            if rows.any():
+                count += int(bad.sum())
+                if first < 0:
+                    first = s + int(np.argmax(rows))
+        if count:
+            raise InvalidUpload(
+                f"tensor {name!r} holds {count} non-finite value(s) (NaN or Inf); "
+                f"the first in sample {first}"
+            )
