@@ -132,9 +132,19 @@ def raw(server: F.ServerProcess) -> Any:
     channel.close()
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One server for the tests of requests that must be refused (nothing stored)."""
+    with F.ServerProcess(tmp_path_factory.mktemp("refusing") / "data") as s, \
+            s.channel() as channel:
+        yield s, F.stubs(channel)
+        assert assert_store_intact(s.data_dir) == set()
+        assert s.stop() == 0
+
+
 def test_rejected_uploads_never_delete_the_bytes_of_a_concurrent_accepted_upload(
         server: F.ServerProcess, raw: F.Stubs) -> None:
-    accepted: dict[str, str] = {}
+    rounds = []
     with ThreadPoolExecutor(max_workers=3) as pool:
         for seed in range(30):
             data, _ = shared_bytes(seed)
@@ -149,13 +159,15 @@ def test_rejected_uploads_never_delete_the_bytes_of_a_concurrent_accepted_upload
                 pool.submit(go, lambda d=data: upload_dataset(raw, rejected_specs(), d)),
                 pool.submit(go, lambda d=data: upload_model(raw, d)),
             ]
-            ok, nan, model = (f.result() for f in futures)
-            assert nan == INVALID and model == INVALID, (seed, nan, model)
-            assert isinstance(ok, datasets_pb2.UploadDatasetResponse), (seed, ok)
-            accepted[ok.dataset.id] = hashlib.sha256(data).hexdigest()
-    listed = {d.id for d in raw.datasets.ListDatasets(datasets_pb2.ListDatasetsRequest()).datasets}
-    assert listed == set(accepted)
-    assert assert_store_intact(server.data_dir) == set(accepted.values())
+            rounds.append((hashlib.sha256(data).hexdigest(), *(f.result() for f in futures)))
+    # First what was stored (every row's bytes there and intact), then what was answered.
+    stored = assert_store_intact(server.data_dir)
+    for seed, (_, ok, nan, model) in enumerate(rounds):
+        assert isinstance(ok, datasets_pb2.UploadDatasetResponse), (seed, ok)
+        assert nan == INVALID and model == INVALID, (seed, nan, model)
+    assert stored == {digest for digest, *_ in rounds}
+    listed = raw.datasets.ListDatasets(datasets_pb2.ListDatasetsRequest()).datasets
+    assert {d.id for d in listed} == {ok.dataset.id for _, ok, *_ in rounds}
 
 
 def test_a_rejected_upload_while_an_accepted_one_waits_before_its_commit_spares_its_bytes(
@@ -345,8 +357,8 @@ OVERLONG: dict[str, tuple[str, str, Callable[[F.Stubs, str], Any]]] = {
 
 
 @pytest.mark.parametrize("case", list(OVERLONG))
-def test_every_string_field_has_a_limit_named_in_the_error(
-        server: F.ServerProcess, raw: F.Stubs, case: str) -> None:
+def test_every_string_field_has_a_limit_named_in_the_error(refusing: Any, case: str) -> None:
+    _, raw = refusing
     field, limit, call = OVERLONG[case]
     code, details = F.code_of(lambda: call(raw, "n" * LONG))
     assert code == INVALID, (code, details[:200])
@@ -366,8 +378,8 @@ def test_a_display_name_of_megabytes_is_refused_and_list_models_keeps_working(
     assert assert_store_intact(server.data_dir) == {ok.id}
 
 
-def test_a_model_with_a_tensor_name_beyond_the_limit_is_refused(
-        server: F.ServerProcess, raw: F.Stubs) -> None:
+def test_a_model_with_a_tensor_name_beyond_the_limit_is_refused(refusing: Any) -> None:
+    server, raw = refusing
     model = onnx.load_from_string(F.tiny_regressor())
     model.graph.node[0].output[0] = "h" * 2000
     model.graph.node[1].input[0] = "h" * 2000
@@ -380,7 +392,8 @@ def test_a_model_with_a_tensor_name_beyond_the_limit_is_refused(
 
 @pytest.mark.parametrize("where", ["node name", "tensor name", "doc string", "metadata"])
 def test_a_model_whose_text_is_not_utf8_is_refused_naming_the_field(
-        server: F.ServerProcess, raw: F.Stubs, where: str) -> None:
+        refusing: Any, where: str) -> None:
+    server, raw = refusing
     model = onnx.load_from_string(F.tiny_regressor())
     model.doc_string = "DOCSTRING"
     onnx.helper.set_model_props(model, {"author": "AUTHOR"})
@@ -397,9 +410,8 @@ def test_a_model_whose_text_is_not_utf8_is_refused_naming_the_field(
     assert assert_store_intact(server.data_dir) == set()
 
 
-def test_request_text_that_is_not_utf8_gets_invalid_argument(
-        server: F.ServerProcess) -> None:
-    with server.channel() as channel:
+def test_request_text_that_is_not_utf8_gets_invalid_argument(refusing: Any) -> None:
+    with refusing[0].channel() as channel:
         get = channel.unary_unary("/layerscope.v1.Models/GetModel",
                                   request_serializer=lambda b: b,
                                   response_deserializer=models_pb2.Model.FromString)
@@ -420,7 +432,8 @@ UNSUPPORTED = ["float128", "longdouble", "complex64", "complex128", "object", "O
 
 @pytest.mark.parametrize("dtype", UNSUPPORTED)
 def test_unsupported_dtypes_are_refused_listing_the_accepted_ones(
-        server: F.ServerProcess, raw: F.Stubs, dtype: str) -> None:
+        refusing: Any, dtype: str) -> None:
+    server, raw = refusing
     x = np.zeros((8, 2), np.float64).tobytes()  # 8 bytes per item, like most of the above
     labels = np.arange(8, dtype=np.int64).tobytes()
     specs = [("features", dtype, [8, 2]), ("labels", "int64", [8])]

@@ -31,9 +31,9 @@ from ..analysis import analyze_layers
 from ..analysis.certify import build_reference, query_features
 from ..analysis.ranking import rank_models
 from ..analysis.uploads import store_dataset, store_model
+from ..field_limits import checked
 from ..graph import LayerSelectionError, describe, load_model, select_layers
 from ..graph.head import NoHead, head_layer
-from ..limits import checked
 from ..metrics import check_index_options, compute_indices
 from ..metrics.guarantee import ClassificationReference, RegressionReference
 from ..metrics.validation import as_orders

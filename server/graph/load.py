@@ -1,4 +1,5 @@
-"""Loading ONNX models safely: corrupt bytes and escaping external-data paths are refused.
+"""Loading ONNX models safely: corrupt bytes, text that is not UTF-8 or names beyond the
+server's limits (:mod:`..field_limits`), and escaping external-data paths are refused.
 
 External data is checked before a byte of it is read: every location must be a relative
 path that stays inside the model's folder, name an existing file, and fit its offset and
@@ -14,7 +15,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from ..limits import LimitError, check_model_text
+from ..field_limits import LimitError, check_model_text
 
 
 class ModelError(ValueError):

@@ -29,7 +29,7 @@ import numpy as np
 
 from ...client.files import write_atomic
 from ...client.paths import default_data_dir
-from ..limits import DTYPES
+from ..field_limits import DTYPES
 from .blobs import DIR_MODE, FILE_MODE, BlobError, BlobStore, BlobWriter
 from .catalog import Catalog, NotFound
 

@@ -10,10 +10,11 @@ could not be used, and names without a bound would let one model break ``ListMod
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 MAX_NAME_CHARS = 1024
@@ -49,40 +50,64 @@ class LimitError(ValueError):
     """A request field beyond the server's limits, or a value it does not support."""
 
 
+_MAP, _LIST, _SHAPE, _MESSAGE, _TEXT = range(5)
+
+
+@functools.cache
+def _plan(descriptor: Descriptor) -> tuple[tuple[str, int, bool], ...]:
+    """(name, kind, map values are messages) of the fields of a message type that can hold
+    text or must be counted; bytes and numbers are left out (reading bytes copies them)."""
+    plan = []
+    for field in descriptor.fields:
+        entry = field.message_type
+        is_text = field.type == FieldDescriptor.TYPE_STRING
+        if entry is not None and entry.GetOptions().map_entry:
+            plan.append((field.name, _MAP,
+                         entry.fields_by_name["value"].message_type is not None))
+        elif field.is_repeated and field.name == "shape":
+            plan.append((field.name, _SHAPE, False))
+        elif field.is_repeated and (entry is not None or is_text):
+            plan.append((field.name, _LIST, entry is not None))
+        elif entry is not None:
+            plan.append((field.name, _MESSAGE, True))
+        elif is_text:
+            plan.append((field.name, _TEXT, False))
+    return tuple(plan)
+
+
 def _texts(msg: Message, path: str, counts: bool = True) -> Iterator[tuple[str, str, Any]]:
     """Yield (field name, path, value) for every string of ``msg`` at every depth (map keys
     under the name ``key:FIELD``); with ``counts``, raise LimitError for a list of more
     than MAX_ITEMS entries (MAX_DIMS for a shape)."""
-    for field, value in msg.ListFields():
-        where = f"{path}{field.name}"
-        entry = field.message_type
-        if entry is not None and entry.GetOptions().map_entry:
+    for name, kind, messages in _plan(msg.DESCRIPTOR):
+        where = f"{path}{name}"
+        if kind == _TEXT:
+            yield name, where, getattr(msg, name)
+        elif kind == _MESSAGE:
+            if msg.HasField(name):
+                yield from _texts(getattr(msg, name), f"{where}.", counts)
+        elif kind == _SHAPE:
             if counts:
-                _count(field.name, where, len(value), MAX_ITEMS)
-            has_messages = entry.fields_by_name["value"].message_type is not None
-            for key in value:
-                at = f"{where}[{_short(key)}]"
-                if isinstance(key, (str, bytes)):
-                    yield f"key:{field.name}", f"{where} key", key
-                if has_messages:
-                    yield from _texts(value[key], f"{at}.", counts)
-                elif isinstance(value[key], (str, bytes)):
-                    yield field.name, at, value[key]
-        elif field.is_repeated:
-            if counts and field.name == "shape":
-                _count(field.name, where, len(value), MAX_DIMS)
-            elif entry is not None or field.type == FieldDescriptor.TYPE_STRING:
-                if counts:
-                    _count(field.name, where, len(value), MAX_ITEMS)
+                _count(name, where, len(getattr(msg, name)), MAX_DIMS)
+        else:
+            value = getattr(msg, name)
+            if counts:
+                _count(name, where, len(value), MAX_ITEMS)
+            if kind == _LIST:
                 for i, item in enumerate(value):
-                    if entry is not None:
+                    if messages:
                         yield from _texts(item, f"{where}[{i}].", counts)
                     else:
-                        yield field.name, f"{where}[{i}]", item
-        elif entry is not None:
-            yield from _texts(value, f"{where}.", counts)
-        elif field.type == FieldDescriptor.TYPE_STRING:
-            yield field.name, where, value
+                        yield name, f"{where}[{i}]", item
+                continue
+            for key in value:
+                if isinstance(key, (str, bytes)):
+                    yield f"key:{name}", f"{where} key", key
+                at = f"{where}[{_short(key)}]"
+                if messages:
+                    yield from _texts(value[key], f"{at}.", counts)
+                elif isinstance(value[key], (str, bytes)):
+                    yield name, at, value[key]
 
 
 def _count(name: str, where: str, n: int, limit: int) -> None:
