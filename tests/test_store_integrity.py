@@ -33,6 +33,7 @@ from layerscope.client.stubs import (
     datasets_pb2,
     models_pb2,
 )
+from layerscope.server.store import Store
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -524,3 +525,21 @@ def test_a_tls_key_others_can_read_is_refused(tmp_path: Path) -> None:
     done = _serve(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert f"chmod 600 {key}" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# The store in process (real SQLite, real files)
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_replaced_reference_leaves_no_bytes_behind(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    row = {"id": "r" * 64, "model_id": "m" * 64, "dataset_id": "d" * 64,
+           "specs": [], "info": {}}
+    try:
+        store.add_reference(b"features of the first build", row)
+        store.add_reference(b"features of the second build", row)
+        assert assert_store_intact(tmp_path / "data") == {
+            hashlib.sha256(b"features of the second build").hexdigest()}
+    finally:
+        store.close()

@@ -149,7 +149,12 @@ class Store:
     def __init__(self, data_dir: Path, max_upload_bytes: int = 2 << 30) -> None:
         self.dir = Path(data_dir).expanduser()
         self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        os.chmod(self.dir, DIR_MODE)
+        try:
+            os.chmod(self.dir, DIR_MODE)
+        except PermissionError:
+            raise PermissionError(
+                f"cannot make the data directory {self.dir} private (mode 0700): it belongs "
+                "to another user; use a --data-dir that this user owns") from None
         lock_fd = os.open(self.dir / "server.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         self._lock_file = os.fdopen(lock_fd, "a+")
         try:
