@@ -9,6 +9,7 @@ install has no server: starting one there raises ServerExtraMissing, which names
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -59,12 +60,13 @@ class ServerProcess:
         require_server_extra()
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path) if log_path else self.data_dir / "server.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.cmd = [sys.executable, "-m", "layerscope.server.api", "--host", host,
                     "--port", "0", "--data-dir", str(self.data_dir), *args]
         self.address: str | None = None
         self._ready = threading.Event()
-        with open(self.log_path, "a") as log:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as log:  # private, like the data directory it may sit in
             self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=log,
                                          text=True, start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()

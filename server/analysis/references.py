@@ -76,7 +76,6 @@ class References:
         y = np.ascontiguousarray(y)
         specs = [{"name": "features", "dtype": "float32", "shape": list(ref.features.shape)},
                  {"name": data.key, "dtype": str(y.dtype), "shape": list(y.shape)}]
-        blob = self.store.blobs.put_bytes(ref.features.tobytes() + y.tobytes())
         reduction = ref.reduction.describe()
         ref_id = reference_id(req.model_id, req.dataset_id, ref.layer, reduction, order)
         info = {"id": ref_id, "model_id": req.model_id, "dataset_id": req.dataset_id,
@@ -85,9 +84,9 @@ class References:
                 "features": int(ref.features.shape[1]), "summary": ref.summary}
         if order != 1:
             info["order"] = order
-        self.store.catalog.add_reference({"id": ref_id, "model_id": req.model_id,
-                                          "dataset_id": req.dataset_id, "blob": blob,
-                                          "specs": specs, "info": info})
+        self.store.add_reference(ref.features.tobytes() + y.tobytes(), {
+            "id": ref_id, "model_id": req.model_id, "dataset_id": req.dataset_id,
+            "specs": specs, "info": info})
         with self._lock:
             self._loaded.pop(ref_id, None)
         return info

@@ -1,8 +1,8 @@
-"""Uploads of models and datasets: received into a blob, checked, then catalogued.
+"""Uploads of models and datasets: received into a pinned blob, checked, then committed.
 
-A model must load and describe itself; a dataset's specs must make its size and its float
-tensors must be finite. A blob that fails its check is dropped (unless another entry
-shares its bytes); nothing half-written stays behind.
+The blob and its catalog row come into the store together or not at all: any error on
+the way (bad bytes, a model that does not load, non-finite values, a client that went
+away) leaves nothing behind, and never touches bytes that another upload shares.
 """
 
 from __future__ import annotations
@@ -20,16 +20,6 @@ Chunks = Iterable[tuple[int, bytes]]
 """(offset, data) pieces of an upload, in order."""
 
 
-def _receive(store: Store, size: int, sha256: str, chunks: Chunks) -> Any:
-    writer = store.writer(size, sha256)
-    try:
-        for offset, data in chunks:
-            writer.write(offset, data)
-        return writer.commit()
-    finally:
-        writer.abort()
-
-
 def store_model(store: Store, name: str, size: int, sha256: str,
                 chunks: Chunks) -> tuple[dict[str, Any], bool]:
     """Return the catalog row of the uploaded model and whether it was already stored."""
@@ -37,14 +27,15 @@ def store_model(store: Store, name: str, size: int, sha256: str,
         return store.catalog.model(sha256), True
     except NotFound:
         pass
-    path = _receive(store, size, sha256, chunks)
-    try:
-        info = describe(load_model(path.read_bytes()))
-    except (ModelError, ValueError) as exc:
-        store.drop_blob_if_unused(sha256)
-        raise ModelError(f"UploadModel: {exc}") from None
-    store.catalog.add_model(sha256, name or sha256[:12], size, info.to_dict())
-    return store.catalog.model(sha256), False
+    with store.upload(size, sha256) as writer:
+        for offset, data in chunks:
+            writer.write(offset, data)
+        path = writer.commit()
+        try:
+            info = describe(load_model(path.read_bytes()))
+        except ModelError as exc:
+            raise ModelError(f"UploadModel: {exc}") from None
+        return store.add_model(sha256, name or sha256[:12], size, info.to_dict()), False
 
 
 def store_dataset(store: Store, name: str, specs: list[dict[str, Any]], size: int,
@@ -61,17 +52,14 @@ def store_dataset(store: Store, name: str, specs: list[dict[str, Any]], size: in
         return store.catalog.dataset(ds_id), True
     except NotFound:
         pass
-    path = _receive(store, size, sha256, chunks)
-    try:
-        check_finite(split_tensors(path, specs))
-    except ValueError:
-        store.drop_blob_if_unused(sha256)
-        raise
-    store.catalog.add_dataset({
-        "id": ds_id, "name": name or ds_id[:12], "blob": sha256, "size": total,
-        "specs": specs, "n_samples": n, "task": task,
-    })
-    return store.catalog.dataset(ds_id), False
+    with store.upload(size, sha256) as writer:
+        for offset, data in chunks:
+            writer.write(offset, data)
+        check_finite(split_tensors(writer.commit(), specs))
+        return store.add_dataset({
+            "id": ds_id, "name": name or ds_id[:12], "blob": sha256, "size": total,
+            "specs": specs, "n_samples": n, "task": task,
+        }), False
 
 
 def check_finite(arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) -> None:

@@ -36,17 +36,19 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=50051,
                    help="port (default: %(default)s; 0 picks a free one)")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                   help=f"store folder (default: {default_data_dir()})")
+                   help=f"store folder, kept private: 0700, its files 0600 "
+                        f"(default: {default_data_dir()})")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
                    help="where indices and models run (default: $LAYERSCOPE_DEVICE, else auto: "
                         "the GPU when one is usable)")
     p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
-                   help="file of accepted bearer tokens, one per line; without it any client "
-                        "that reaches the port may use the server")
+                   help="file of accepted bearer tokens, one per line, private to its owner "
+                        "(chmod 600); without it any client that reaches the port may use "
+                        "the server")
     p.add_argument("--tls-cert", type=Path, default=None, metavar="PEM",
                    help="server certificate (PEM), with --tls-key: serve over TLS")
     p.add_argument("--tls-key", type=Path, default=None, metavar="PEM",
-                   help="private key of --tls-cert")
+                   help="private key of --tls-cert, private to its owner (chmod 600)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without --token-file (anyone who reaches "
                         "the port can upload, compute and delete)")

@@ -7,8 +7,10 @@ import argparse
 import hmac
 import ipaddress
 import logging
+import os
 import signal
 import socket
+import stat
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -30,6 +32,7 @@ from ...protos.stubs import (
 )
 from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
+from .decode import DecodeErrors
 from .limits import CallLimiter, Limits
 from .options import add_serve_arguments
 from .servicers import AnalysisService, DatasetsService, ModelsService
@@ -88,9 +91,23 @@ def _deny(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+def read_private(path: Path, option: str) -> bytes:
+    """The bytes of a secret file; ValueError when group or others may read or write it
+    (on POSIX), with the command that fixes it."""
+    if os.name == "posix":
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ValueError(
+                f"{option} {path} has mode {mode:04o}: group or others can read or change "
+                f"it; make it private to its owner with `chmod 600 {path}`"
+            )
+    return path.read_bytes()
+
+
 def read_tokens(path: Path) -> list[str]:
-    """One token per line; blank lines and lines starting with '#' are ignored."""
-    lines = path.read_text().splitlines()
+    """One token per line; blank lines and lines starting with '#' are ignored. The file
+    must be private to its owner (mode 0600 or stricter)."""
+    lines = read_private(path, "--token-file").decode().splitlines()
     tokens = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not tokens:
         raise ValueError(f"--token-file {path} holds no token")
@@ -120,6 +137,7 @@ class Server:
         self.limiter = CallLimiter(self.limits)
         interceptors: list[grpc.ServerInterceptor] = [TokenAuth(tokens)] if tokens else []
         interceptors.append(self.limiter)
+        interceptors.append(DecodeErrors())
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.limits.threads,
                                        thread_name_prefix="layerscope-rpc"),
@@ -232,7 +250,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         limits = Limits(**{f: getattr(args, f) for f in Limits.__dataclass_fields__})
         tokens = read_tokens(args.token_file) if args.token_file else None
-        tls = (args.tls_cert.read_bytes(), args.tls_key.read_bytes()) if args.tls_cert else None
+        tls = ((args.tls_cert.read_bytes(), read_private(args.tls_key, "--tls-key"))
+               if args.tls_cert else None)
         server = Server(
             args.data_dir or default_data_dir(), args.host, args.port, args.device,
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,

@@ -27,6 +27,7 @@ from ..analysis import admission, uploads
 from ..analysis.admission import FailedPrecondition
 from ..analysis.jobs import Jobs
 from ..analysis.references import References
+from ..field_limits import checked
 from ..metrics import compute_indices
 from ..runtime.extract import Cancelled, InputError
 from ..store import (
@@ -74,7 +75,7 @@ def rpc(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return fn(self, request, context)
+            return fn(self, checked(request), context)
         except grpc.RpcError:
             raise
         except Exception as exc:  # noqa: BLE001 - every error gets a status code
@@ -91,7 +92,7 @@ def rpc_stream(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            yield from fn(self, request, context)
+            yield from fn(self, checked(request), context)
         except grpc.RpcError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -122,8 +123,7 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
 
     @rpc
     def DeleteModel(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self.store.catalog.delete_model(request.id)
-        self.store.drop_blob_if_unused(request.id)
+        self.store.delete_model(request.id)
         return models_pb2.DeleteModelResponse()
 
 
@@ -151,8 +151,7 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
 
     @rpc
     def DeleteDataset(self, request: Any, context: grpc.ServicerContext) -> Any:
-        blob = self.store.catalog.delete_dataset(request.id)
-        self.store.drop_blob_if_unused(blob)
+        self.store.delete_dataset(request.id)
         return datasets_pb2.DeleteDatasetResponse()
 
 

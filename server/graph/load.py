@@ -1,5 +1,6 @@
-"""Loading ONNX models safely: corrupt bytes and external data that is not the model's own
-are refused, and onnxruntime is handed only bytes that name no file.
+"""Loading ONNX models safely: corrupt bytes, text that is not UTF-8 or names beyond the
+server's limits (:mod:`..field_limits`), and external data that is not the model's own are
+refused, and onnxruntime is handed only bytes that name no file.
 
 Models given as bytes (every upload) may not refer to external data at all; a model file may
 refer only to files inside its own folder, checked before a byte is read
@@ -22,10 +23,12 @@ from ...onnx_external import (
     refuse_external_data,
 )
 from ...onnx_external import check_external_data as _check_files
+from ..field_limits import LimitError, check_model_text
 
 # onnxruntime reads session options from this metadata key when ORT_LOAD_CONFIG_FROM_MODEL
 # is set (profiling files included); the server chooses its own options.
 ORT_CONFIG_KEY = "ort_config"
+
 
 
 class ModelError(ValueError):
@@ -50,6 +53,10 @@ def _parse(data: bytes, origin: str) -> onnx.ModelProto:
     if len(kept) != len(model.metadata_props):
         del model.metadata_props[:]
         model.metadata_props.extend(kept)
+    try:
+        check_model_text(model)
+    except LimitError as exc:
+        raise ModelError(f"{origin}: {exc}") from None
     return model
 
 

@@ -3,15 +3,23 @@
 Writes are atomic: bytes go to a temporary file in the same data directory, are fsynced,
 verified against the declared size and hash, and only then renamed into place (and the
 folder fsynced). A crash leaves either the old state or the new one, never half a file.
+Folders are 0700 and files 0600. Which blobs live is not decided here: :class:`Store`
+keeps, under the catalog's lock, the rows and pins that hold them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class BlobError(ValueError):
@@ -82,7 +90,7 @@ class BlobWriter:
             os.fsync(self.file.fileno())
             self.file.close()
             dest = self.store.path(digest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.parent.mkdir(mode=DIR_MODE, exist_ok=True)
             os.replace(self.path, dest)
             _fsync_dir(dest.parent)
             return dest
@@ -103,9 +111,8 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        for stale in self.tmp.glob("upload-*"):  # left by a crash mid-upload
-            stale.unlink(missing_ok=True)
+        for folder in (root, root / "sha256", self.tmp):
+            folder.mkdir(mode=DIR_MODE, exist_ok=True)
 
     def path(self, digest: str) -> Path:
         return self.root / "sha256" / digest[:2] / digest
@@ -116,9 +123,9 @@ class BlobStore:
     def writer(self, size: int, sha256: str, limit: int) -> BlobWriter:
         return BlobWriter(self, size, sha256, limit)
 
-    def put_bytes(self, data: bytes) -> str:
+    def put_bytes(self, data: bytes, digest: str | None = None) -> str:
         """Store ``data`` (atomically) and return its sha256."""
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digest or hashlib.sha256(data).hexdigest()
         if not self.exists(digest):
             w = self.writer(len(data), digest, max(len(data), 1))
             w.write(0, data)
@@ -127,3 +134,20 @@ class BlobStore:
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
+
+    def digests(self) -> Iterator[str]:
+        """The sha256 of every stored blob."""
+        for path in (self.root / "sha256").glob("??/*"):
+            if _DIGEST.fullmatch(path.name) and path.parent.name == path.name[:2]:
+                yield path.name
+
+    def sweep(self, keep: set[str], temps: bool = True) -> tuple[int, int]:
+        """Delete the blobs not in ``keep`` and (with ``temps``, which is only safe while no
+        upload is in progress) every temporary upload; return how many of each."""
+        blobs = [d for d in self.digests() if d not in keep]
+        for digest in blobs:
+            self.delete(digest)
+        stale = [p for p in self.tmp.iterdir() if p.is_file() or p.is_symlink()] if temps else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(blobs), len(stale)

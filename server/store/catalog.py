@@ -1,13 +1,16 @@
 """The catalog: a SQLite database (WAL) of models, datasets and jobs.
 
 Every change is one transaction. Blob bytes live in :mod:`blobs`; rows refer to them by
-sha256. On opening, jobs left queued or running by a server that stopped are marked
+sha256, and :attr:`Catalog.lock` is the lock under which blobs are kept or dropped. The
+database file is created 0600 (SQLite gives its WAL and shared-memory files the same
+mode). On opening, jobs left queued or running by a server that stopped are marked
 interrupted with a message: never silently lost, never left "running".
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -89,6 +92,7 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -107,6 +111,12 @@ class Catalog:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every change of the catalog takes (reentrant): hold it to make a
+        decision about a blob together with the rows that refer to it."""
+        return self._lock
 
     def close(self) -> None:
         with self._lock:
@@ -173,22 +183,36 @@ class Catalog:
             return str(row["blob"])
 
     def blob_in_use(self, digest: str) -> bool:
+        """Whether a model, dataset or reference row refers to the blob."""
         with self._lock:
-            a = self._db.execute("SELECT 1 FROM datasets WHERE blob = ?", (digest,)).fetchone()
-            b = self._db.execute("SELECT 1 FROM models WHERE id = ?", (digest,)).fetchone()
-            c = self._db.execute("SELECT 1 FROM reference_sets WHERE blob = ?",
-                                 (digest,)).fetchone()
-        return a is not None or b is not None or c is not None
+            row = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM datasets WHERE blob = ?1) "
+                "OR EXISTS (SELECT 1 FROM models WHERE id = ?1) "
+                "OR EXISTS (SELECT 1 FROM reference_sets WHERE blob = ?1)", (digest,)
+            ).fetchone()
+        return bool(row[0])
+
+    def referenced_blobs(self) -> set[str]:
+        """The sha256 of every blob a row refers to."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT blob FROM datasets UNION SELECT id FROM models "
+                "UNION SELECT blob FROM reference_sets").fetchall()
+        return {str(r[0]) for r in rows}
 
     # certification references ----------------------------------------------------------
-    def add_reference(self, row: dict[str, Any]) -> None:
+    def add_reference(self, row: dict[str, Any]) -> str | None:
+        """Insert or replace a reference row; return the blob of the row it replaced."""
         with self.transaction() as db:
+            old = db.execute("SELECT blob FROM reference_sets WHERE id = ?",
+                             (row["id"],)).fetchone()
             db.execute(
                 "INSERT OR REPLACE INTO reference_sets (id, model_id, dataset_id, blob, "
                 "created, specs_json, info_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (row["id"], row["model_id"], row["dataset_id"], row["blob"], time.time(),
                  json.dumps(row["specs"]), json.dumps(row["info"])),
             )
+        return None if old is None else str(old["blob"])
 
     def reference(self, id: str) -> dict[str, Any]:
         with self._lock:

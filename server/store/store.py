@@ -3,23 +3,39 @@
 Only one server uses a data directory at a time (an exclusive lock on ``server.lock``);
 ``server.json`` says which process holds it and where it listens, so that a local client
 can reuse a running embedded server instead of starting a second one.
+
+A blob lives while a catalog row refers to it or an upload in progress pins it. Both are
+decided under the catalog's lock, and a blob is deleted only under it, so a failed upload
+cannot delete the bytes that a concurrent one of the same content is about to commit.
+Whatever a crash leaves (a blob without a row, a half-received upload) is swept when the
+next server opens the directory. The directory is 0700 and every file in it 0600.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import stat
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...local import announce, default_data_dir, read_announcement, withdraw
-from .blobs import BlobError, BlobStore, BlobWriter
-from .catalog import Catalog
+from ..field_limits import DTYPES
+from .blobs import DIR_MODE, FILE_MODE, BlobError, BlobStore, BlobWriter
+from .catalog import Catalog, NotFound
 
-DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+log = logging.getLogger("layerscope.store")
 INTERRUPTED = "the server stopped while this job was queued or running; start it again"
+PAUSE_ENV = "LAYERSCOPE_TEST_PAUSE_BEFORE_COMMIT"
+"""Test-only: a file path; see :meth:`Store._commit_point`."""
 
 
 class DataDirBusy(RuntimeError):
@@ -105,13 +121,37 @@ def split_tensors(path: Path, specs: list[dict[str, Any]]) -> dict[str, np.ndarr
     return out
 
 
+def make_private(root: Path) -> int:
+    """Make ``root`` and every folder under it 0700 and every file 0600 (symbolic links
+    are left alone); return how many modes changed."""
+    changed = 0
+    paths = [root]
+    for folder, dirs, files in os.walk(root):  # does not follow links to folders
+        paths += [Path(folder, name) for name in (*dirs, *files)]
+    for path in paths:
+        st = path.lstat()
+        want = (DIR_MODE if stat.S_ISDIR(st.st_mode) else FILE_MODE
+                if stat.S_ISREG(st.st_mode) else None)
+        if want is not None and stat.S_IMODE(st.st_mode) != want:
+            os.chmod(path, want)
+            changed += 1
+    return changed
+
+
 class Store:
     """The data directory of one server."""
 
     def __init__(self, data_dir: Path, max_upload_bytes: int = 2 << 30) -> None:
         self.dir = Path(data_dir).expanduser()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.dir / "server.lock", "a+")  # noqa: SIM115 - held for life
+        self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        try:
+            os.chmod(self.dir, DIR_MODE)
+        except PermissionError:
+            raise PermissionError(
+                f"cannot make the data directory {self.dir} private (mode 0700): it belongs "
+                "to another user; use a --data-dir that this user owns") from None
+        lock_fd = os.open(self.dir / "server.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        self._lock_file = os.fdopen(lock_fd, "a+")
         try:
             import fcntl  # noqa: PLC0415 - POSIX only
 
@@ -127,9 +167,18 @@ class Store:
                 "connect to it with --server, or use another --data-dir"
             ) from None
         self.max_upload_bytes = int(max_upload_bytes)
+        tightened = make_private(self.dir)
+        if tightened:
+            log.warning("made %d file(s) and folder(s) of %s private (0600/0700)",
+                        tightened, self.dir)
         self.blobs = BlobStore(self.dir / "blobs")
         self.catalog = Catalog(self.dir / "catalog.sqlite3")
+        self._pins: Counter[str] = Counter()  # uploads in progress, per blob; catalog.lock
         self.interrupted_at_start = self.catalog.interrupt_active(INTERRUPTED)
+        self.swept_at_start = self.sweep()
+        if any(self.swept_at_start):
+            log.info("removed %d unreferenced blob(s) and %d temporary upload(s) left by a "
+                     "previous server", *self.swept_at_start)
 
     def announce(self, address: str) -> None:
         announce(self.dir, address)
@@ -139,21 +188,107 @@ class Store:
         self.catalog.close()
         self._lock_file.close()
 
-    # uploads ----------------------------------------------------------------------------
-    def writer(self, size: int, sha256: str) -> BlobWriter:
-        return self.blobs.writer(size, sha256, self.max_upload_bytes)
+    # blob lifetime ----------------------------------------------------------------------
+    @contextmanager
+    def upload(self, size: int, sha256: str) -> Iterator[BlobWriter]:
+        """A writer for an upload of ``size`` bytes with this sha256. The blob is pinned
+        until the block ends; commit its catalog row (:meth:`add_model`,
+        :meth:`add_dataset`) inside the block. However the block ends, nothing is left
+        that no row refers to: a failed or abandoned upload leaves no bytes behind."""
+        writer = self.blobs.writer(size, sha256, self.max_upload_bytes)
+        try:
+            with self._pinned(sha256):
+                yield writer
+        finally:
+            writer.abort()
 
+    @contextmanager
+    def _pinned(self, digest: str) -> Iterator[None]:
+        with self.catalog.lock:
+            self._pins[digest] += 1
+        try:
+            yield
+        finally:
+            with self.catalog.lock:
+                self._pins[digest] -= 1
+                if self._pins[digest] <= 0:
+                    del self._pins[digest]
+                self._drop_if_unused(digest)
+
+    def _drop_if_unused(self, digest: str) -> None:
+        """Delete the blob unless a row refers to it or an upload pins it."""
+        with self.catalog.lock:
+            if digest not in self._pins and not self.catalog.blob_in_use(digest):
+                self.blobs.delete(digest)
+
+    def _commit_point(self) -> None:
+        """Where a blob is written and its catalog row not yet committed. Test-only: with
+        ``$LAYERSCOPE_TEST_PAUSE_BEFORE_COMMIT`` naming a file, create that file here and
+        wait while it exists, so that a test can kill the server (or race another upload)
+        at exactly this point. Never set it in production."""
+        marker = os.environ.get(PAUSE_ENV)
+        if not marker:
+            return
+        Path(marker).write_text(str(os.getpid()))
+        while os.path.exists(marker):
+            time.sleep(0.01)
+
+    def sweep(self) -> tuple[int, int]:
+        """Delete blobs that no row refers to and no upload pins, and temporary uploads
+        (none is in progress before the server starts); return how many of each."""
+        with self.catalog.lock:
+            keep = self.catalog.referenced_blobs() | set(self._pins)
+            # Uploads in progress own their temporary files.
+            return self.blobs.sweep(keep, temps=not self._pins)
+
+    # models, datasets, references ---------------------------------------------------------
+    def add_model(self, id: str, name: str, size: int, info: dict[str, Any]) -> dict[str, Any]:
+        """Commit the row of a model whose bytes are in the blob ``id``; return it."""
+        self._commit_point()
+        self.catalog.add_model(id, name, size, info)
+        return self.catalog.model(id)
+
+    def add_dataset(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Commit the row of a dataset whose bytes are in the blob ``row["blob"]``."""
+        self._commit_point()
+        self.catalog.add_dataset(row)
+        return self.catalog.dataset(row["id"])
+
+    def add_reference(self, data: bytes, row: dict[str, Any]) -> None:
+        """Store a certification reference's bytes and commit its row (``blob`` set here);
+        the bytes of a reference it replaces go when nothing else refers to them."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._pinned(digest):
+            self.blobs.put_bytes(data, digest)
+            self._commit_point()
+            with self.catalog.lock:
+                old = self.catalog.add_reference({**row, "blob": digest})
+                if old is not None and old != digest:
+                    self._drop_if_unused(old)
+
+    def delete_model(self, id: str) -> None:
+        with self.catalog.lock:
+            self.catalog.delete_model(id)
+            self._drop_if_unused(id)
+
+    def delete_dataset(self, id: str) -> None:
+        with self.catalog.lock:
+            self._drop_if_unused(self.catalog.delete_dataset(id))
+
+    # reading ----------------------------------------------------------------------------
     def model_bytes(self, id: str) -> bytes:
         self.catalog.model(id)  # NotFound for an unknown id
-        return self.blobs.path(id).read_bytes()
+        try:
+            return self.blobs.path(id).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no model with id {id!r} (deleted just now)") from None
 
     def dataset_arrays(self, id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         row = self.catalog.dataset(id)
-        return row, split_tensors(self.blobs.path(row["blob"]), row["specs"])
-
-    def drop_blob_if_unused(self, digest: str) -> None:
-        if not self.catalog.blob_in_use(digest):
-            self.blobs.delete(digest)
+        try:
+            return row, split_tensors(self.blobs.path(row["blob"]), row["specs"])
+        except FileNotFoundError:
+            raise NotFound(f"no dataset with id {id!r} (deleted just now)") from None
 
 
 __all__ = [

@@ -451,6 +451,7 @@ def test_insecure_starts_on_a_non_loopback_address_and_warns(tmp_path: Path) -> 
 def test_a_token_without_tls_on_a_non_loopback_address_warns(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("a-token\n")
+    tokens.chmod(0o600)
     on_loopback = started(tmp_path / "loopback", "127.0.0.1", "--token-file", str(tokens))
     assert "WARNING" not in on_loopback, on_loopback
     exposed = started(tmp_path / "exposed", "0.0.0.0", "--token-file", str(tokens))

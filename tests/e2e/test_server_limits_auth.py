@@ -123,6 +123,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("secured")
     token_file = root / "tokens.txt"
     token_file.write_text(f"# accepted tokens\n\n{TOKEN}\nanother-token\n")
+    token_file.chmod(0o600)
     with F.ServerProcess(root / "data", "--token-file", str(token_file)) as s:
         yield s
         assert s.alive(), s.log_tail()

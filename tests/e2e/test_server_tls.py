@@ -29,6 +29,7 @@ def certificate(tmp_path_factory):
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
+    key.chmod(0o600)  # the server refuses a private key that others can read
     return cert, key
 
 
