@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..cancellation import Cancellation, checker
 from ..graph.inspect import LayerInfo, ModelInfo, describe
 from ..graph.load import load_model
 from ..graph.select import select_layers
@@ -184,14 +185,15 @@ def analyze_layers(
     tolerance: float = DEFAULT_TOLERANCE,
     device: str | None = None,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: Cancellation | None = None,
 ) -> LayerwiseResult:
     """Return the indices of every chosen layer of ``model`` on ``data`` (and ``test``).
 
     ``data`` / ``test`` map each model input name to an array (a single-input model may use
     ``inputs``); ``labels`` (classification) or ``targets`` (regression) go with them.
     Defaults: ``si``, ``high_order_si`` and ``soft_order_si`` at order 5 and ``center_si``,
-    or the SmI family at order 5.
+    or the SmI family at order 5. ``cancel`` stops the work between batches, layers and
+    blocks, and terminates a model run under way.
     """
     started = time.perf_counter()
     if (labels is None) == (targets is None):
@@ -224,10 +226,10 @@ def analyze_layers(
     if orders is not None:  # fail before the model runs, not once per layer
         as_orders(orders, n_train, DEFAULT_ORDERS)
     sets = [feeds] if test_feeds is None else [feeds, test_feeds]
+    cancel = checker(cancel)
     extracted = extract(
         proto, info, run_layers, sets, reduce=reduce, batch_size=batch_size,
-        memory_budget_mb=memory_budget_mb, device=device, progress=progress,
-        cancelled=cancelled,
+        memory_budget_mb=memory_budget_mb, device=device, progress=progress, cancel=cancel,
     )
     rows: list[tuple[str, LayerData]] = []
     if include_inputs:
@@ -252,10 +254,7 @@ def analyze_layers(
     results: list[LayerResult] = []
     warnings: list[str] = []
     for i, (kind, d) in enumerate(rows):
-        if cancelled is not None and cancelled():
-            from ..runtime.extract import Cancelled  # noqa: PLC0415
-
-            raise Cancelled("cancelled between layers")
+        cancel.check()
         row = LayerResult(
             name=d.name, kind=kind, op_type=d.op_type, shape=[int(s) for s in d.shape],
             reduction=d.reduction.describe(), dims=d.dims, notes=list(d.notes),
@@ -268,7 +267,7 @@ def analyze_layers(
                 kw["test_labels" if task == "classification" else "test_targets"] = yt
             res = compute_indices(
                 train_x, indices=names, orders=orders_t, gamma=gamma, normalize=normalize,
-                device=device, **kw,
+                device=device, cancel=cancel, **kw,
             )
             full = res.to_dict(per_class=False)
             row.values = {k: v for k, v in full.items()

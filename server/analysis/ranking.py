@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..cancellation import Cancellation, checker
 from ..graph.head import head_layer
 from ..graph.inspect import LayerInfo, describe
 from ..graph.load import load_model
@@ -103,13 +104,14 @@ def rank_models(
     memory_budget_mb: float = 1024.0,
     device: str | None = None,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: Cancellation | None = None,
 ) -> RankingResult:
     """Rank ``models`` by how well their features separate (or smooth) the target data.
 
     ``data`` maps input names to arrays (each model takes the arrays named like its
     inputs), or is one array given to every single-input model. ``layers`` overrides the
-    head rule per model (by name, or by position).
+    head rule per model (by name, or by position). ``cancel`` stops the work between
+    batches, blocks and models, and terminates a model run under way.
     """
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels (classification) or targets (regression)")
@@ -126,12 +128,10 @@ def rank_models(
         indices = ["si", "soft_order_si", "center_si", "feature_ranking"]
     else:
         indices = ["smi_linear", "soft_order_smi_linear", "feature_ranking"]
+    cancel = checker(cancel)
     rows: list[ModelScore] = []
     for j, (name, source) in enumerate(zip(names, models, strict=True)):
-        if cancelled is not None and cancelled():
-            from ..runtime.extract import Cancelled  # noqa: PLC0415
-
-            raise Cancelled("cancelled between models")
+        cancel.check()
         started = time.perf_counter()
         proto = source if isinstance(source, onnx.ModelProto) else load_model(source)
         info = describe(proto)
@@ -164,12 +164,13 @@ def rank_models(
                 progress(f"{_n}:{stage}", done, total)
 
         got = extract(proto, info, wanted, [arrays], reduce=reductions, batch_size=batch_size,
-                      memory_budget_mb=memory_budget_mb, device=device, progress=report)
+                      memory_budget_mb=memory_budget_mb, device=device, progress=report,
+                      cancel=cancel)
         feats = to_host(got[0].train)
         target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
         res = compute_indices(feats, **target, indices=indices, orders=[order],
                               max_features=max_features, patience=patience,
-                              criterion=criterion, device=device)
+                              criterion=criterion, device=device, cancel=cancel)
         fr = res.feature_ranking
         assert fr is not None
         if task == "classification":
@@ -188,6 +189,7 @@ def rank_models(
             notes=list(got[0].notes) + list(res.warnings),
         )
         if baselines:
+            cancel.check()
             probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
             if task == "classification":
                 row.baselines = transferability_scores(feats, y, probs)

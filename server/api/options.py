@@ -17,6 +17,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=2048.0)
     p.add_argument("--max-concurrent-jobs", type=int, default=1)
     p.add_argument("--max-queued-jobs", type=int, default=16)
+    p.add_argument("--job-timeout-s", type=float, default=3600.0,
+                   help="a job running longer than this many seconds is stopped (its model "
+                        "run terminated) and fails; 0 = no limit (default 3600)")
     p.add_argument("--token-file", type=Path, default=None,
                    help="file of accepted bearer tokens, one per line")
     p.add_argument("--tls-cert", type=Path, default=None)

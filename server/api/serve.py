@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ from ...client.stubs import (
     models_pb2_grpc,
 )
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
+from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
 from .options import add_serve_arguments
 from .servicers import AnalysisService, DatasetsService, ModelsService
 
@@ -107,9 +109,12 @@ class Server:
         max_queued_jobs: int = 16,
         tokens: Sequence[str] | None = None,
         tls: tuple[bytes, bytes] | None = None,
+        job_timeout_s: float = DEFAULT_TIME_LIMIT_S,
     ) -> None:
+        check_time_limit(job_timeout_s)  # before the store is opened
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
-        self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs)
+        self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs,
+                               job_timeout_s)
         interceptors = [TokenAuth(tokens)] if tokens else []
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="layerscope-rpc"),
@@ -137,6 +142,7 @@ class Server:
         self.address = f"{host}:{self.port}"
         self._stopped = threading.Event()
         self.done = threading.Event()
+        self.workers_stopped = True  # False: a job worker outlived the grace period
 
     def start(self) -> None:
         self.grpc.start()
@@ -145,13 +151,14 @@ class Server:
         self.store.announce(self.address)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, stop running jobs at their next batch, close the store."""
+        """Stop accepting, stop running jobs (their model runs terminated), give calls under
+        way ``grace`` seconds, close the store."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
         done = self.grpc.stop(grace)
-        self.jobs.shutdown(grace)
+        self.workers_stopped = self.jobs.shutdown(grace)
         done.wait(grace)
         self.store.close()
         self.done.set()
@@ -178,6 +185,7 @@ def serve(args: argparse.Namespace) -> int:
         server = Server(
             args.data_dir or default_data_dir(), args.host, args.port, args.device,
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,
+            args.job_timeout_s,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
@@ -196,6 +204,14 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.wait()
     server.done.wait(60)
+    if not server.workers_stopped:
+        # A worker is still inside one model operation that onnxruntime cannot interrupt
+        # (terminate is honoured between operations). The interpreter's teardown under a
+        # running native thread aborts the process; the store is closed, so leave now.
+        log.warning("a job worker did not stop within the grace period; exiting without it")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

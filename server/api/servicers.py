@@ -31,13 +31,14 @@ from ...client.stubs import (
 from ..analysis import analyze_layers
 from ..analysis.certify import build_reference, query_features
 from ..analysis.ranking import rank_models
+from ..cancellation import Stopped, for_call
 from ..graph import LayerSelectionError, describe, load_model, select_layers
 from ..graph.head import NoHead, head_layer
 from ..graph.load import ModelError
 from ..metrics import check_index_options, compute_indices
 from ..metrics.guarantee import ClassificationReference, RegressionReference
 from ..metrics.validation import as_orders
-from ..runtime.extract import Cancelled, InputError, model_feeds
+from ..runtime.extract import InputError, model_feeds
 from ..runtime.reduce import parse_reduction
 from ..store import (
     InvalidUpload,
@@ -56,6 +57,10 @@ from . import convert
 
 log = logging.getLogger("layerscope.api")
 F = TypeVar("F", bound=Callable[..., Any])
+STOPPED_CODE = {"cancelled": grpc.StatusCode.CANCELLED, "client_gone": grpc.StatusCode.CANCELLED,
+                "deadline": grpc.StatusCode.DEADLINE_EXCEEDED,
+                "time_limit": grpc.StatusCode.DEADLINE_EXCEEDED,
+                "shutdown": grpc.StatusCode.UNAVAILABLE}
 
 
 class FailedPrecondition(ValueError):
@@ -72,7 +77,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, ShuttingDown):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, (Cancelled, JobCancelled)):
+    if isinstance(exc, Stopped):
+        return STOPPED_CODE[exc.reason], str(exc)
+    if isinstance(exc, JobCancelled):
         return grpc.StatusCode.CANCELLED, str(exc) or "cancelled"
     if isinstance(exc, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
@@ -83,6 +90,8 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
     code, message = status_for(exc)
     if code == grpc.StatusCode.INTERNAL:
         log.exception("internal error")
+    elif isinstance(exc, Stopped):
+        log.info("a call stopped computing: %s", exc)
     context.abort(code, message)
 
 
@@ -309,10 +318,10 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                 f"ComputeIndices tensors total {total} bytes, above the server's limit of "
                 f"{self.store.max_upload_bytes} bytes (--max-upload-mb)"
             )
+        cancel = for_call(context)
         buf = bytearray()
         for req in requests:
-            if not context.is_active():
-                raise JobCancelled("the client went away")
+            cancel.check()
             if req.WhichOneof("part") != "chunk" or req.chunk.offset != len(buf):
                 raise ValueError("after the header, send chunks in order (offset = bytes sent)")
             buf += req.chunk.data
@@ -335,7 +344,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                 f"present; got {sorted(arrays)}"
             )
         kw = _options(h.options)
-        result = compute_indices(device=self.device, **arrays, **kw)
+        result = compute_indices(device=self.device, cancel=cancel, **arrays, **kw)
         return convert.indices_result(result, per_sample=h.options.per_sample)
 
     @rpc
@@ -382,7 +391,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         work = functools.partial(self._layer_analysis, req)
         return convert.job(self.jobs.submit("layer_analysis", req, work))
 
-    def _layer_analysis(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
+    def _layer_analysis(self, req: dict[str, Any], progress: Any, cancel: Any) -> Any:
         progress("loading", 0, 1)
         model = load_model(self.store.model_bytes(req["model_id"]))
         _, train = self.store.dataset_arrays(req["dataset_id"])
@@ -400,7 +409,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         result = analyze_layers(
             model, data, layers=req["layers"], reduce=req["reduce"], probe=req["probe"],
             batch_size=req["batch_size"], tolerance=req["tolerance"], device=self.device,
-            memory_budget_mb=budget, progress=progress, cancelled=cancelled,
+            memory_budget_mb=budget, progress=progress, cancel=cancel,
             indices=opts.get("indices"), orders=opts.get("orders"),
             gamma=opts.get("gamma", 1.0), normalize=opts.get("normalize", False), **kw,
         )
@@ -450,7 +459,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         work = functools.partial(self._ranking, req)
         return convert.job(self.jobs.submit("ranking", req, work))
 
-    def _ranking(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
+    def _ranking(self, req: dict[str, Any], progress: Any, cancel: Any) -> Any:
         progress("loading", 0, 1)
         _, data = self.store.dataset_arrays(req["dataset_id"])
         key = "labels" if "labels" in data else "targets"
@@ -462,7 +471,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
             layers=req["layers"], reduce=req["reduce"], max_features=req["max_features"],
             patience=req["patience"], order=req["order"], baselines=req["baselines"],
             batch_size=req["batch_size"], device=self.device, progress=progress,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         return result.to_dict()
 
@@ -481,7 +490,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         work = functools.partial(self._build_reference, req)
         return convert.job(self.jobs.submit("reference", req, work))
 
-    def _build_reference(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
+    def _build_reference(self, req: dict[str, Any], progress: Any, cancel: Any) -> Any:
         progress("loading", 0, 1)
         proto = load_model(self.store.model_bytes(req["model_id"]))
         _, data = self.store.dataset_arrays(req["dataset_id"])
@@ -492,7 +501,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
             proto, inputs, **target, layer=req["layer"],
             reduce=req["reduce"], uncertainty=req["uncertainty"],
             batch_size=req["batch_size"], device=self.device, progress=progress,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         y = ref.labels if ref.labels is not None else ref.targets
         assert y is not None
@@ -530,7 +539,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
             self._refs[ref_id] = (row, loaded)
         return row, loaded
 
-    def _certify(self, request: Any) -> Any:
+    def _certify(self, request: Any, cancel: Any = None) -> Any:
         row, ref = self._reference(request.reference_id)
         info = row["info"]
         which = request.WhichOneof("queries")
@@ -543,7 +552,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
             proto = load_model(self.store.model_bytes(row["model_id"]))
             try:
                 feats, preds = query_features(proto, info["layer"], info["reduction"], inputs,
-                                              device=self.device)
+                                              device=self.device, cancel=cancel)
             except InputError as exc:
                 raise ValueError(f"inputs: {exc}") from None
         else:
@@ -551,7 +560,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         resp = analysis_pb2.CertifyResponse()
         if info["task"] == "classification":
             order = request.order or 1
-            res = ref.certify(feats, request.uncertainty, order)
+            res = ref.certify(feats, request.uncertainty, order, cancel=cancel)
             if len(ref.classes) == 1:
                 resp.warnings.append("the reference has a single label: dn and "
                                      "certified_radius are infinite (absent)")
@@ -567,7 +576,8 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                 if preds is not None:
                     q.prediction = int(preds[i])
         else:
-            res = ref.certify(feats, request.uncertainty, request.mode or "conservative")
+            res = ref.certify(feats, request.uncertainty, request.mode or "conservative",
+                              cancel=cancel)
             for i in range(len(feats)):
                 resp.results.add(
                     error_bound=float(res["error_bound"][i]), mode=res["mode"],
@@ -579,13 +589,14 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
 
     @rpc
     def Certify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._certify(request)
+        return self._certify(request, for_call(context))
 
     @rpc_stream
     def CertifyStream(self, requests: Iterator[Any], context: grpc.ServicerContext
                       ) -> Iterator[Any]:
+        cancel = for_call(context)
         for request in requests:
-            yield self._certify(request)
+            yield self._certify(request, cancel)
 
     @rpc_stream
     def WatchJob(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
