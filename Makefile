@@ -36,7 +36,7 @@ typecheck: $(STAMP)
 		-p layerscope.server.runtime -p layerscope.server.analysis -p layerscope.server.store \
 		-p layerscope.server.api -p layerscope.client -p layerscope.exporters \
 		-m layerscope.protos -p layerscope.protos.codec -p layerscope.protos.options -p layerscope.local \
-		-m layerscope.onnx_external
+		-m layerscope.onnx_external -m layerscope.server.cancellation -m layerscope.server.field_limits
 
 test: lint typecheck
 	$(BIN)/pytest -q

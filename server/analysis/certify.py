@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..cancellation import Cancellation
 from ..graph.head import classifier_output, feature_layer
 from ..graph.inspect import describe
 from ..graph.select import LayerSelectionError
@@ -49,24 +50,25 @@ def build_reference(
     extract_memory_mb: float = EXTRACT_MEMORY_MB,
     device: str | None = None,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: Cancellation | None = None,
 ) -> ReferenceFeatures:
     """Extract the reference set's features and summarise what certification will use;
-    ``order`` r > 1 makes the dataset guarantee's confidence ``high_order_si[r]``."""
+    ``order`` r > 1 makes the dataset guarantee's confidence ``high_order_si[r]``.
+    ``cancel`` stops it between batches and blocks and terminates a model run under way."""
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels (classification) or targets (regression)")
     info = describe(proto)
     chosen, rule = feature_layer(proto, info, layer)
     got = extract(proto, info, [chosen], [data], reduce={chosen.name: reduce},
                   batch_size=batch_size, memory_budget_mb=extract_memory_mb, device=device,
-                  progress=progress, cancelled=cancelled)[0]
+                  progress=progress, cancel=cancel)[0]
     feats = np.ascontiguousarray(to_host(got.train), dtype=np.float32)
     if labels is not None:
         y = np.asarray(labels)
-        summary = dataset_guarantee(feats, y, uncertainty, order)
+        summary = dataset_guarantee(feats, y, uncertainty, order, cancel=cancel)
         return ReferenceFeatures(chosen.name, rule, got.reduction, feats, y, None, summary)
     t = np.asarray(targets, dtype=np.float64)
-    ref = RegressionReference(feats, t)
+    ref = RegressionReference(feats, t, cancel)
     summary = {"smi_linear": ref.smi_linear, "alpha_max": float(ref.alpha.max()),
                "alpha_mean": float(ref.alpha.mean())}
     return ReferenceFeatures(chosen.name, rule, got.reduction, feats, None, t, summary)
@@ -78,9 +80,11 @@ def query_features(
     reduction: str | Reduction,
     inputs: Mapping[str, Any],
     device: str | None = None,
+    cancel: Cancellation | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Features of raw query inputs at ``layer`` (the reference's reduction) and the
-    model's own predicted class where it has a classifier output."""
+    model's own predicted class where it has a classifier output; ``cancel`` terminates
+    the model run."""
     info = describe(proto)
     target = info.layer(layer)
     if target is None:
@@ -92,7 +96,7 @@ def query_features(
     red = parse_reduction(reduction)
     got = extract(proto, info, wanted, [inputs],
                   reduce={target.name: red} | ({out.name: "flatten"} if out else {}),
-                  device=device)
+                  device=device, cancel=cancel)
     feats = to_host(got[0].train)
     pred = None
     if out is not None:

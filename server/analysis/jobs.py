@@ -1,7 +1,7 @@
 """The analysis jobs: each request admitted at once, its work queued on the job manager.
 
 One work function per job kind takes the admitted request (the models loaded, the datasets
-split) with the manager's ``progress`` and ``cancelled``; the first stage of each is
+split) with the manager's ``progress`` and ``cancel`` (a Cancellation); the first stage of each is
 ``loading``, then the analyses' own (``extract:train``, ``extract:test``, ``indices``,
 ``models``, ...).
 """
@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..cancellation import Cancellation
 from ..store import JobRow, Store
 from ..store.jobs import JobManager
 from . import admission
@@ -24,12 +25,11 @@ if TYPE_CHECKING:
     from .references import References
 
 ProgressFn = Callable[[str, int, int], None]
-CancelledFn = Callable[[], bool]
 LOADING = "loading"
 
 
 def run_layer_analysis(job: admission.LayerAnalysis, progress: ProgressFn,
-                       cancelled: CancelledFn, *, device: str | None = None,
+                       cancel: Cancellation, *, device: str | None = None,
                        extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
     """The layer table of an admitted layer analysis, as a dict."""
     progress(LOADING, 0, 1)
@@ -41,12 +41,12 @@ def run_layer_analysis(job: admission.LayerAnalysis, progress: ProgressFn,
         job.model.proto, train.inputs, layers=list(req.layers), reduce=req.reduce,
         options=req.options, probe=req.probe, batch_size=req.batch_size,
         tolerance=req.tolerance, extract_memory_mb=extract_memory_mb, device=device,
-        progress=progress, cancelled=cancelled, **kw,
+        progress=progress, cancel=cancel, **kw,
     )
     return result.to_dict()
 
 
-def run_ranking(job: admission.Ranking, progress: ProgressFn, cancelled: CancelledFn, *,
+def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellation, *,
                 device: str | None = None,
                 extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
     """The ranking of an admitted request's models, as a dict."""
@@ -57,7 +57,7 @@ def run_ranking(job: admission.Ranking, progress: ProgressFn, cancelled: Cancell
         names=list(req.model_ids), layers=dict(req.layers), reduce=req.reduce,
         order=req.order, baselines=req.baselines, batch_size=req.batch_size,
         options=req.options, extract_memory_mb=extract_memory_mb, device=device,
-        progress=progress, cancelled=cancelled,
+        progress=progress, cancel=cancel,
     )
     return result.to_dict()
 

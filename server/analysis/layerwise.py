@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from ...protos.options import DEFAULT_ORDERS, IndexOptions
+from ..cancellation import Cancellation, checker
 from ..graph.inspect import LayerInfo, ModelInfo, describe
 from ..graph.load import load_model
 from ..graph.select import select_layers
@@ -182,7 +183,7 @@ def analyze_layers(
     tolerance: float = DEFAULT_TOLERANCE,
     device: str | None = None,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: Cancellation | None = None,
     **option_kw: Any,
 ) -> LayerwiseResult:
     """Return the indices of every chosen layer of ``model`` on ``data`` (and ``test``).
@@ -192,7 +193,8 @@ def analyze_layers(
     ``options`` (or the same as keywords: ``indices``, ``orders``, ``gamma``,
     ``normalize``, ``precision``, ``memory_budget_mb``) are those of ``compute_indices``,
     with its defaults; the others are refused. ``extract_memory_mb`` bounds one batch of
-    raw activations.
+    raw activations. ``cancel`` stops the work between batches, layers and blocks, and
+    terminates a model run under way.
     """
     started = time.perf_counter()
     if (labels is None) == (targets is None):
@@ -224,10 +226,10 @@ def analyze_layers(
     orders_t = as_orders(opts.orders, n_train, DEFAULT_ORDERS)  # before the model runs
     engine = opts.engine_kwargs() | {"orders": orders_t}
     sets = [feeds] if test_feeds is None else [feeds, test_feeds]
+    cancel = checker(cancel)
     extracted = extract(
         proto, info, run_layers, sets, reduce=reduce, batch_size=batch_size,
-        memory_budget_mb=extract_memory_mb, device=device, progress=progress,
-        cancelled=cancelled,
+        memory_budget_mb=extract_memory_mb, device=device, progress=progress, cancel=cancel,
     )
     rows: list[tuple[str, LayerData]] = []
     if include_inputs:
@@ -250,10 +252,7 @@ def analyze_layers(
     results: list[LayerResult] = []
     warnings: list[str] = []
     for i, (kind, d) in enumerate(rows):
-        if cancelled is not None and cancelled():
-            from ..runtime.extract import Cancelled  # noqa: PLC0415
-
-            raise Cancelled("cancelled between layers")
+        cancel.check()
         row = LayerResult(
             name=d.name, kind=kind, op_type=d.op_type, shape=[int(s) for s in d.shape],
             reduction=d.reduction.describe(), dims=d.dims, notes=list(d.notes),
@@ -264,7 +263,7 @@ def analyze_layers(
             if test_x is not None:
                 kw["test_features"] = test_x
                 kw["test_labels" if task == "classification" else "test_targets"] = yt
-            res = compute_indices(train_x, device=device, **engine, **kw)
+            res = compute_indices(train_x, device=device, cancel=cancel, **engine, **kw)
             full = res.to_dict(per_class=False)
             row.values = {k: v for k, v in full.items()
                           if k not in ("task", "n_features", "n_samples", "options", "warnings",

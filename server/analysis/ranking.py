@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from ...protos.options import IndexOptions
+from ..cancellation import Cancellation, checker
 from ..graph.head import classifier_output, feature_layer
 from ..graph.inspect import LayerInfo, describe
 from ..graph.load import load_model
@@ -105,7 +106,7 @@ def rank_models(
     extract_memory_mb: float = EXTRACT_MEMORY_MB,
     device: str | None = None,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: Cancellation | None = None,
     **option_kw: Any,
 ) -> RankingResult:
     """Rank ``models`` by how well their features separate (or smooth) the target data.
@@ -116,6 +117,8 @@ def rank_models(
     of the forward selection and the indices: ``max_features``, ``patience``,
     ``candidates``, ``criterion`` (``smi_linear`` or ``smi_exp`` for regression),
     ``gamma``, ``normalize``, ``precision``, ``memory_budget_mb``; the others are refused.
+    ``cancel`` stops the work between batches, blocks and models, and terminates a model
+    run under way.
     """
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels (classification) or targets (regression)")
@@ -133,12 +136,10 @@ def rank_models(
     criterion = indices[0]
     engine = opts.engine_kwargs() | {"indices": list(indices), "orders": [order],
                                      "criterion": criterion}
+    cancel = checker(cancel)
     rows: list[ModelScore] = []
     for j, (name, source) in enumerate(zip(names, models, strict=True)):
-        if cancelled is not None and cancelled():
-            from ..runtime.extract import Cancelled  # noqa: PLC0415
-
-            raise Cancelled("cancelled between models")
+        cancel.check()
         started = time.perf_counter()
         proto = source if isinstance(source, onnx.ModelProto) else load_model(source)
         info = describe(proto)
@@ -161,10 +162,11 @@ def rank_models(
                 progress(f"{_n}:{stage}", done, total)
 
         got = extract(proto, info, wanted, [arrays], reduce=reductions, batch_size=batch_size,
-                      memory_budget_mb=extract_memory_mb, device=device, progress=report)
+                      memory_budget_mb=extract_memory_mb, device=device, progress=report,
+                      cancel=cancel)
         feats = to_host(got[0].train)
         target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
-        res = compute_indices(feats, **target, device=device, **engine)
+        res = compute_indices(feats, **target, device=device, cancel=cancel, **engine)
         fr = res.feature_ranking
         assert fr is not None
         if task == "classification":
@@ -183,6 +185,7 @@ def rank_models(
             notes=list(got[0].notes) + list(res.warnings),
         )
         if baselines:
+            cancel.check()
             probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
             if task == "classification":
                 row.baselines = transferability_scores(feats, y, probs)

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from ..cancellation import Cancellation
 from ..graph import load_model
 from ..metrics.guarantee import ClassificationReference, RegressionReference
 from ..runtime.extract import InputError
@@ -24,7 +25,7 @@ from ..store.store import split_tensors
 from .admission import Reference
 from .certify import build_reference, query_features
 from .data import EXTRACT_MEMORY_MB, split
-from .jobs import LOADING, CancelledFn, ProgressFn
+from .jobs import LOADING, ProgressFn
 from .options import reference_order
 from .requests import CertifyRequest
 
@@ -59,7 +60,7 @@ class References:
         self._loaded: dict[str, tuple[dict[str, Any], Loaded]] = {}
         self._lock = threading.Lock()
 
-    def build(self, job: Reference, progress: ProgressFn, cancelled: CancelledFn, *,
+    def build(self, job: Reference, progress: ProgressFn, cancel: Cancellation, *,
               extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
         """Build the admitted reference, store it, and return its description."""
         progress(LOADING, 0, 1)
@@ -69,7 +70,7 @@ class References:
             job.model.proto, data.inputs, **data.target(), layer=req.layer, reduce=req.reduce,
             uncertainty=req.uncertainty, order=order, batch_size=req.batch_size,
             extract_memory_mb=extract_memory_mb, device=self.device, progress=progress,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         y = ref.labels if ref.labels is not None else ref.targets
         assert y is not None
@@ -105,8 +106,10 @@ class References:
             self._loaded[ref_id] = (row, loaded)
         return row, loaded
 
-    def certify(self, req: CertifyRequest) -> Certified:
-        """Certify the queries against the reference."""
+    def certify(self, req: CertifyRequest, cancel: Cancellation | None = None) -> Certified:
+        """Certify the queries against the reference; ``cancel`` (the call's) stops the
+        model run and the neighbour search when the client's deadline passes or it goes
+        away."""
         row, ref = self.load(req.reference_id)
         info = row["info"]
         preds = None
@@ -116,17 +119,18 @@ class References:
             proto = load_model(self.store.model_bytes(row["model_id"]))
             try:
                 feats, preds = query_features(proto, info["layer"], info["reduction"],
-                                              req.inputs, device=self.device)
+                                              req.inputs, device=self.device, cancel=cancel)
             except InputError as exc:
                 raise ValueError(f"inputs: {exc}") from None
         else:
             raise ValueError("queries: send features (at the reference's layer) or inputs")
         if info["task"] == "classification":
             cref = cast(ClassificationReference, ref)
-            values = cref.certify(feats, req.uncertainty, req.order or info.get("order", 1))
+            values = cref.certify(feats, req.uncertainty, req.order or info.get("order", 1),
+                                  cancel=cancel)
             warnings = ["the reference has a single label: dn and certified_radius are "
                         "infinite (absent)"] if len(cref.classes) == 1 else []
             return Certified("classification", values, preds, warnings)
         rref = cast(RegressionReference, ref)
         return Certified("regression", rref.certify(feats, req.uncertainty,
-                                                    req.mode or "conservative"))
+                                                    req.mode or "conservative", cancel=cancel))

@@ -59,6 +59,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="jobs running at once (default: %(default)s)")
     g.add_argument("--max-queued-jobs", type=int, default=16, metavar="N",
                    help="jobs waiting to run; beyond: RESOURCE_EXHAUSTED (default: %(default)s)")
+    g.add_argument("--job-timeout-s", type=float, default=3600.0, metavar="S",
+                   help="a job running longer than this is stopped (its model run terminated) "
+                        "and fails; 0 = no limit (default: %(default)s)")
     defaults = Limits()
     for name, text in CAPACITY_HELP.items():
         default = getattr(defaults, name)

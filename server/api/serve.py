@@ -32,6 +32,7 @@ from ...protos.stubs import (
 )
 from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
+from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
 from .decode import DecodeErrors
 from .limits import CallLimiter, Limits
 from .options import add_serve_arguments
@@ -129,10 +130,13 @@ class Server:
         tokens: Sequence[str] | None = None,
         tls: tuple[bytes, bytes] | None = None,
         limits: Limits | None = None,
+        job_timeout_s: float = DEFAULT_TIME_LIMIT_S,
     ) -> None:
+        check_time_limit(job_timeout_s)  # before the store is opened
         self.limits = limits or Limits()
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
-        self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs)
+        self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs,
+                               job_timeout_s)
         # auth first: a refused call never takes a slot
         self.limiter = CallLimiter(self.limits)
         interceptors: list[grpc.ServerInterceptor] = [TokenAuth(tokens)] if tokens else []
@@ -166,6 +170,7 @@ class Server:
         self.address = f"{host}:{self.port}"
         self._stopped = threading.Event()
         self.done = threading.Event()
+        self.workers_stopped = True  # False: a job worker outlived the grace period
 
     def start(self) -> None:
         self.grpc.start()
@@ -174,13 +179,14 @@ class Server:
         self.store.announce(self.address)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, stop running jobs at their next batch, close the store."""
+        """Stop accepting, stop running jobs (their model runs terminated), give calls under
+        way ``grace`` seconds, close the store."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
         done = self.grpc.stop(grace)
-        self.jobs.shutdown(grace)
+        self.workers_stopped = self.jobs.shutdown(grace)
         done.wait(grace)
         self.store.close()
         self.done.set()
@@ -256,6 +262,7 @@ def serve(args: argparse.Namespace) -> int:
             args.data_dir or default_data_dir(), args.host, args.port, args.device,
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,
             limits,
+            args.job_timeout_s,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
@@ -276,6 +283,14 @@ def serve(args: argparse.Namespace) -> int:
     print(f"layerscope serving on {server.address} (data dir {server.store.dir})", flush=True)
     server.wait()
     server.done.wait(60)
+    if not server.workers_stopped:
+        # A worker is still inside one model operation that onnxruntime cannot interrupt
+        # (terminate is honoured between operations). The interpreter's teardown under a
+        # running native thread aborts the process; the store is closed, so leave now.
+        log.warning("a job worker did not stop within the grace period; exiting without it")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

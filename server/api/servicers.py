@@ -27,9 +27,10 @@ from ..analysis import admission, uploads
 from ..analysis.admission import FailedPrecondition
 from ..analysis.jobs import Jobs
 from ..analysis.references import References
+from ..cancellation import Stopped, for_call
 from ..field_limits import checked
 from ..metrics import compute_indices
-from ..runtime.extract import Cancelled, InputError
+from ..runtime.extract import InputError
 from ..store import (
     JobCancelled,
     NotFound,
@@ -43,6 +44,10 @@ from . import convert, streams
 
 log = logging.getLogger("layerscope.api")
 F = TypeVar("F", bound=Callable[..., Any])
+STOPPED_CODE = {"cancelled": grpc.StatusCode.CANCELLED, "client_gone": grpc.StatusCode.CANCELLED,
+                "deadline": grpc.StatusCode.DEADLINE_EXCEEDED,
+                "time_limit": grpc.StatusCode.DEADLINE_EXCEEDED,
+                "shutdown": grpc.StatusCode.UNAVAILABLE}
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -55,7 +60,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, ShuttingDown):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, (Cancelled, JobCancelled)):
+    if isinstance(exc, Stopped):
+        return STOPPED_CODE[exc.reason], str(exc)
+    if isinstance(exc, JobCancelled):
         return grpc.StatusCode.CANCELLED, str(exc) or "cancelled"
     if isinstance(exc, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
@@ -66,6 +73,8 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
     code, message = status_for(exc)
     if code == grpc.StatusCode.INTERNAL:
         log.exception("internal error")
+    elif isinstance(exc, Stopped):
+        log.info("a call stopped computing: %s", exc)
     context.abort(code, message)
 
 
@@ -166,9 +175,11 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         h = streams.header(requests, "ComputeIndices")
         options, specs = codec.options_from_message(h.options), convert.specs(h.tensors)
         admission.compute_indices([s["name"] for s in specs], options)
+        cancel = for_call(context)
         arrays: dict[str, Any] = streams.tensors(specs, requests,
                                                  self.store.max_upload_bytes, context.is_active)
-        result = compute_indices(device=self.device, **arrays, **options.engine_kwargs())
+        result = compute_indices(device=self.device, cancel=cancel, **arrays,
+                                 **options.engine_kwargs())
         return convert.indices_result(result, per_sample=options.per_sample)
 
     @rpc
@@ -185,14 +196,16 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
 
     @rpc
     def Certify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return convert.certify_response(self.references.certify(convert.certify_request(request)))
+        return convert.certify_response(
+            self.references.certify(convert.certify_request(request), for_call(context)))
 
     @rpc_stream
     def CertifyStream(self, requests: Iterator[Any], context: grpc.ServicerContext
                       ) -> Iterator[Any]:
+        cancel = for_call(context)
         for request in requests:
             yield convert.certify_response(
-                self.references.certify(convert.certify_request(request)))
+                self.references.certify(convert.certify_request(request), cancel))
 
     @rpc_stream
     def WatchJob(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:

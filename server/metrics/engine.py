@@ -28,6 +28,7 @@ from ...protos.options import (
     ORDERED_SMI,
     REGRESSION_INDICES,
 )
+from ..cancellation import Cancellation, checker
 from . import validation as v
 from .backend import get_backend, to_host
 from .features import Ranking, forward_selection, si_rows, single_feature_scores, smi_rows
@@ -176,6 +177,7 @@ def compute_indices(
     device: str | None = None,
     candidate_search: str = "auto",
     progress: ProgressFn | None = None,
+    cancel: Cancellation | None = None,
 ) -> IndexResult:
     """Return the SI (``labels``) or SmI (``targets``) indices of a set of feature vectors.
 
@@ -198,6 +200,8 @@ def compute_indices(
     memory_budget_mb : working memory beyond the inputs; sets the block sizes.
     device : ``auto``, ``cpu`` or ``gpu`` (default ``$LAYERSCOPE_DEVICE`` or auto).
     progress : called as ``progress(stage, done, total)``.
+    cancel : checked between blocks of the k-NN search and the feature-level indices, and
+        between steps of the forward selection; raises ``Stopped``.
     """
     started = time.perf_counter()
     if (labels is None) == (targets is None):
@@ -253,8 +257,10 @@ def compute_indices(
             return None
         return lambda done, total: progress(stage, done, total)
 
+    cancel = checker(cancel)
+    cancel.check()
     common = dict(memory_budget_mb=memory_budget_mb, precision=precision, xp=xp,
-                  candidate_search=candidate_search)
+                  candidate_search=candidate_search, cancel=cancel)
     ctx = _Context(orders_t, margin_cap, gamma, max_features, patience, candidates, criterion,
                    common, report, warnings, options)
     if task == "classification":
@@ -396,7 +402,8 @@ def _classification(
 
     if "single_feature_si" in names:
         scores = single_feature_scores(
-            xp, x_x, si_rows(xp, labels_x), memory_budget_mb=common["memory_budget_mb"]
+            xp, x_x, si_rows(xp, labels_x), memory_budget_mb=common["memory_budget_mb"],
+            cancel=common["cancel"],
         )
         result.train.dataset["single_feature_si"] = to_host(scores)
     if "feature_ranking" in names:
@@ -404,7 +411,7 @@ def _classification(
         result.feature_ranking = forward_selection(
             xp, x_x, si_rows(xp, labels_x), "si", max_features=mf, patience=pat,
             candidates=cands, memory_budget_mb=common["memory_budget_mb"],
-            progress=report("feature_ranking"),
+            progress=report("feature_ranking"), cancel=common["cancel"],
         )
 
     if xt is not None and lt is not None:
@@ -470,7 +477,8 @@ def _regression(
         name = f"single_feature_smi_{variant}"
         if name in names:
             scores = single_feature_scores(
-                xp, x_x, smi_rows(xp, y_x, stats, variant, gamma), memory_budget_mb=budget
+                xp, x_x, smi_rows(xp, y_x, stats, variant, gamma), memory_budget_mb=budget,
+                cancel=common["cancel"],
             )
             result.train.dataset[name] = to_host(scores)
     if "feature_ranking" in names:
@@ -479,7 +487,7 @@ def _regression(
         result.feature_ranking = forward_selection(
             xp, x_x, smi_rows(xp, y_x, stats, crit.split("_")[1], gamma), crit,
             max_features=mf, patience=pat, candidates=cands, memory_budget_mb=budget,
-            progress=report("feature_ranking"),
+            progress=report("feature_ranking"), cancel=common["cancel"],
         )
     if xt is not None and yt is not None:
         cross_names = names & _CROSS_REGRESSION

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cancellation import Cancellation
 from .backend import argsort_stable
 from .knn import MIB
 from .smoothness import TargetStats, pair_distance
@@ -102,11 +103,13 @@ def single_feature_scores(
     *,
     memory_budget_mb: float,
     features: Sequence[int] | None = None,
+    cancel: Cancellation | None = None,
 ) -> Any:
     """Return, for each feature (or each of ``features``), the index computed on it alone.
 
     ``row_score(rows, nn)`` maps neighbour indices (b, c) of the points ``rows`` to their
-    per-point values; the index is the mean over all points.
+    per-point values; the index is the mean over all points. ``cancel`` is checked before
+    each block of features.
     """
     m = x.shape[0]
     feats = list(range(x.shape[1])) if features is None else list(features)
@@ -114,6 +117,8 @@ def single_feature_scores(
     step = _column_chunks(m, len(feats), int(memory_budget_mb * MIB))
     rows = xp.arange(m)
     for s in range(0, len(feats), step):
+        if cancel is not None:
+            cancel.check()
         nn = nearest_1d(xp, x[:, feats[s : s + step]])
         out[s : s + step] = _column_means(xp, row_score(rows, nn))
     return out
@@ -241,11 +246,13 @@ def forward_selection(
     candidates: Sequence[int] | None,
     memory_budget_mb: float,
     progress: Callable[[int, int], None] | None = None,
+    cancel: Cancellation | None = None,
 ) -> Ranking:
     """Return the greedy forward selection that maximises a nearest-neighbour index.
 
     ``row_score(rows, nn)`` maps neighbour indices (b, c) to per-point values whose mean
     over all points is the index. Ties between candidates go to the lower feature index.
+    ``cancel`` is checked before each step and each block of candidates.
     """
     m, d = x.shape
     cands = list(range(d)) if candidates is None else sorted(set(int(c) for c in candidates))
@@ -258,12 +265,15 @@ def forward_selection(
     best_so_far = -float("inf")
     since_best = 0
     while remaining and len(ranking.order) < limit:
+        if cancel is not None:
+            cancel.check()
         if not ranking.order:
             scores = single_feature_scores(
-                xp, x, row_score, memory_budget_mb=memory_budget_mb, features=remaining
+                xp, x, row_score, memory_budget_mb=memory_budget_mb, features=remaining,
+                cancel=cancel,
             )
         else:
-            scores = search.score(remaining, row_score)
+            scores = search.score(remaining, row_score, cancel)
         scores_h = [float(v) for v in scores.tolist()]
         pick = max(range(len(remaining)), key=lambda i: (scores_h[i], -remaining[i]))
         f = remaining.pop(pick)
@@ -442,16 +452,19 @@ class _CandidateSearch:
         self.pool = pool
         return pool
 
-    def score(self, feats: list[int], row_score: RowScore) -> Any:
-        """Return the index of the selected subset plus each candidate feature."""
+    def score(self, feats: list[int], row_score: RowScore,
+              cancel: Cancellation | None = None) -> Any:
+        """Return the index of the selected subset plus each candidate feature; ``cancel``
+        is checked before each block of candidates."""
         xp = self.xp
         rows = xp.arange(self.dist.x.shape[0])
         scores = xp.empty(len(feats), dtype=xp.float64)
-        for part, nn in self.neighbours(feats):
+        for part, nn in self.neighbours(feats, cancel):
             scores[part] = _column_means(xp, row_score(rows, nn))
         return scores
 
-    def neighbours(self, feats: list[int]) -> Iterator[tuple[slice, Any]]:
+    def neighbours(self, feats: list[int], cancel: Cancellation | None = None
+                   ) -> Iterator[tuple[slice, Any]]:
         """Yield ``(part, nn)``: for the candidates ``feats[part]``, each point's nearest
         neighbour (m, len) under the selected subset plus that candidate."""
         xp, dist = self.xp, self.dist
@@ -460,6 +473,8 @@ class _CandidateSearch:
         cchunk = int(max(1, min(len(feats), self.budget // (8 * m * 8))))
         opened = 0.0
         for a in range(0, len(feats), cchunk):
+            if cancel is not None:
+                cancel.check()
             part = slice(a, min(a + cchunk, len(feats)))
             cols = xp.stack([dist.column(f) for f in feats[part]], axis=1)
             nn, frac = self._nearest(cols)

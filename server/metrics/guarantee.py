@@ -8,11 +8,12 @@ analysed layer's feature space (``||x_true - x|| < uncertainty``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..cancellation import Cancellation, checker
 from . import validation as v
 from .engine import compute_indices
 from .knn import ExactIndex, knn
@@ -42,14 +43,16 @@ def _check_uncertainty(u: float) -> float:
 
 
 def dataset_guarantee(
-    features: Any, labels: Any, uncertainty: float = 0.0, order: int = 1
+    features: Any, labels: Any, uncertainty: float = 0.0, order: int = 1,
+    cancel: Cancellation | None = None,
 ) -> dict[str, Any]:
     """Return the dataset-level guarantee: dw_max, db_min, confidence, max_uncertainty.
 
     ``dw_max`` is the largest distance from a point to its nearest same-label neighbour,
     ``db_min`` the smallest distance between points of different labels; ``confidence`` is
     ``si`` (``high_order_si[order]`` for order > 1). Infinite values (one label only, or
-    no class with two points) are None with a warning.
+    no class with two points) are None with a warning. ``cancel`` is checked between
+    blocks of the neighbour searches.
     """
     x = v.as_features(features)
     y = v.as_labels(labels, x.shape[0])
@@ -62,12 +65,12 @@ def dataset_guarantee(
     for c in classes:
         inside = x[y == c]
         if len(inside) >= 2:
-            nb = knn(inside, 1, return_distance=True)
+            nb = knn(inside, 1, return_distance=True, cancel=cancel)
             dw = max(dw, float(np.sqrt(_sq(nb).max())))
         else:
             lonely.append(int(c))
         if len(classes) > 1:
-            nb = knn(x[y != c], 1, queries=inside, return_distance=True)
+            nb = knn(x[y != c], 1, queries=inside, return_distance=True, cancel=cancel)
             db = min(db, float(np.sqrt(_sq(nb).min())))
     if lonely:  # such a point's nearest same-label neighbour is infinitely far
         dw = math.inf
@@ -75,7 +78,7 @@ def dataset_guarantee(
                         "dw_max is infinite")
     if len(classes) == 1:
         warnings.append("one label only: there is no point of another label (db_min infinite)")
-    confidence = _confidence(x, y, order)
+    confidence = _confidence(x, y, order, cancel)
     max_u = 0.5 * (db - dw) if math.isfinite(db) or math.isfinite(dw) else math.nan
     guarantee = int(_rule(confidence, u, dw, db))
     return {
@@ -87,10 +90,11 @@ def dataset_guarantee(
     }
 
 
-def _confidence(x: np.ndarray, y: np.ndarray, order: int) -> float:
+def _confidence(x: np.ndarray, y: np.ndarray, order: int,
+                cancel: Cancellation | None = None) -> float:
     if order == 1:
-        return float(compute_indices(x, y, indices=["si"], orders=[1])["si"])
-    res = compute_indices(x, y, indices=["high_order_si"], orders=[order])
+        return float(compute_indices(x, y, indices=["si"], orders=[1], cancel=cancel)["si"])
+    res = compute_indices(x, y, indices=["high_order_si"], orders=[order], cancel=cancel)
     return float(res["high_order_si"][order])
 
 
@@ -111,7 +115,7 @@ class ClassificationReference:
         self.index = ExactIndex(self.features)
         self.classes = np.unique(self.labels)
 
-    def confidence(self, order: int = 1) -> float:
+    def confidence(self, order: int = 1, cancel: Cancellation | None = None) -> float:
         """``si`` of the reference set (``high_order_si[order]`` for order > 1), cached."""
         if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 1:
             raise ValueError(f"order must be an integer >= 1; got {order!r}")
@@ -121,7 +125,7 @@ class ClassificationReference:
                 f"{len(self.labels)} points; use an order below {len(self.labels)}"
             )
         if order not in self._confidence:
-            self._confidence[order] = _confidence(self.features, self.labels, order)
+            self._confidence[order] = _confidence(self.features, self.labels, order, cancel)
         return self._confidence[order]
 
     def _others(self, c: int) -> ExactIndex:
@@ -130,11 +134,13 @@ class ClassificationReference:
         return self._other[c]
 
     def certify(
-        self, queries: Any, uncertainty: float = 0.0, order: int = 1
+        self, queries: Any, uncertainty: float = 0.0, order: int = 1,
+        cancel: Cancellation | None = None,
     ) -> dict[str, Any]:
         """Per query: nn_label, dp, dn, confidence, guarantee, certified_radius.
 
         ``dn`` and ``certified_radius`` are ``inf`` where the reference has one label.
+        ``cancel`` is checked between blocks of the searches.
         """
         q = v.as_features(queries, "queries")
         if q.shape[1] != self.features.shape[1]:
@@ -143,9 +149,9 @@ class ClassificationReference:
                 f"{self.features.shape[1]}"
             )
         u = _check_uncertainty(uncertainty)
-        conf = self.confidence(order)
+        conf = self.confidence(order, cancel)
         k = min(OTHER_K, len(self.labels))
-        nb = self.index.search(q, k, return_distance=True)
+        nb = self.index.search(q, k, return_distance=True, cancel=cancel)
         lab = self.labels[nb.indices]
         nn_label = lab[:, 0]
         dist = np.sqrt(_sq(nb))
@@ -160,7 +166,8 @@ class ClassificationReference:
             missing = np.nonzero(~found)[0]
             for c in np.unique(nn_label[missing]):
                 rows = missing[nn_label[missing] == c]
-                far = self._others(int(c)).search(q[rows], 1, return_distance=True)
+                far = self._others(int(c)).search(q[rows], 1, return_distance=True,
+                                                  cancel=cancel)
                 dn[rows] = np.sqrt(_sq(far)[:, 0])
         dp = dist[:, 0]
         return {
@@ -174,24 +181,25 @@ class ClassificationReference:
 
 @dataclass
 class RegressionReference:
-    """A regression reference set: features, targets and each point's ``alpha``."""
+    """A regression reference set: features, targets and each point's ``alpha``
+    (``cancel`` stops the neighbour searches that prepare it)."""
 
     features: np.ndarray
     targets: np.ndarray
     index: ExactIndex = field(init=False)
+    cancel: InitVar[Cancellation | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, cancel: Cancellation | None) -> None:
         self.features = v.as_features(self.features, "reference features")
         self.targets = v.as_targets(self.targets, self.features.shape[0], "reference targets")
         v.check_min_points(self.features.shape[0], "reference features")
         self.index = ExactIndex(self.features)
-        nearest = knn(self.features, 1).indices[:, 0]
+        nearest = knn(self.features, 1, cancel=cancel).indices[:, 0]
         diff = self.targets - self.targets[nearest]
         self.alpha = np.sqrt((diff * diff).sum(axis=1))
-        self.smi_linear = float(
-            compute_indices(self.features, targets=self.targets, indices=["smi_linear"])[
-                "smi_linear"]
-        )
+        self.smi_linear = float(compute_indices(
+            self.features, targets=self.targets, indices=["smi_linear"], cancel=cancel,
+        )["smi_linear"])
 
     def candidates(self, x: np.ndarray, dp: float, u: float) -> np.ndarray:
         """Indices j with ``||x - x_j|| <= dp + 2u`` (the conservative superset)."""
@@ -208,9 +216,10 @@ class RegressionReference:
                 return np.asarray(nb.indices[0][keep])
             k = min(m, 4 * k)
 
-    def certify(self, queries: Any, uncertainty: float = 0.0, mode: str = "conservative"
-                ) -> dict[str, Any]:
-        """Per query: error_bound, the size of N_u(x), the mode, dp and the nearest point."""
+    def certify(self, queries: Any, uncertainty: float = 0.0, mode: str = "conservative",
+                cancel: Cancellation | None = None) -> dict[str, Any]:
+        """Per query: error_bound, the size of N_u(x), the mode, dp and the nearest point;
+        ``cancel`` is checked between blocks of the search and between queries."""
         if mode not in ("conservative", "exact"):
             raise ValueError(f"mode must be 'conservative' or 'exact'; got {mode!r}")
         q = v.as_features(queries, "queries")
@@ -220,13 +229,15 @@ class RegressionReference:
                 f"{self.features.shape[1]}"
             )
         u = _check_uncertainty(uncertainty)
-        nb = self.index.search(q, 1, return_distance=True)
+        cancel = checker(cancel)
+        nb = self.index.search(q, 1, return_distance=True, cancel=cancel)
         p_idx = nb.indices[:, 0]
         dp = np.sqrt(_sq(nb)[:, 0])
         bounds = np.empty(len(q))
         sizes = np.empty(len(q), dtype=np.int64)
         members: list[np.ndarray] = []
         for i in range(len(q)):
+            cancel.check()
             cand = self.candidates(q[i], float(dp[i]), u)
             if mode == "exact" and u > 0:
                 cand = np.asarray([j for j in cand

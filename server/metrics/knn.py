@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cancellation import Cancellation
 from .backend import argsort_stable
 
 _U32 = 2.0**-24
@@ -240,6 +241,7 @@ def knn(
     candidate_search: str = "auto",
     xp: ModuleType = np,
     progress: Progress | None = None,
+    cancel: Cancellation | None = None,
 ) -> Neighbors:
     """Return the k nearest neighbours of every query point among ``base``.
 
@@ -254,6 +256,7 @@ def knn(
     block_rows : force the number of query rows per block (tests use it).
     candidate_search : ``"auto"`` (faiss on the CPU when installed), ``"faiss"`` or ``"blas"``.
     xp : NumPy or CuPy; inputs are moved to it.
+    cancel : checked before each block of rows (raises ``Stopped``).
 
     Returns
     -------
@@ -273,7 +276,8 @@ def knn(
     prep = _Prepared(xp, base, queries, chunk=max(1, budget // (16 * d)))
     return _run_search(xp, prep, base, queries, k, precision=precision,
                        return_distance=return_distance, budget=budget, block_rows=block_rows,
-                       search=_choose_search(candidate_search, xp), progress=progress)
+                       search=_choose_search(candidate_search, xp), progress=progress,
+                       cancel=cancel)
 
 
 class ExactIndex:
@@ -304,9 +308,11 @@ class ExactIndex:
         return int(self.base.shape[0])
 
     def search(
-        self, queries: Any, k: int, *, return_distance: bool = False, precision: str = "exact"
+        self, queries: Any, k: int, *, return_distance: bool = False, precision: str = "exact",
+        cancel: Cancellation | None = None,
     ) -> Neighbors:
-        """The k nearest base points of each query (ties: lower index)."""
+        """The k nearest base points of each query (ties: lower index); ``cancel`` is
+        checked before each block of queries."""
         q = self.xp.asarray(queries)
         if q.ndim != 2 or q.shape[1] != self.base.shape[1]:
             raise ValueError(
@@ -317,7 +323,7 @@ class ExactIndex:
         return _run_search(self.xp, self.prep.for_queries(self.xp, q), self.base, q, k,
                            precision=precision, return_distance=return_distance,
                            budget=self.budget, block_rows=None, search=self.search_kind,
-                           progress=None)
+                           progress=None, cancel=cancel)
 
 
 def _run_search(
@@ -333,6 +339,7 @@ def _run_search(
     block_rows: int | None,
     search: str,
     progress: Progress | None,
+    cancel: Cancellation | None,
 ) -> Neighbors:
     self_mode = queries is None
     m, d = base.shape
@@ -353,6 +360,8 @@ def _run_search(
     out_d = xp.empty((nq, k), dtype=xp.float64) if return_distance else None
     counts = [0, 0, 0]
     for s in range(0, nq, block_rows):
+        if cancel is not None:
+            cancel.check()
         rows = xp.arange(s, min(s + block_rows, nq), dtype=xp.int64)
         if faiss is not None:
             idx, d32 = _candidates_faiss(faiss, prep, rows, want, self_mode)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ..cancellation import Cancellation, checker
 from ..graph.expose import expose, mean_output
 from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo
 from ..graph.load import session_bytes
@@ -39,10 +40,6 @@ Progress = Callable[[str, int, int], None]
 
 class InputError(ValueError):
     """Input arrays that do not fit the model, naming the input, the value and the need."""
-
-
-class Cancelled(RuntimeError):
-    """The caller asked to stop; raised between batches."""
 
 
 @dataclass
@@ -140,15 +137,24 @@ def _fixed_batch(info: ModelInfo) -> int | None:
 
 
 class _Runner:
-    """Runs one batch and returns the requested outputs as arrays of the chosen backend."""
+    """Runs one batch and returns the requested outputs as arrays of the chosen backend.
 
-    def __init__(self, session: Any, names: list[str], xp: ModuleType, device: str) -> None:
+    Each run can be terminated by ``cancel`` while it is under way.
+    """
+
+    def __init__(self, session: Any, names: list[str], xp: ModuleType, device: str,
+                 cancel: Cancellation) -> None:
         self.session, self.names, self.xp, self.device = session, names, xp, device
+        self.cancel = cancel
         self.on_gpu = device == "gpu" and "CUDAExecutionProvider" in session.get_providers()
 
     def __call__(self, feed: dict[str, np.ndarray]) -> list[Any]:
+        with self.cancel.run_options() as run:
+            return self._run(feed, run)
+
+    def _run(self, feed: dict[str, np.ndarray], run: Any) -> list[Any]:
         if not self.on_gpu:
-            outs = self.session.run(self.names, feed)
+            outs = self.session.run(self.names, feed, run)
             return [np.asarray(o) for o in outs]
         # Device path: outputs stay on the GPU and are wrapped by CuPy without a host copy.
         binding = self.session.io_binding()
@@ -156,7 +162,7 @@ class _Runner:
             binding.bind_cpu_input(name, arr)
         for name in self.names:
             binding.bind_output(name, "cuda")
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, run)
         return [self._to_cupy(v) for v in binding.get_outputs()]
 
     def _to_cupy(self, value: Any) -> Any:
@@ -186,7 +192,7 @@ def extract(
     memory_budget_mb: float = 1024.0,
     device: str | None = None,
     progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    cancel: Cancellation | None = None,
     projection_seed: int = 0,
 ) -> list[LayerData]:
     """Return each layer's reduced activations for each set of inputs.
@@ -194,6 +200,8 @@ def extract(
     ``sets`` is ``[train]`` or ``[train, test]``, each a mapping of input name to array.
     ``reduce`` is one reduction for all layers or a mapping ``{layer name: reduction}``
     (missing names take ``"auto"``). The same projection serves train and test.
+    ``cancel`` stops the work between batches and terminates a model run under way
+    (:class:`~layerscope.server.cancellation.Stopped` is raised).
     """
 
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
@@ -218,7 +226,7 @@ def extract(
     }
     outputs = [mean_output(n) if n in means else n for n in names]
     session = make_session(session_bytes(expose(model, names, means)), device=dev)
-    runner = _Runner(session, outputs, xp, dev)
+    runner = _Runner(session, outputs, xp, dev, checker(cancel))
     budget = int(memory_budget_mb * MIB)
     fixed = _fixed_batch(info)
 
@@ -283,8 +291,6 @@ def extract(
         stage = "extract:" + ("train" if set_index == 0 else "test")
         nb = math.ceil(n / batch_size)
         for b in range(nb):
-            if cancelled is not None and cancelled():
-                raise Cancelled("cancelled between batches")
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
             batch = {k: v[lo:hi] for k, v in feed.items()}
             pad = fixed - (hi - lo) if fixed else 0  # a fixed-batch model: pad the last one

@@ -1,13 +1,17 @@
-"""Jobs: a bounded queue, worker threads, progress, cancellation, persistence.
+"""Jobs: a bounded queue, worker threads, progress, cancellation, time limits, persistence.
 
 Every state change is written to the catalog at once; progress at most twice a second.
-Cancelling sets an event the work checks between batches; shutting down does the same and
-marks what was stopped (or never started) as interrupted.
+Each job has a :class:`~layerscope.server.cancellation.Cancellation` that the work checks
+between batches and blocks and that terminates a model run under way. Cancelling a job
+ends it ``cancelled``; running past the time limit ends it ``failed``; shutting down ends
+what was stopped (or never started) ``interrupted``. The worker is then free for the next.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -16,17 +20,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..cancellation import Cancellation, Reason, Stopped
 from .catalog import FINAL, Catalog, JobRow
 
 log = logging.getLogger("layerscope.jobs")
 
 ProgressFn = Callable[[str, int, int], None]
-CancelledFn = Callable[[], bool]
-Work = Callable[[ProgressFn, CancelledFn], dict[str, Any]]
+Work = Callable[[ProgressFn, Cancellation], dict[str, Any]]
 
 # Share of the whole job each stage stands for, to turn stage progress into a fraction.
 STAGE_SPAN = {"loading": (0.0, 0.02), "extract:train": (0.02, 0.6),
               "extract:test": (0.6, 0.75), "indices": (0.75, 1.0)}
+# The final state of a job stopped for each reason.
+STOPPED_STATE: dict[Reason, str] = {"cancelled": "cancelled", "shutdown": "interrupted",
+                                    "time_limit": "failed"}
+DEFAULT_TIME_LIMIT_S = 3600.0
 
 
 class QueueFull(RuntimeError):
@@ -34,25 +42,37 @@ class QueueFull(RuntimeError):
 
 
 class JobCancelled(RuntimeError):
-    """Raised inside work that was cancelled."""
+    """Raised by a call whose client went away."""
 
 
 class ShuttingDown(RuntimeError):
-    """Raised inside work stopped by a server shutdown."""
+    """A job submitted while the server shuts down."""
+
+
+def check_time_limit(seconds: float) -> float:
+    """``seconds`` if it is a valid time limit per job (0 = none), else ValueError."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+            math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"--job-timeout-s must be a finite number of seconds >= 0 (0 = no "
+                         f"limit); got {seconds!r}")
+    return float(seconds)
 
 
 class JobManager:
-    """Runs jobs on ``workers`` threads with at most ``queue_size`` waiting."""
+    """Runs jobs on ``workers`` threads with at most ``queue_size`` waiting; a job that runs
+    longer than ``time_limit_s`` seconds (0: no limit) is stopped and fails."""
 
-    def __init__(self, catalog: Catalog, workers: int = 1, queue_size: int = 16) -> None:
+    def __init__(self, catalog: Catalog, workers: int = 1, queue_size: int = 16,
+                 time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> None:
         self.catalog = catalog
         self.capacity = workers + queue_size
         self.workers = workers
         self.queue_size = queue_size
+        self.time_limit_s = check_time_limit(time_limit_s)
         self._queue: queue.Queue[tuple[str, Work] | None] = queue.Queue()
         self._cond = threading.Condition()
         self._version: dict[str, int] = {}
-        self._cancel: dict[str, threading.Event] = {}
+        self._cancel: dict[str, Cancellation] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._active = 0
         self._closing = False
@@ -77,7 +97,7 @@ class JobManager:
             job_id = uuid.uuid4().hex
             self.catalog.add_job(job_id, kind, request)
             self._active += 1
-            self._cancel[job_id] = threading.Event()
+            self._cancel[job_id] = Cancellation()
             self._version[job_id] = 0
         self._queue.put((job_id, work))
         return self.catalog.job(job_id)
@@ -100,11 +120,11 @@ class JobManager:
                 self._bump(job_id)
 
     def _execute(self, job_id: str, work: Work) -> None:
-        event = self._cancel.get(job_id)
-        if event is None:  # cancelled while queued: already final, its slot already free
+        cancel = self._cancel.get(job_id)
+        if cancel is None:  # cancelled while queued: already final, its slot already free
             return
-        if event.is_set():
-            state = "interrupted" if self._closing else "cancelled"
+        if cancel.reason is not None:
+            state = "interrupted" if cancel.reason == "shutdown" else "cancelled"
             self._finish(job_id, state, "cancelled before it started"
                          if state == "cancelled" else "the server shut down before it started")
             return
@@ -129,17 +149,11 @@ class JobManager:
                 last_write[0] = now
                 self.catalog.update_job(job_id, progress=p)
 
-        def cancelled() -> bool:
-            if event.is_set():
-                raise ShuttingDown("server shutdown") if self._closing else JobCancelled("")
-            return False
-
         try:
-            result = work(progress, cancelled)
-        except JobCancelled:
-            self._finish(job_id, "cancelled", "cancelled by the client")
-        except ShuttingDown:
-            self._finish(job_id, "interrupted", "the server shut down while the job was running")
+            with self._time_limit(cancel):
+                result = work(progress, cancel)
+        except Stopped as exc:
+            self._finish(job_id, STOPPED_STATE.get(exc.reason, "cancelled"), str(exc))
         except (ValueError, KeyError, FileNotFoundError) as exc:
             self._finish(job_id, "failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - a job never takes the server down
@@ -153,6 +167,23 @@ class JobManager:
                           "elapsed_seconds": round(time.time() - started, 3),
                           "remaining_seconds": 0.0},
             )
+
+    @contextlib.contextmanager
+    def _time_limit(self, cancel: Cancellation) -> Iterator[None]:
+        """Cancel the work inside once it has run for the time limit."""
+        if self.time_limit_s <= 0:
+            yield
+            return
+        timer = threading.Timer(self.time_limit_s, cancel.cancel, (
+            "time_limit",
+            f"stopped after running for {self.time_limit_s:g} s, the server's time limit per "
+            "job (--job-timeout-s; 0 = no limit)"))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     def _release(self, job_id: str) -> None:
         """Free the job's queue slot (once), before its final state becomes visible, so
@@ -183,12 +214,14 @@ class JobManager:
         return row
 
     def cancel(self, job_id: str) -> JobRow:
+        """Stop the job: a queued one at once, a running one at its next check or by
+        terminating its model run under way."""
         row = self.catalog.job(job_id, with_result=False)
         if row.state in FINAL:
             return self.get(job_id)
-        event = self._cancel.get(job_id)
-        if event is not None:
-            event.set()
+        cancel = self._cancel.get(job_id)
+        if cancel is not None:
+            cancel.cancel("cancelled", "cancelled by the client")
         if row.state == "queued":
             self._finish(job_id, "cancelled", "cancelled before it started")
             self._bump(job_id)
@@ -213,15 +246,17 @@ class JobManager:
                 return
 
     # stopping ---------------------------------------------------------------------------
-    def shutdown(self, grace: float = 10.0) -> None:
-        """Stop taking jobs, stop running ones at their next batch, mark them interrupted."""
+    def shutdown(self, grace: float = 10.0) -> bool:
+        """Stop taking jobs, stop running ones (their model runs terminated), mark them
+        interrupted; True when every worker ended within ``grace`` seconds."""
         with self._cond:
             self._closing = True
-            for event in self._cancel.values():
-                event.set()
+            for cancel in self._cancel.values():
+                cancel.cancel("shutdown", "the server shut down while the job was running")
         for _ in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + grace
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         self.catalog.interrupt_active("the server shut down while the job was queued or running")
+        return not any(t.is_alive() for t in self._threads)
