@@ -137,26 +137,8 @@ def nearest(ref: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def brute_forward(x: np.ndarray, score: Callable[[np.ndarray], float], candidates: list[int],
                   max_features: int | None, patience: int | None) -> dict:
-    """Greedy forward selection, every subset's index recomputed from scratch: the highest
-    index wins, ties to the lowest feature index; stop after ``max_features`` steps or
-    ``patience`` steps without a new maximum."""
-    remaining = sorted(set(candidates))
-    limit = len(remaining) if max_features is None else min(max_features, len(remaining))
-    order: list[int] = []
-    scores: list[float] = []
-    best, since = -np.inf, 0
-    while remaining and len(order) < limit:
-        vals = [score(x[:, order + [f]]) for f in remaining]
-        top = max(vals)
-        f = remaining[vals.index(top)]  # remaining is sorted: the first is the lowest index
-        remaining.remove(f)
-        order.append(f)
-        scores.append(top)
-        if top > best:
-            best, since = top, 0
-        else:
-            since += 1
-            if patience is not None and since >= patience:
-                break
-    best_subset = order[: scores.index(max(scores)) + 1] if scores else []
-    return {"order": order, "scores": scores, "best_subset": best_subset}
+    """Greedy forward selection with every subset's index recomputed from scratch
+    (``reference.forward_selection``), with ``score`` taking the selected columns."""
+    order, scores, best = R.forward_selection(lambda cols: score(x[:, cols]), x.shape[1],
+                                              max_features, patience, candidates)
+    return {"order": order, "scores": scores, "best_subset": best}
