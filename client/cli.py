@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -335,18 +336,23 @@ def run_export(args: argparse.Namespace, client: None) -> dict[str, Any]:
 SERVER_MODULE = "layerscope.server.api"
 
 
-def run_serve(argv: Sequence[str]) -> int:
-    """``layerscope serve ARGS``: replace this process with the server's own entry point
-    (``python -m layerscope.server.api ARGS``), which owns every server option and its help.
-    The client never imports the server."""
+def run_serve(argv: Sequence[str], replace: bool) -> int:
+    """``layerscope serve ARGS``: the server's own entry point (``python -m
+    layerscope.server.api ARGS``), which owns every server option and its help; the client
+    never imports the server. From the command line (``replace``) it takes over this
+    process, so that signals reach it; called from Python it runs as a child process and
+    its exit code is returned."""
     missing = [m for m in ("onnx", "onnxruntime", "grpc_health")
                if importlib.util.find_spec(m) is None]
     if missing:
         _error(f"layerscope serve needs the server ({', '.join(missing)} missing): "
                "pip install 'layerscope[server]' (or 'layerscope[gpu]' on a CUDA machine)")
         return EXIT_BAD_INPUT
+    cmd = [sys.executable, "-m", SERVER_MODULE, *argv]
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", SERVER_MODULE, *argv])
+    if not replace:
+        return subprocess.run(cmd, check=False).returncode
+    os.execv(sys.executable, cmd)
     return 0  # not reached
 
 
@@ -695,9 +701,10 @@ def _error(message: str) -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
-        return run_serve(argv[1:])
+        return run_serve(argv[1:], replace=from_command_line)
     args = build_parser().parse_args(argv)
     try:
         return run_command(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ...local import default_data_dir
@@ -29,11 +30,42 @@ CAPACITY_HELP = {
 }
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is an integer in 0..65535 (0 picks a free "
+                                         f"one); got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
+def _positive_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of MiB > 0; got {text!r}")
+    return value
+
+
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s); a non-loopback address "
                         "needs --token-file, or --insecure")
-    p.add_argument("--port", type=int, default=50051,
+    p.add_argument("--port", type=_port, default=50051,
                    help="port (default: %(default)s; 0 picks a free one)")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help=f"store folder, kept private: 0700, its files 0600 "
@@ -53,11 +85,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="allow a non-loopback --host without --token-file (anyone who reaches "
                         "the port can upload, compute and delete)")
     g = p.add_argument_group("limits (see docs/security.md)")
-    g.add_argument("--max-upload-mb", type=float, default=2048.0, metavar="MB",
+    g.add_argument("--max-upload-mb", type=_positive_mb, default=2048.0, metavar="MB",
                    help="largest upload or ComputeIndices payload, MiB (default: %(default)s)")
-    g.add_argument("--max-concurrent-jobs", type=int, default=1, metavar="N",
+    g.add_argument("--max-concurrent-jobs", type=_positive_int, default=1, metavar="N",
                    help="jobs running at once (default: %(default)s)")
-    g.add_argument("--max-queued-jobs", type=int, default=16, metavar="N",
+    g.add_argument("--max-queued-jobs", type=_positive_int, default=16, metavar="N",
                    help="jobs waiting to run; beyond: RESOURCE_EXHAUSTED (default: %(default)s)")
     g.add_argument("--job-timeout-s", type=float, default=3600.0, metavar="S",
                    help="a job running longer than this is stopped (its model run terminated) "

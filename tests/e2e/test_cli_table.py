@@ -193,3 +193,17 @@ def test_protos_into_a_file_exits_2(tmp_path):
     target.write_text("x")
     line = _one_line_error(_run("protos", "--out", str(target)))
     assert str(target) in line and "folder" in line
+
+
+def test_serve_called_from_python_runs_the_server_as_a_child_and_returns(capfd):
+    """`layerscope serve` replaces the CLI process only from the command line; called from
+    Python, the server runs as a child and its exit code comes back (this process stays)."""
+    from layerscope.client import cli
+
+    assert cli.main(["serve", "--help"]) == 0
+    out = capfd.readouterr().out
+    assert "--max-uploads" in out and "--job-timeout-s" in out
+    for bad in (["--port", "-5"], ["--port", "70000"], ["--max-upload-mb", "nan"],
+                ["--max-upload-mb", "0"], ["--max-queued-jobs", "0"]):
+        assert cli.main(["serve", *bad]) == 2, bad
+        assert bad[0] in capfd.readouterr().err
