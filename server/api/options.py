@@ -51,6 +51,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
 def _positive_mb(text: str) -> float:
     try:
         value = float(text)
@@ -89,7 +99,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest upload or ComputeIndices payload, MiB (default: %(default)s)")
     g.add_argument("--max-concurrent-jobs", type=_positive_int, default=1, metavar="N",
                    help="jobs running at once (default: %(default)s)")
-    g.add_argument("--max-queued-jobs", type=_positive_int, default=16, metavar="N",
+    g.add_argument("--max-queued-jobs", type=_count, default=16, metavar="N",
                    help="jobs waiting to run; beyond: RESOURCE_EXHAUSTED (default: %(default)s)")
     g.add_argument("--job-timeout-s", type=float, default=3600.0, metavar="S",
                    help="a job running longer than this is stopped (its model run terminated) "

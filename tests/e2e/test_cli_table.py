@@ -204,6 +204,7 @@ def test_serve_called_from_python_runs_the_server_as_a_child_and_returns(capfd):
     out = capfd.readouterr().out
     assert "--max-uploads" in out and "--job-timeout-s" in out
     for bad in (["--port", "-5"], ["--port", "70000"], ["--max-upload-mb", "nan"],
-                ["--max-upload-mb", "0"], ["--max-queued-jobs", "0"]):
+                ["--max-upload-mb", "0"], ["--max-queued-jobs", "-1"],
+                ["--max-concurrent-jobs", "0"]):
         assert cli.main(["serve", *bad]) == 2, bad
         assert bad[0] in capfd.readouterr().err
