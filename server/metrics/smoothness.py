@@ -7,10 +7,11 @@ neighbours are computed in row blocks of exact float64 distances: O(block * m) m
 One-dimensional targets (the usual regression case) are sorted once instead, O(m log m):
 a target's farthest targets are the smallest and the largest, its nearest other target
 is adjacent in sorted order, and its r nearest lie among its equal targets and the r sorted
-positions on either side (each value's first members): O(m r) memory. These give the same bits as the row blocks
-(every distance is computed by the same float64 operations, rounding is monotone, ties go
-to the lower index); ``Dmean`` comes from prefix sums of the sorted targets instead of a
-row sum, equal to it up to rounding (relative ~1e-15 for a million points).
+positions on either side (each value's first members): O(m r) memory. These give the same
+bits as the row blocks (every distance is computed by the same float64 operations, rounding
+is monotone, ties go to the lower index); ``Dmean`` comes from prefix sums of the sorted
+targets instead of a row sum, equal to it up to rounding (relative ~1e-15 for a million
+points).
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def _neighbours_1d(
     if self_mode:
         sq = xp.where(cand == xp.arange(n)[:, None], xp.inf, sq)
     sq, cand = sort_by_distance_then_index(xp, sq, cand)
-    sq, cand = sq[:, :r], cand[:, :r]
+    sq, cand = sq[:, :r], cand[:, :r].copy()  # not a view that keeps all 3r + 1
     # The nearest value beyond each window must be farther than the r-th neighbour.
     g_left = gid[xp.clip(lo, 0, m - 1)] - 1  # the value below the window's first one
     g_right = gid[xp.clip(b + r - 1, 0, m - 1)] + 1  # the value above its last one
