@@ -17,6 +17,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=2048.0)
     p.add_argument("--max-concurrent-jobs", type=int, default=1)
     p.add_argument("--max-queued-jobs", type=int, default=16)
+    p.add_argument("--max-request-memory-mb", type=float, default=None,
+                   help="memory the running requests may take together, each estimated "
+                        "before it starts; a larger one is refused with RESOURCE_EXHAUSTED "
+                        "(default: half the machine's or container's memory)")
     p.add_argument("--token-file", type=Path, default=None,
                    help="file of accepted bearer tokens, one per line")
     p.add_argument("--tls-cert", type=Path, default=None)

@@ -26,6 +26,7 @@ from ...protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from ..analysis.memory import MemoryBudget, default_budget_mb
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from .options import add_serve_arguments
 from .servicers import AnalysisService, DatasetsService, ModelsService
@@ -107,7 +108,10 @@ class Server:
         max_queued_jobs: int = 16,
         tokens: Sequence[str] | None = None,
         tls: tuple[bytes, bytes] | None = None,
+        max_request_memory_mb: float | None = None,
     ) -> None:
+        budget = MemoryBudget(default_budget_mb() if max_request_memory_mb is None
+                              else max_request_memory_mb)
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs)
         interceptors = [TokenAuth(tokens)] if tokens else []
@@ -120,7 +124,7 @@ class Server:
         models_pb2_grpc.add_ModelsServicer_to_server(ModelsService(self.store), self.grpc)
         datasets_pb2_grpc.add_DatasetsServicer_to_server(DatasetsService(self.store), self.grpc)
         analysis_pb2_grpc.add_AnalysisServicer_to_server(
-            AnalysisService(self.store, self.jobs, device), self.grpc)
+            AnalysisService(self.store, self.jobs, device, budget), self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
@@ -178,6 +182,7 @@ def serve(args: argparse.Namespace) -> int:
         server = Server(
             args.data_dir or default_data_dir(), args.host, args.port, args.device,
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,
+            args.max_request_memory_mb,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)

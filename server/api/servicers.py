@@ -29,7 +29,7 @@ from ...protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
-from ..analysis import analyze_layers
+from ..analysis import analyze_layers, memory
 from ..analysis.certify import build_reference, query_features
 from ..analysis.ranking import rank_models
 from ..graph import LayerSelectionError, describe, load_model, select_layers
@@ -67,7 +67,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Return the status code and message for a domain error."""
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, (SizeLimitError, QueueFull)):
+    if isinstance(exc, (SizeLimitError, QueueFull, memory.MemoryLimitError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, (FailedPrecondition, InputError)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
@@ -288,8 +288,10 @@ def _options(o: Any) -> dict[str, Any]:
 
 
 class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
-    def __init__(self, store: Store, jobs: JobManager, device: str | None) -> None:
+    def __init__(self, store: Store, jobs: JobManager, device: str | None,
+                 budget: memory.MemoryBudget | None = None) -> None:
         self.store, self.jobs, self.device = store, jobs, device
+        self.memory = budget or memory.MemoryBudget(memory.default_budget_mb())
         self._refs: dict[str, tuple[dict[str, Any], Any]] = {}
         self._ref_lock = threading.Lock()
 
@@ -297,47 +299,26 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
     def ComputeIndices(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         h = _header(requests, "ComputeIndices")
         specs = _specs(h.tensors)
-        sizes = []
-        for s in specs:
-            try:
-                item = np.dtype(s["dtype"]).itemsize
-            except TypeError:
-                raise ValueError(f"tensor {s['name']!r}: unknown dtype {s['dtype']!r}") from None
-            sizes.append(int(np.prod(s["shape"], dtype=np.int64)) * item)
-        total = sum(sizes)
+        total = sum(memory.spec_bytes(s) for s in specs)
         if total > self.store.max_upload_bytes:
             raise SizeLimitError(
                 f"ComputeIndices tensors total {total} bytes, above the server's limit of "
                 f"{self.store.max_upload_bytes} bytes (--max-upload-mb)"
             )
-        buf = bytearray()
-        for req in requests:
-            if not context.is_active():
-                raise JobCancelled("the client went away")
-            if req.WhichOneof("part") != "chunk" or req.chunk.offset != len(buf):
-                raise ValueError("after the header, send chunks in order (offset = bytes sent)")
-            buf += req.chunk.data
-            if len(buf) > total:
-                raise ValueError(f"received more than the {total} bytes the specs describe")
-        if len(buf) != total:
-            raise ValueError(f"received {len(buf)} bytes; the specs describe {total}")
-        arrays: dict[str, Any] = {}
-        offset = 0
-        for s, size in zip(specs, sizes, strict=True):
-            arrays[s["name"]] = np.frombuffer(bytes(buf[offset:offset + size]),
-                                              dtype=np.dtype(s["dtype"]).newbyteorder("<")
-                                              ).reshape(s["shape"])
-            offset += size
         known = {"features", "labels", "targets", "test_features", "test_labels", "test_targets"}
-        unknown = set(arrays) - known
-        if unknown or "features" not in arrays:
+        names = [s["name"] for s in specs]
+        if set(names) - known or "features" not in names or len(set(names)) != len(names):
             raise ValueError(
-                f"ComputeIndices tensors must be named among {sorted(known)} with 'features' "
-                f"present; got {sorted(arrays)}"
+                f"ComputeIndices tensors must be named among {sorted(known)}, each once, with "
+                f"'features' present; got {names}"
             )
-        kw = _options(h.options)
-        result = compute_indices(device=self.device, **arrays, **kw)
-        return convert.indices_result(result, per_sample=h.options.per_sample)
+        opts = codec.options_from_message(h.options)  # INVALID_ARGUMENT for bad values
+        est = memory.compute_indices_estimate(specs, opts)
+        with self.memory.hold(est) as resize:
+            arrays = memory.receive_tensors(specs, requests, context.is_active)
+            resize(memory.with_classes(est, opts, arrays))
+            result = compute_indices(device=self.device, **arrays, **_options(h.options))
+            return convert.indices_result(result, per_sample=h.options.per_sample)
 
     @rpc
     def StartLayerAnalysis(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -349,7 +330,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         info = describe(load_model(model_bytes))
         layers = list(request.layers) or ["auto"]
         try:
-            select_layers(info, layers)
+            chosen = select_layers(info, layers)
         except LayerSelectionError as exc:
             raise ValueError(f"layers: {exc}") from None
         for role, arrays in (("dataset", train), ("test dataset", test)):
@@ -380,7 +361,11 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
             "tolerance": request.tolerance if request.HasField("tolerance") else 0.01,
             "options": opts,
         }
-        work = functools.partial(self._layer_analysis, req)
+        est = memory.layer_analysis_estimate(
+            info, chosen, train, test, reduce=req["reduce"], batch_size=req["batch_size"],
+            probe=request.probe, opts=codec.options_from_message(request.options),
+            model_bytes=len(model_bytes))
+        work = self.memory.job(est, functools.partial(self._layer_analysis, req))
         return convert.job(self.jobs.submit("layer_analysis", req, work))
 
     def _layer_analysis(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
@@ -448,7 +433,12 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         for key in ("max_features", "patience", "order"):
             if req[key] is not None and req[key] < 1:
                 raise ValueError(f"{key} must be >= 1; got {req[key]}")
-        work = functools.partial(self._ranking, req)
+        est = memory.ranking_estimate(
+            [load_model(self.store.model_bytes(m)) for m in req["model_ids"]], req["layers"],
+            req["model_ids"], data, reduce=req["reduce"], batch_size=req["batch_size"],
+            max_features=req["max_features"], patience=req["patience"], order=req["order"],
+            baselines=req["baselines"])
+        work = self.memory.job(est, functools.partial(self._ranking, req))
         return convert.job(self.jobs.submit("ranking", req, work))
 
     def _ranking(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
@@ -479,7 +469,10 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         req = {"model_id": request.model_id, "dataset_id": request.dataset_id,
                "layer": request.layer or None, "reduce": request.reduce or "auto",
                "batch_size": request.batch_size or None, "uncertainty": request.uncertainty}
-        work = functools.partial(self._build_reference, req)
+        est = memory.reference_estimate(
+            load_model(self.store.model_bytes(request.model_id)), req["layer"], data,
+            reduce=req["reduce"], batch_size=req["batch_size"])
+        work = self.memory.job(est, functools.partial(self._build_reference, req))
         return convert.job(self.jobs.submit("reference", req, work))
 
     def _build_reference(self, req: dict[str, Any], progress: Any, cancelled: Any) -> Any:
@@ -500,7 +493,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         y = np.ascontiguousarray(y)
         specs = [{"name": "features", "dtype": "float32", "shape": list(ref.features.shape)},
                  {"name": key, "dtype": str(y.dtype), "shape": list(y.shape)}]
-        blob = self.store.blobs.put_bytes(ref.features.tobytes() + y.tobytes())
+        blob = self.store.blobs.put_bytes(b"".join((ref.features.data, y.data)))  # one copy
         ref_id = hashlib.sha256(json.dumps(
             [req["model_id"], req["dataset_id"], ref.layer, ref.reduction.describe()]
         ).encode()).hexdigest()
@@ -534,6 +527,11 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
     def _certify(self, request: Any) -> Any:
         row, ref = self._reference(request.reference_id)
         info = row["info"]
+        with self.memory.hold(memory.certify_estimate(request, info)):
+            return self._certify_held(request, row, ref, info)
+
+    def _certify_held(self, request: Any, row: dict[str, Any], ref: Any,
+                      info: dict[str, Any]) -> Any:
         which = request.WhichOneof("queries")
         preds = None
         if which == "features":
