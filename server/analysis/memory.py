@@ -37,7 +37,7 @@ from ...protos.options import (
     IndexOptions,
 )
 from ..graph.inspect import LayerInfo, ModelInfo, describe
-from ..metrics.knn import _choose_search, search_plan
+from ..metrics.knn import BYTES_PER_CANDIDATE, _choose_search, search_plan
 from ..runtime.extract import Cancelled
 from ..runtime.reduce import DEFAULT_PROJECTION, parse_reduction, reduced_width
 from .certify import choose_layer
@@ -46,7 +46,7 @@ MIB = 1 << 20
 DEFAULT_SHARE = 0.5  # of the machine's (or the container's) memory
 # Python objects per result entry ({label: value} of a per-class dict, its JSON-able copy
 # and its protobuf map entry).
-ENTRY_BYTES = 400
+ENTRY_BYTES = 200  # measured: ~170
 # nearest_1d and the scorer on a block of columns: about 25 float64 (m, c) arrays.
 NEAREST_1D_BYTES = 200
 # Forward selection beyond its m x m distances: pools, candidate columns, their nearest
@@ -55,7 +55,7 @@ RANKING_BUDGETS = 1.1
 RANKING_ROW_BYTES = 400  # per point, where the budget's shares floor at one row or column
 # SmI terms of the ordered families: four (m, K) float64 results and their temporaries.
 SMI_TERM_BYTES = 56
-RUNTIME_BYTES = 8 * MIB  # an onnxruntime session beyond its weights and activations
+RUNTIME_BYTES = 32 * MIB  # an onnxruntime session beyond its weights (measured: ~30)
 # Sorted 1-D target neighbours: 3r + 1 candidates per point, a dozen 8-byte arrays.
 TARGET_CANDIDATE_BYTES = 80
 
@@ -171,8 +171,10 @@ def knn_parts(m: int, d: int, nq: int, k: int, budget: int, *, self_mode: bool,
     chunk = max(1, budget // (16 * d))
     cast = 20 * d * min(max(m, nq), chunk)
     want, rows = search_plan(m, d, nq, k, self_mode, budget, search)
-    per_row = 160 * want + 8 * d + (20 * m if search == "blas" else 0)
-    block = rows * per_row
+    per_row = BYTES_PER_CANDIDATE * want + 8 * d + (20 * m if search == "blas" else 0)
+    # the block's arrays, and exact distances of its re-ranked pairs (24 B per feature:
+    # gathered, widened to float64) or of its fallback rows, each at most half the budget
+    block = rows * per_row + min(rows * want * 24 * d, budget // 2)
     working = [Part(f"{what} k-NN float32 copies".strip(), copies, f"{m + nq} x {d} features"),
                Part(f"{what} k-NN blocks".strip(), max(cast, block),
                     f"{rows} rows x {want} candidates", "set by memory_budget_mb")]

@@ -384,14 +384,16 @@ MAX_BLOCK_ROWS = 16384
 def search_plan(m: int, d: int, nq: int, k: int, self_mode: bool, budget: int,
                 search: str) -> tuple[int, int]:
     """Return ``(want, block_rows)``: candidates kept per query (``k' = k + slack`` and one
-    that bounds the rest) and query rows per block, so that a block's working memory stays
-    within ``budget`` bytes (down to one row)."""
+    that bounds the rest) and query rows per block, so that a block's arrays stay within
+    half the ``budget`` bytes (down to one row); the exact distances of its re-rank and
+    fallback rows take the other half."""
     avail = m - 1 if self_mode else m
     want = min(k + max(8, k // 4) + 1, avail)
     per_row = BYTES_PER_CANDIDATE * want + 8 * d  # plus the query rows' float32 copy
     if search == "blas":  # float32 distances, the product and argpartition's int64 output
         per_row += 20 * m
-    rows = budget // per_row if search == "blas" else min(MAX_BLOCK_ROWS, budget // per_row)
+    half = budget // 2
+    rows = half // per_row if search == "blas" else min(MAX_BLOCK_ROWS, half // per_row)
     return want, int(max(1, min(nq, rows)))
 
 
@@ -454,7 +456,7 @@ def _resolve_block(
     ambiguous = (seg <= seg[:, k - 1 : k]) & ~alone
     pr, pc = xp.nonzero(ambiguous)
     exact = xp.zeros((nu, ncand), dtype=xp.float64)
-    chunk = max(1, budget // (24 * base.shape[1]))
+    chunk = max(1, budget // (48 * base.shape[1]))  # half the budget, beside the block
     for a in range(0, len(pr), chunk):
         r_, c_ = pr[a : a + chunk], pc[a : a + chunk]
         exact[r_, c_] = pair_sqdist(xp, q_orig[rows[unsure[r_]]], base[cand[r_, c_]])
@@ -496,7 +498,7 @@ def _fallback_rows(
 ) -> None:
     """Exact k best of ``rows`` against every base point, ties by lower index."""
     m, d = base.shape
-    cols = max(1, budget // (16 * d))
+    cols = max(1, budget // (32 * d))  # half the budget, beside the block
     for r in rows.tolist():
         q = q_orig[r : r + 1]
         best_d = xp.empty((1, 0), dtype=xp.float64)
