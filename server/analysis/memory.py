@@ -315,9 +315,13 @@ def _target_stats_parts(n: int, m: int, r: int, cols: int, budget: int,
 def spec_bytes(spec: Mapping[str, Any]) -> int:
     """Bytes of a tensor spec ``{name, dtype, shape}`` (exact integers: no overflow)."""
     try:
-        item = np.dtype(spec["dtype"]).itemsize
+        dtype = np.dtype(spec["dtype"])
     except TypeError:
         raise ValueError(f"tensor {spec['name']!r}: unknown dtype {spec['dtype']!r}") from None
+    if dtype.kind not in "biuf":
+        raise ValueError(f"tensor {spec['name']!r}: dtype {spec['dtype']!r} is not a number "
+                         "type (bool, int, uint, float)")
+    item = dtype.itemsize
     shape = [int(v) for v in spec["shape"]]
     if any(v < 0 for v in shape):
         raise ValueError(f"tensor {spec['name']!r}: negative dimension in shape {shape}")
@@ -722,25 +726,23 @@ class MemoryBudget:
 
         def take(e: Estimate) -> None:
             need = self.admit(e).total
-            told = False
             with self._cond:
-                while self.held - held[0] + need > self.limit:
-                    if cancelled is None:
-                        raise MemoryBusy(
-                            f"{e.what} needs about {_mib(need)}; requests running now hold "
-                            f"{_mib(self.held - held[0])} of this server's {_mib(self.limit)} "
-                            f"({self.OPTION}); retry later")
+                if self._fits(need - held[0]):
+                    self._reserve(held, need)
+                    return
+                if cancelled is None:
+                    raise MemoryBusy(
+                        f"{e.what} needs about {_mib(need)}; requests running now hold "
+                        f"{_mib(self.held - held[0])} of this server's {_mib(self.limit)} "
+                        f"({self.OPTION}); retry later")
+            if waiting is not None:
+                waiting()
+            with self._cond:
+                while not self._fits(need - held[0]):
                     if cancelled():
                         raise Cancelled("cancelled while waiting for memory")
-                    if waiting is not None and not told:
-                        told = True
-                        waiting()
-                    self._cond.wait(0.5)  # and look at cancelled() again
-                shrink = need < held[0]
-                self.held += need - held[0]
-                held[0] = need
-                if shrink:
-                    self._cond.notify_all()
+                    self._cond.wait(0.5)  # then look at cancelled() again
+                self._reserve(held, need)
 
         take(est)
         try:
@@ -749,6 +751,16 @@ class MemoryBudget:
             with self._cond:
                 self.held -= held[0]
                 self._cond.notify_all()
+
+    def _fits(self, more: int) -> bool:
+        return self.held + more <= self.limit
+
+    def _reserve(self, held: list[int], need: int) -> None:
+        """Hold ``need`` bytes where ``held[0]`` were held (the lock is taken)."""
+        self.held += need - held[0]
+        if need < held[0]:
+            self._cond.notify_all()
+        held[0] = need
 
     def job(self, est: Estimate, work: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         """``work`` of a job, admitted now and holding ``est`` once it runs."""
@@ -763,7 +775,8 @@ class MemoryBudget:
 
 __all__ = [
     "Estimate", "IndexShapes", "MemoryBudget", "MemoryBusy", "MemoryLimitError", "Part",
-    "certify_estimate", "compute_indices_estimate", "default_budget_mb", "indices_estimate",
-    "layer_analysis_estimate", "machine_memory", "ranking_estimate", "reference_estimate",
+    "UploadEstimate", "certify_estimate", "compute_indices_estimate", "default_budget_mb",
+    "extraction_estimate", "indices_estimate", "knn_parts", "layer_analysis_estimate",
+    "machine_memory", "ranking_estimate", "receive_tensors", "reference_estimate",
     "spec_bytes", "with_classes",
 ]
