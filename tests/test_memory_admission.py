@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 import server_fixtures as F
+from onnx import TensorProto, helper, numpy_helper
 
 from layerscope.protos.options import IndexOptions
 from layerscope.protos.stubs import analysis_pb2, common_pb2
@@ -228,6 +229,37 @@ def test_a_layer_analysis_beyond_the_budget_is_refused_and_no_job_is_made(
         assert c.wait(job).layers
 
 
+def big_model(weights: int) -> bytes:
+    """x (N, 1) -> MatMul with a (1, weights) float32 initializer: 4 x weights bytes."""
+    w = np.ones((1, weights), np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", weights])],
+        [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def test_a_model_too_large_to_inspect_is_refused_before_its_bytes(
+        small: F.ServerProcess) -> None:
+    """Reading, parsing and shape-inferring a model takes about six copies of it: a 40 MB
+    model needs ~240 MB, above the 200 MiB budget. Refused at the header, nothing stored."""
+    model = big_model(10_000_000)
+    with small.client() as c:
+        before = c.models()
+        base = peak_baseline(small.pid)
+        err = F.client_error(lambda: c.upload_model(model, name="big"))
+        grown = (vm_kib(small.pid, "VmHWM") - base) * 1024
+        assert err.code == "RESOURCE_EXHAUSTED", err
+        assert "--max-request-memory-mb" in err.details and "model" in err.details, err
+        assert c.models() == before
+        assert F.tmp_uploads(small.data_dir) == []
+        assert grown < len(model), grown / MIB
+        assert c.upload_model(big_model(1_000_000), name="fits").size_bytes > 4_000_000
+
+
 # ---------------------------------------------------------------------------------------
 # Uploads are held once
 # ---------------------------------------------------------------------------------------
@@ -361,10 +393,16 @@ def test_requests_running_together_share_the_budget(tmp_path: Path) -> None:
     job_need = memory.layer_analysis_estimate(
         info, select_layers(info, "auto"), {"x": x, "labels": y}, None, reduce="auto",
         batch_size=None, probe=False, opts=IndexOptions(), model_bytes=len(model)).total
-    held = {"features": np.zeros((20000, 200), np.float32), "labels": np.zeros(20000, np.int64)}
-    specs = [{"name": k, "dtype": str(a.dtype), "shape": list(a.shape)} for k, a in held.items()]
-    hold_need = memory.compute_indices_estimate(specs, IndexOptions()).total
-    budget_mb = (max(job_need, hold_need) + min(job_need, hold_need) // 2) / MIB
+    rows, hold_need = 10000, 0
+    while hold_need < job_need:  # an upload at least as large as the job
+        rows *= 2
+        held = {"features": np.zeros((rows, 200), np.float32),
+                "labels": np.zeros(rows, np.int64)}
+        specs = [{"name": k, "dtype": str(a.dtype), "shape": list(a.shape)}
+                 for k, a in held.items()]
+        hold_need = memory.compute_indices_estimate(specs, IndexOptions()).total
+    # each fits alone; two uploads, or the upload and the job, do not
+    budget_mb = (hold_need + job_need // 2) / MIB
     release = threading.Event()
     with F.ServerProcess(tmp_path / "data", "--max-request-memory-mb", f"{budget_mb:.3f}") as s:
         c = s.client()

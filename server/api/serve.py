@@ -121,7 +121,8 @@ class Server:
             options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                      ("grpc.max_send_message_length", MAX_MESSAGE)],
         )
-        models_pb2_grpc.add_ModelsServicer_to_server(ModelsService(self.store), self.grpc)
+        models_pb2_grpc.add_ModelsServicer_to_server(ModelsService(self.store, budget),
+                                                     self.grpc)
         datasets_pb2_grpc.add_DatasetsServicer_to_server(DatasetsService(self.store), self.grpc)
         analysis_pb2_grpc.add_AnalysisServicer_to_server(
             AnalysisService(self.store, self.jobs, device, budget), self.grpc)

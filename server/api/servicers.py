@@ -177,8 +177,9 @@ def _check_finite(arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) ->
 
 
 class ModelsService(models_pb2_grpc.ModelsServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, budget: memory.MemoryBudget | None = None) -> None:
         self.store = store
+        self.memory = budget or memory.MemoryBudget(memory.default_budget_mb())
 
     @rpc
     def UploadModel(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -189,12 +190,17 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
                                                   already_present=True)
         except NotFound:
             pass
+        est = self.memory.admit(memory.model_estimate(h.size_bytes))
         path = _receive_blob(self.store, h, requests, context)
         try:
-            info = describe(load_model(path.read_bytes()))
+            with self.memory.hold(est, lambda: not context.is_active()):
+                info = describe(load_model(path.read_bytes()))
         except (ModelError, ValueError) as exc:
             self.store.drop_blob_if_unused(h.sha256)
             raise ModelError(f"UploadModel: {exc}") from None
+        except Cancelled:
+            self.store.drop_blob_if_unused(h.sha256)
+            raise
         self.store.catalog.add_model(h.sha256, h.name or h.sha256[:12], h.size_bytes,
                                      info.to_dict())
         stored = self.store.catalog.model(h.sha256)
