@@ -63,11 +63,12 @@ def array(t: common_pb2.Tensor, what: str = "tensor", copy: bool = False) -> np.
     shape = tuple(int(d) for d in t.shape)
     if any(d < 0 for d in shape):
         raise ValueError(f"{what}: negative dimension in shape {list(shape)}")
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(t.data) != need:
-        raise ValueError(f"{what}: {len(t.data)} bytes for dtype {t.dtype} and shape "
+    need = math.prod(shape) * dtype.itemsize
+    data = t.data  # each read of a bytes field copies it out of the message: read it once
+    if len(data) != need:
+        raise ValueError(f"{what}: {len(data)} bytes for dtype {t.dtype} and shape "
                          f"{list(shape)}, which need {need}")
-    out = np.frombuffer(t.data, dtype=dtype).reshape(shape)
+    out = np.frombuffer(data, dtype=dtype).reshape(shape)
     return out.copy() if copy else out
 
 

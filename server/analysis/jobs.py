@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..cancellation import Cancellation
+from ..graph import select_layers
 from ..store import JobRow, Store
 from ..store.jobs import JobManager
-from . import admission
+from . import admission, memory
 from .data import EXTRACT_MEMORY_MB
 from .layerwise import analyze_layers
 from .ranking import rank_models
@@ -66,25 +67,42 @@ class Jobs:
     """Starts the analysis jobs of one store: admission errors reach the caller at once."""
 
     def __init__(self, store: Store, manager: JobManager, references: References,
-                 device: str | None = None,
+                 device: str | None = None, budget: memory.MemoryBudget | None = None,
                  extract_memory_mb: float = EXTRACT_MEMORY_MB) -> None:
         self.store, self.manager, self.references = store, manager, references
         self.device, self.extract_memory_mb = device, extract_memory_mb
+        self.budget = budget or memory.MemoryBudget(memory.default_budget_mb())
 
     def layer_analysis(self, req: LayerAnalysisRequest) -> JobRow:
         job = admission.layer_analysis(self.store, req)
+        est = memory.layer_analysis_estimate(
+            job.model.info, select_layers(job.model.info, list(req.layers)),
+            job.train.as_dict(), job.test.as_dict() if job.test is not None else None,
+            reduce=req.reduce, batch_size=req.batch_size, probe=req.probe, opts=req.options,
+            model_bytes=job.model.proto.ByteSize(), extract_mb=self.extract_memory_mb)
         work = functools.partial(run_layer_analysis, job, device=self.device,
                                  extract_memory_mb=self.extract_memory_mb)
-        return self.manager.submit("layer_analysis", req.to_json(), work)
+        return self.manager.submit("layer_analysis", req.to_json(),
+                                   self.budget.job(est, work))
 
     def ranking(self, req: RankingRequest) -> JobRow:
         job = admission.ranking(self.store, req)
+        est = memory.ranking_estimate(
+            [m.proto for m in job.models], dict(req.layers), list(req.model_ids),
+            job.data.as_dict(), reduce=req.reduce, batch_size=req.batch_size,
+            max_features=req.options.max_features, patience=req.options.patience,
+            order=req.order, baselines=req.baselines, extract_mb=self.extract_memory_mb,
+            budget_mb=req.options.memory_budget_mb)
         work = functools.partial(run_ranking, job, device=self.device,
                                  extract_memory_mb=self.extract_memory_mb)
-        return self.manager.submit("ranking", req.to_json(), work)
+        return self.manager.submit("ranking", req.to_json(), self.budget.job(est, work))
 
     def reference(self, req: ReferenceRequest) -> JobRow:
         job = admission.reference(self.store, req)
+        est = memory.reference_estimate(
+            job.model.proto, req.layer, job.data.as_dict(), reduce=req.reduce,
+            batch_size=req.batch_size, extract_mb=self.extract_memory_mb,
+            budget_mb=req.options.memory_budget_mb)
         work = functools.partial(self.references.build, job,
                                  extract_memory_mb=self.extract_memory_mb)
-        return self.manager.submit("reference", req.to_json(), work)
+        return self.manager.submit("reference", req.to_json(), self.budget.job(est, work))

@@ -22,6 +22,7 @@ from ..metrics.guarantee import ClassificationReference, RegressionReference
 from ..runtime.extract import InputError
 from ..store import Store
 from ..store.store import split_tensors
+from . import memory
 from .admission import Reference
 from .certify import build_reference, query_features
 from .data import EXTRACT_MEMORY_MB, split
@@ -55,8 +56,10 @@ class Certified:
 class References:
     """The references of one store, loaded at most once each."""
 
-    def __init__(self, store: Store, device: str | None = None) -> None:
+    def __init__(self, store: Store, device: str | None = None,
+                 budget: memory.MemoryBudget | None = None) -> None:
         self.store, self.device = store, device
+        self.budget = budget or memory.MemoryBudget(memory.default_budget_mb())
         self._loaded: dict[str, tuple[dict[str, Any], Loaded]] = {}
         self._lock = threading.Lock()
 
@@ -111,6 +114,12 @@ class References:
         model run and the neighbour search when the client's deadline passes or it goes
         away."""
         row, ref = self.load(req.reference_id)
+        info = row["info"]
+        with self.budget.hold(memory.certify_estimate(req, info)):
+            return self._certify(req, row, ref, cancel)
+
+    def _certify(self, req: CertifyRequest, row: dict[str, Any], ref: Any,
+                 cancel: Cancellation | None) -> Certified:
         info = row["info"]
         preds = None
         if req.features is not None:

@@ -7,32 +7,43 @@ away) leaves nothing behind, and never touches bytes that another upload shares.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from ..cancellation import Cancellation
 from ..graph import ModelError, describe, load_model
 from ..store import InvalidUpload, NotFound, Store, check_dataset_specs, dataset_id
 from ..store.store import split_tensors
+from .memory import MemoryBudget, model_estimate
 
 Chunks = Iterable[tuple[int, bytes]]
 """(offset, data) pieces of an upload, in order."""
 
 
-def store_model(store: Store, name: str, size: int, sha256: str,
-                chunks: Chunks) -> tuple[dict[str, Any], bool]:
-    """Return the catalog row of the uploaded model and whether it was already stored."""
+def store_model(store: Store, name: str, size: int, sha256: str, chunks: Chunks,
+                budget: MemoryBudget | None = None, cancel: Cancellation | None = None,
+                ) -> tuple[dict[str, Any], bool]:
+    """Return the catalog row of the uploaded model and whether it was already stored.
+
+    With a ``budget`` the model is admitted at its header (describing it takes several
+    copies of it) and its inspection waits for room while ``cancel`` lets it.
+    """
     try:
         return store.catalog.model(sha256), True
     except NotFound:
         pass
+    est = budget.admit(model_estimate(size)) if budget is not None else None
     with store.upload(size, sha256) as writer:
         for offset, data in chunks:
             writer.write(offset, data)
         path = writer.commit()
         try:
-            info = describe(load_model(path.read_bytes()))
+            with budget.hold(est, cancel) if budget is not None and est is not None \
+                    else contextlib.nullcontext():
+                info = describe(load_model(path.read_bytes()))
         except ModelError as exc:
             raise ModelError(f"UploadModel: {exc}") from None
         return store.add_model(sha256, name or sha256[:12], size, info.to_dict()), False

@@ -104,6 +104,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--job-timeout-s", type=float, default=3600.0, metavar="S",
                    help="a job running longer than this is stopped (its model run terminated) "
                         "and fails; 0 = no limit (default: %(default)s)")
+    g.add_argument("--max-request-memory-mb", type=_positive_mb, default=None, metavar="MB",
+                   help="memory the running requests may take together, each estimated "
+                        "before it starts; a larger one is refused with RESOURCE_EXHAUSTED "
+                        "(default: half the machine's or container's memory)")
     defaults = Limits()
     for name, text in CAPACITY_HELP.items():
         default = getattr(defaults, name)

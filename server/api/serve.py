@@ -30,6 +30,7 @@ from ...protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from ..analysis.memory import MemoryBudget, default_budget_mb
 from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
@@ -131,9 +132,12 @@ class Server:
         tls: tuple[bytes, bytes] | None = None,
         limits: Limits | None = None,
         job_timeout_s: float = DEFAULT_TIME_LIMIT_S,
+        max_request_memory_mb: float | None = None,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
         self.limits = limits or Limits()
+        budget = MemoryBudget(default_budget_mb() if max_request_memory_mb is None
+                              else max_request_memory_mb)
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs,
                                job_timeout_s)
@@ -150,10 +154,11 @@ class Server:
                      ("grpc.max_send_message_length", MAX_MESSAGE)],
             maximum_concurrent_rpcs=self.limits.max_concurrent_rpcs,
         )
-        models_pb2_grpc.add_ModelsServicer_to_server(ModelsService(self.store), self.grpc)
+        models_pb2_grpc.add_ModelsServicer_to_server(ModelsService(self.store, budget),
+                                                     self.grpc)
         datasets_pb2_grpc.add_DatasetsServicer_to_server(DatasetsService(self.store), self.grpc)
         analysis_pb2_grpc.add_AnalysisServicer_to_server(
-            AnalysisService(self.store, self.jobs, device), self.grpc)
+            AnalysisService(self.store, self.jobs, device, budget), self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
@@ -263,6 +268,7 @@ def serve(args: argparse.Namespace) -> int:
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,
             limits,
             args.job_timeout_s,
+            args.max_request_memory_mb,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ from ...protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
-from ..analysis import admission, uploads
+from ..analysis import admission, memory, uploads
 from ..analysis.admission import FailedPrecondition
 from ..analysis.jobs import Jobs
 from ..analysis.references import References
@@ -54,7 +54,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Return the status code and message for a domain error."""
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, (SizeLimitError, QueueFull)):
+    if isinstance(exc, (SizeLimitError, QueueFull, memory.MemoryLimitError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, (FailedPrecondition, InputError)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
@@ -111,14 +111,16 @@ def rpc_stream(fn: F) -> F:
 
 
 class ModelsService(models_pb2_grpc.ModelsServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, budget: memory.MemoryBudget | None = None) -> None:
         self.store = store
+        self.memory = budget or memory.MemoryBudget(memory.default_budget_mb())
 
     @rpc
     def UploadModel(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         h = streams.header(requests, "UploadModel")
         row, present = uploads.store_model(self.store, h.name, h.size_bytes, h.sha256,
-                                           streams.chunks(requests, context.is_active))
+                                           streams.chunks(requests, context.is_active),
+                                           self.memory, for_call(context))
         return models_pb2.UploadModelResponse(model=convert.model(row), already_present=present)
 
     @rpc
@@ -165,10 +167,12 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
 
 
 class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
-    def __init__(self, store: Store, jobs: JobManager, device: str | None) -> None:
+    def __init__(self, store: Store, jobs: JobManager, device: str | None,
+                 budget: memory.MemoryBudget | None = None) -> None:
         self.store, self.jobs, self.device = store, jobs, device
-        self.references = References(store, device)
-        self.start = Jobs(store, jobs, self.references, device)
+        self.memory = budget or memory.MemoryBudget(memory.default_budget_mb())
+        self.references = References(store, device, self.memory)
+        self.start = Jobs(store, jobs, self.references, device, self.memory)
 
     @rpc
     def ComputeIndices(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -176,10 +180,13 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         options, specs = codec.options_from_message(h.options), convert.specs(h.tensors)
         admission.compute_indices([s["name"] for s in specs], options)
         cancel = for_call(context)
-        arrays: dict[str, Any] = streams.tensors(specs, requests,
-                                                 self.store.max_upload_bytes, context.is_active)
-        result = compute_indices(device=self.device, cancel=cancel, **arrays,
-                                 **options.engine_kwargs())
+        est = memory.compute_indices_estimate(specs, options)
+        with self.memory.hold(est) as resize:  # admitted at the header, before any bytes
+            arrays: dict[str, Any] = streams.tensors(
+                specs, requests, self.store.max_upload_bytes, context.is_active)
+            resize(memory.with_classes(est, options, arrays))
+            result = compute_indices(device=self.device, cancel=cancel, **arrays,
+                                     **options.engine_kwargs())
         return convert.indices_result(result, per_sample=options.per_sample)
 
     @rpc

@@ -13,6 +13,10 @@ from ..store import JobCancelled, SizeLimitError
 Active = Callable[[], bool]
 
 
+ALIGN = 64
+"""Each tensor's start in the reassembly buffer (bytes)."""
+
+
 def header(requests: Iterator[Any], what: str) -> Any:
     """The header that opens a stream (ValueError when the stream starts otherwise)."""
     try:
@@ -52,32 +56,42 @@ def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
             is_active: Active, what: str = "ComputeIndices") -> dict[str, np.ndarray]:
     """The tensors ``specs`` describe, from the chunks that follow the header.
 
-    The bytes go into one buffer as they arrive; each tensor is a little-endian view of
-    its part of it, with no copy.
+    The bytes go into one buffer as they arrive; each tensor is a read-only little-endian
+    view of its part of it (aligned to 64 bytes), with no copy.
     """
     sizes = _sizes(specs)
     total = sum(sizes)
     if total > limit:
         raise SizeLimitError(f"{what} tensors total {total} bytes, above the server's limit "
                              f"of {limit} bytes (--max-upload-mb)")
-    buf = np.empty(total, np.uint8)
-    received = 0
+    # each tensor starts on a 64-byte boundary of one buffer, so every view is aligned
+    starts = [0]
+    for size in sizes[:-1]:
+        starts.append(-(-(starts[-1] + size) // ALIGN) * ALIGN)
+    buf = np.empty((starts[-1] + sizes[-1]) if sizes else 0, np.uint8)
+    received, part = 0, 0
     for req in requests:
         if not is_active():
             raise JobCancelled("the client went away")
         if req.WhichOneof("part") != "chunk" or req.chunk.offset != received:
             raise ValueError("after the header, send chunks in order (offset = bytes sent)")
-        data = req.chunk.data
+        data = np.frombuffer(req.chunk.data, np.uint8)
         if received + len(data) > total:
             raise ValueError(f"received more than the {total} bytes the specs describe")
-        buf[received:received + len(data)] = np.frombuffer(data, np.uint8)
-        received += len(data)
+        done = 0
+        while done < len(data):  # the chunk may span several tensors
+            while received >= sum(sizes[:part + 1]):
+                part += 1
+            inside = received - sum(sizes[:part])
+            n = min(len(data) - done, sizes[part] - inside)
+            at = starts[part] + inside
+            buf[at:at + n] = data[done:done + n]
+            done, received = done + n, received + n
     if received != total:
         raise ValueError(f"received {received} bytes; the specs describe {total}")
+    buf.flags.writeable = False
     arrays: dict[str, np.ndarray] = {}
-    offset = 0
-    for s, size in zip(specs, sizes, strict=True):
-        dtype = np.dtype(s["dtype"]).newbyteorder("<")
-        arrays[s["name"]] = buf[offset:offset + size].view(dtype).reshape(s["shape"])
-        offset += size
+    for s_, size, start in zip(specs, sizes, starts, strict=True):
+        dtype = np.dtype(s_["dtype"]).newbyteorder("<")
+        arrays[s_["name"]] = buf[start:start + size].view(dtype).reshape(s_["shape"])
     return arrays

@@ -221,8 +221,10 @@ def compute_indices(
         margin_cap < 1
     ):
         raise ValueError(f"margin_cap must be an integer >= 1; got {margin_cap!r}")
-    if memory_budget_mb <= 0:
-        raise ValueError(f"memory_budget_mb must be > 0; got {memory_budget_mb!r}")
+    if not (isinstance(memory_budget_mb, (int, float)) and math.isfinite(memory_budget_mb)
+            and memory_budget_mb > 0):
+        raise ValueError(f"memory_budget_mb must be a finite number > 0; got "
+                         f"{memory_budget_mb!r}")
     if precision not in ("exact", "fast"):
         raise ValueError(f"precision must be 'exact' or 'fast'; got {precision!r}")
 

@@ -346,14 +346,8 @@ def _run_search(
     nq = m if self_mode else queries.shape[0]  # type: ignore[union-attr]
     avail = m - 1 if self_mode else m
     faiss = _faiss_module() if search == "faiss" else None
-    slack = max(8, k // 4)
-    want = min(k + slack + 1, avail)  # k' candidates plus one more that bounds the rest
-    if block_rows is None:
-        if search == "blas":  # float32 distances, argpartition's int64 output, the product
-            block_rows = budget // (20 * m)
-        else:  # faiss blocks internally; ours holds a query copy and the candidate lists
-            block_rows = min(16384, max(256, budget // (8 * (d + want))))
-        block_rows = int(max(1, min(nq, block_rows)))
+    want, planned = search_plan(m, d, nq, k, self_mode, budget, search)
+    block_rows = planned if block_rows is None else int(max(1, min(nq, block_rows)))
     q_orig: Any = base if self_mode else queries
 
     out_idx = xp.empty((nq, k), dtype=xp.int64)
@@ -387,6 +381,29 @@ def _run_search(
         reranked_rows=counts[1],
         fallback_rows=counts[2],
     )
+
+
+# Bytes per candidate of one block row when every row of the block needs its re-rank
+# (_resolve_block): the float64 bounds, cut positions and sort keys, the candidate lists,
+# and faiss's own result lists (measured: about 150).
+BYTES_PER_CANDIDATE = 160
+MAX_BLOCK_ROWS = 16384
+
+
+def search_plan(m: int, d: int, nq: int, k: int, self_mode: bool, budget: int,
+                search: str) -> tuple[int, int]:
+    """Return ``(want, block_rows)``: candidates kept per query (``k' = k + slack`` and one
+    that bounds the rest) and query rows per block, so that a block's arrays stay within
+    half the ``budget`` bytes (down to one row); the exact distances of its re-rank and
+    fallback rows take the other half."""
+    avail = m - 1 if self_mode else m
+    want = min(k + max(8, k // 4) + 1, avail)
+    per_row = BYTES_PER_CANDIDATE * want + 8 * d  # plus the query rows' float32 copy
+    if search == "blas":  # float32 distances, the product and argpartition's int64 output
+        per_row += 20 * m
+    half = budget // 2
+    rows = half // per_row if search == "blas" else min(MAX_BLOCK_ROWS, half // per_row)
+    return want, int(max(1, min(nq, rows)))
 
 
 def _choose_search(candidate_search: str, xp: ModuleType) -> str:
@@ -448,7 +465,7 @@ def _resolve_block(
     ambiguous = (seg <= seg[:, k - 1 : k]) & ~alone
     pr, pc = xp.nonzero(ambiguous)
     exact = xp.zeros((nu, ncand), dtype=xp.float64)
-    chunk = max(1, budget // (24 * base.shape[1]))
+    chunk = max(1, budget // (48 * base.shape[1]))  # half the budget, beside the block
     for a in range(0, len(pr), chunk):
         r_, c_ = pr[a : a + chunk], pc[a : a + chunk]
         exact[r_, c_] = pair_sqdist(xp, q_orig[rows[unsure[r_]]], base[cand[r_, c_]])
@@ -490,7 +507,7 @@ def _fallback_rows(
 ) -> None:
     """Exact k best of ``rows`` against every base point, ties by lower index."""
     m, d = base.shape
-    cols = max(1, budget // (16 * d))
+    cols = max(1, budget // (32 * d))  # half the budget, beside the block
     for r in rows.tolist():
         q = q_orig[r : r + 1]
         best_d = xp.empty((1, 0), dtype=xp.float64)

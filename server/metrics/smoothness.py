@@ -6,11 +6,12 @@ neighbours are computed in row blocks of exact float64 distances: O(block * m) m
 
 One-dimensional targets (the usual regression case) are sorted once instead, O(m log m):
 a target's farthest targets are the smallest and the largest, its nearest other target
-is adjacent in sorted order, and its r nearest lie among the first members of the r
-nearest distinct values on either side. These give the same bits as the row blocks
-(every distance is computed by the same float64 operations, rounding is monotone, ties go
-to the lower index); ``Dmean`` comes from prefix sums of the sorted targets instead of a
-row sum, equal to it up to rounding (relative ~1e-15 for a million points).
+is adjacent in sorted order, and its r nearest lie among its equal targets and the r sorted
+positions on either side (each value's first members): O(m r) memory. These give the same
+bits as the row blocks (every distance is computed by the same float64 operations, rounding
+is monotone, ties go to the lower index); ``Dmean`` comes from prefix sums of the sorted
+targets instead of a row sum, equal to it up to rounding (relative ~1e-15 for a million
+points).
 """
 
 from __future__ import annotations
@@ -182,10 +183,12 @@ def _neighbours_1d(
     """The r nearest targets of each query (ties to the lower index), by sorting; ``k[i]``
     sorted targets lie below ``yq[i]``.
 
-    Candidates: the first r + 1 targets equal to the query, and the first r of each of the
-    r nearest distinct values on either side (equal targets sit in index order, so any
-    others rank after these). The choice is proven unless the (r + 1)-th distinct value on
-    a side is as close as the r-th neighbour (distinct values whose distances round to the
+    Candidates, 3r + 1 per query: the first r + 1 targets equal to the query, and the r
+    sorted positions on either side of that group (or of the query's insertion point). Equal
+    targets sit in index order, so the window's members of a value reaching past its left
+    end are replaced by that value's first members; on the right a window already holds
+    each value's first members. The choice is proven unless the nearest value beyond a
+    window is as close as the r-th neighbour (distinct values whose distances round to the
     same float); those queries, and any with fewer than r candidates, are done by rows.
     """
     n, m = len(yq), len(sv)
@@ -197,25 +200,20 @@ def _neighbours_1d(
     gid = xp.cumsum(new) - 1
     k_c = xp.clip(k, 0, m - 1)
     has_own = (k < m) & (sv[k_c] == yq)
-    own = xp.where(has_own, gid[k_c], -1)
-    # Distinct values just below and above the query's own.
-    first_left = xp.where(has_own, own - 1, gid[xp.clip(k - 1, 0, m - 1)])
-    first_left = xp.where(k == 0, -1, first_left)
-    first_right = xp.where(has_own, own + 1, xp.where(k < m, gid[k_c], groups))
-
-    def members(g: Any, count: int) -> tuple[Any, Any]:
-        """Sorted positions (n, len(g) * count) of the first ``count`` of groups g, and
-        whether each exists."""
-        valid_g = (g >= 0) & (g < groups)
-        gc = xp.clip(g, 0, groups - 1)
-        p = starts[gc][..., None] + xp.arange(count)
-        ok = valid_g[..., None] & (p < ends[gc][..., None])
-        return p.reshape(n, -1), ok.reshape(n, -1)
-
+    own = gid[k_c]
+    a = xp.where(has_own, starts[own], k)  # the window on the left ends before a
+    b = xp.where(has_own, ends[own], k)  # the window on the right starts at b
     steps = xp.arange(r)
-    own_p, own_ok = members(own[:, None], r + 1)
-    left_p, left_ok = members(first_left[:, None] - steps, r)
-    right_p, right_ok = members(first_right[:, None] + steps, r)
+    own_p = starts[own][:, None] + xp.arange(r + 1)
+    own_ok = has_own[:, None] & (own_p < ends[own][:, None])
+    lo = a - r  # first position of the left window
+    left_p = lo[:, None] + steps
+    left_ok = left_p >= 0
+    left_g = gid[xp.clip(left_p, 0, m - 1)]
+    first = starts[left_g]
+    left_p = xp.where(first < lo[:, None], first + steps, left_p)  # a value's first members
+    right_p = b[:, None] + steps
+    right_ok = right_p < m
     pos = xp.concatenate([own_p, left_p, right_p], axis=1)
     ok = xp.concatenate([own_ok, left_ok, right_ok], axis=1)
     cand = order[xp.clip(pos, 0, m - 1)]
@@ -223,11 +221,13 @@ def _neighbours_1d(
     if self_mode:
         sq = xp.where(cand == xp.arange(n)[:, None], xp.inf, sq)
     sq, cand = sort_by_distance_then_index(xp, sq, cand)
-    sq, cand = sq[:, :r], cand[:, :r]
-    # The next distinct value on each side must be farther than the r-th neighbour.
+    sq, cand = sq[:, :r], cand[:, :r].copy()  # not a view that keeps all 3r + 1
+    # The nearest value beyond each window must be farther than the r-th neighbour.
+    g_left = gid[xp.clip(lo, 0, m - 1)] - 1  # the value below the window's first one
+    g_right = gid[xp.clip(b + r - 1, 0, m - 1)] + 1  # the value above its last one
     beyond = xp.full(n, xp.inf)
-    for g in (first_left - r, first_right + r):
-        inside = (g >= 0) & (g < groups)
+    for g, inside in ((g_left, (lo >= 0) & (g_left >= 0)),
+                      (g_right, (b + r - 1 < m) & (g_right < groups))):
         beyond = xp.minimum(beyond, xp.where(
             inside, _sq(xp, yq, sv[starts[xp.clip(g, 0, groups - 1)]]), xp.inf))
     dist = xp.sqrt(sq)

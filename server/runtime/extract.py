@@ -208,8 +208,10 @@ def extract(
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1 (or None for auto); got "
                          f"{batch_size!r}")
-    if memory_budget_mb <= 0:
-        raise ValueError(f"memory_budget_mb must be > 0; got {memory_budget_mb!r}")
+    if not (isinstance(memory_budget_mb, (int, float)) and math.isfinite(memory_budget_mb)
+            and memory_budget_mb > 0):
+        raise ValueError(f"memory_budget_mb must be a finite number > 0; got "
+                         f"{memory_budget_mb!r}")
     dev, xp = get_backend(device)
     feeds = [model_feeds(info, s, role) for s, role in zip(sets, ("data", "test"), strict=False)]
     names = [la.name for la in layers]

@@ -134,3 +134,50 @@ def test_multi_column_targets_still_use_the_rows() -> None:
     got = target_stats(np, y, y, 2, self_mode=True, memory_budget_mb=64.0)
     sq = ((y[:, None, :] - y[None, :, :]) ** 2).sum(axis=2)
     np.testing.assert_allclose(got.dmax, np.sqrt(sq).max(axis=1), rtol=1e-15)
+
+
+# Groups of equal targets larger and smaller than r, r up to m - 1: the windows beside a
+# query's own value, and the first members of a value that reaches past a window's end.
+LARGE_R_CASES = [(levels, m, r) for levels in (3, 12, 1000) for m in (40, 97)
+                 for r in (5, 17, m - 1)]
+
+
+def _stats_in_bounded_memory(yq: np.ndarray, yb: np.ndarray, r: int, self_mode: bool) -> object:
+    """target_stats, checked to take O(n r) memory: about 3r + 1 candidates per query, a
+    dozen 8-byte arrays of them (candidates from r values on either side with r members
+    each would be 2r^2 + r + 1 per query)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        got = target_stats(np, yq[:, None], yb[:, None], r, self_mode=self_mode,
+                           memory_budget_mb=64.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    bound = 16 * 8 * (len(yq) * (3 * r + 1) + len(yb)) + 8192  # + sorted copies, prefix sums
+    assert peak < bound, (peak, bound)
+    return got
+
+
+@pytest.mark.parametrize("levels,m,r", LARGE_R_CASES)
+def test_self_neighbours_of_high_orders_equal_brute_force(levels: int, m: int, r: int) -> None:
+    rng = np.random.default_rng(levels + m + r)
+    y = rng.integers(0, levels, m).astype(np.float64)
+    got = _stats_in_bounded_memory(y, y, r, True)
+    _compare(got, brute(y, y, r, True), r)
+
+
+@pytest.mark.parametrize("levels,r", [(3, 4), (12, 9), (1000, 30)])
+def test_query_neighbours_equal_brute_force(levels: int, r: int) -> None:
+    rng = np.random.default_rng(levels)
+    y = rng.integers(0, levels, 60).astype(np.float64)
+    q = np.concatenate([y[:10], y[:5] + 0.5, [y.min() - 1.0, y.max() + 1.0]])
+    got = _stats_in_bounded_memory(q, y, r, False)
+    _compare(got, brute(q, y, r, False), r)
+
+
+def test_neighbour_memory_grows_with_r_not_r_squared() -> None:
+    """m = 300 points and r = 150: 2 GB with r^2 candidates per point, ~10 MB with 3r + 1."""
+    y = np.random.default_rng(0).normal(size=300)
+    _stats_in_bounded_memory(y, y, 150, True)

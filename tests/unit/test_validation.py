@@ -300,10 +300,10 @@ def test_a_criterion_foreign_to_regression_is_refused() -> None:
         compute_indices(x, targets=y, indices=["feature_ranking"], criterion="si")
 
 
-@pytest.mark.parametrize("budget", [0, -5.0])
-def test_memory_budget_must_be_positive(budget: float) -> None:
+@pytest.mark.parametrize("budget", [0, -5.0, float("nan"), float("inf")])
+def test_memory_budget_must_be_finite_and_positive(budget: float) -> None:
     x, labels = classification()
-    with pytest.raises(ValueError, match="memory_budget_mb must be > 0"):
+    with pytest.raises(ValueError, match="memory_budget_mb must be a finite number > 0"):
         compute_indices(x, labels, memory_budget_mb=budget)
 
 
