@@ -431,7 +431,7 @@ def certifying(tmp_path: Path, model: bytes, data: dict[str, np.ndarray]) -> Any
     with F.ServerProcess(tmp_path / "data") as server, server.client() as c:
         ds = c.upload_dataset(inputs(data, 1), labels=data["y"], name="reference")
         ref = c.build_reference(c.upload_model(model, name="loop"), ds, layer="h")
-        yield server, ref["id"]
+        yield server, ref.id
         assert server.stop() == 0
 
 
