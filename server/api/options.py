@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ...local import default_data_dir
 from .limits import Limits, flag
@@ -30,45 +32,27 @@ CAPACITY_HELP = {
 }
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is an integer in 0..65535 (0 picks a free "
-                                         f"one); got {text!r}")
-    return value
+def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
+             ) -> Callable[[str], Any]:
+    """An argparse type: ``parse(text)`` when ``ok`` of it, else an error naming what was
+    ``expected`` and what was given."""
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        return value
+
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
-    return value
-
-
-def _positive_mb(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number of MiB > 0; got {text!r}")
-    return value
+_port = _checked(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 picks a free one)")
+_positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
+_count = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_positive_mb = _checked(float, lambda v: math.isfinite(v) and v > 0,
+                        "a finite number of MiB > 0")
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
