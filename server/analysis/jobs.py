@@ -1,14 +1,15 @@
 """The analysis jobs: each request admitted at once, its work queued on the job manager.
 
 One work function per job kind takes the admitted request (the models loaded, the datasets
-split) with the manager's ``progress`` and ``cancel`` (a Cancellation); the first stage of each is
-``loading``, then the analyses' own (``extract:train``, ``extract:test``, ``indices``,
-``models``, ...).
+split) with the manager's ``progress`` and ``cancel`` (a Cancellation); the first stage of
+each is ``loading``, then the analyses' own (``extract:train``, ``extract:test``,
+``indices``, ``models``, ...). A queued job holds only its request: what admission loaded
+is let go once the job's memory is estimated and loaded again when the job starts, so a
+full queue costs no more memory than an empty one.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,20 @@ if TYPE_CHECKING:
     from .references import References
 
 ProgressFn = Callable[[str, int, int], None]
+Work = Callable[[ProgressFn, Cancellation], dict[str, Any]]
 LOADING = "loading"
+
+
+def readmitted(admit: Callable[[Store, Any], Any], store: Store, req: Any,
+               run: Callable[..., dict[str, Any]], **kw: Any) -> Work:
+    """Work that admits ``req`` again when the job starts (the model and datasets loaded
+    then, not while it waits) and runs ``run(job, progress, cancel, **kw)``."""
+
+    def work(progress: ProgressFn, cancel: Cancellation) -> dict[str, Any]:
+        progress(LOADING, 0, 1)
+        return run(admit(store, req), progress, cancel, **kw)
+
+    return work
 
 
 def run_layer_analysis(job: admission.LayerAnalysis, progress: ProgressFn,
@@ -80,8 +94,9 @@ class Jobs:
             job.train.as_dict(), job.test.as_dict() if job.test is not None else None,
             reduce=req.reduce, batch_size=req.batch_size, probe=req.probe, opts=req.options,
             model_bytes=job.model.proto.ByteSize(), extract_mb=self.extract_memory_mb)
-        work = functools.partial(run_layer_analysis, job, device=self.device,
-                                 extract_memory_mb=self.extract_memory_mb)
+        del job  # nothing admission loaded is held while the job waits
+        work = readmitted(admission.layer_analysis, self.store, req, run_layer_analysis,
+                          device=self.device, extract_memory_mb=self.extract_memory_mb)
         return self.manager.submit("layer_analysis", req.to_json(),
                                    self.budget.job(est, work))
 
@@ -93,8 +108,9 @@ class Jobs:
             max_features=req.options.max_features, patience=req.options.patience,
             order=req.order, baselines=req.baselines, extract_mb=self.extract_memory_mb,
             budget_mb=req.options.memory_budget_mb)
-        work = functools.partial(run_ranking, job, device=self.device,
-                                 extract_memory_mb=self.extract_memory_mb)
+        del job
+        work = readmitted(admission.ranking, self.store, req, run_ranking,
+                          device=self.device, extract_memory_mb=self.extract_memory_mb)
         return self.manager.submit("ranking", req.to_json(), self.budget.job(est, work))
 
     def reference(self, req: ReferenceRequest) -> JobRow:
@@ -103,6 +119,7 @@ class Jobs:
             job.model.proto, req.layer, job.data.as_dict(), reduce=req.reduce,
             batch_size=req.batch_size, extract_mb=self.extract_memory_mb,
             budget_mb=req.options.memory_budget_mb)
-        work = functools.partial(self.references.build, job,
-                                 extract_memory_mb=self.extract_memory_mb)
+        del job
+        work = readmitted(admission.reference, self.store, req, self.references.build,
+                          extract_memory_mb=self.extract_memory_mb)
         return self.manager.submit("reference", req.to_json(), self.budget.job(est, work))

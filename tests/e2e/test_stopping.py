@@ -463,3 +463,41 @@ def test_certify_stream_terminates_its_model_run_when_the_client_goes_away(
     line = wait_log(server, "a call stopped computing", 15)
     assert "went away" in line, line
     assert_idle(server)
+
+
+def big_model(mib: int) -> bytes:
+    """y = Relu(x @ w), x (N, 4), with an initializer of ``mib`` MiB that nothing reads."""
+    w = (np.arange(12, dtype=np.float32).reshape(4, 3) - 5) / 10
+    pad = np.ones(mib * (1 << 20) // 4, np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+         helper.make_node("Relu", ["h"], ["y"], name="relu")],
+        "big_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(pad, "pad")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def test_queued_jobs_hold_no_model_while_they_wait(tmp_path: Path, model: bytes,
+                                                   data: dict[str, np.ndarray]) -> None:
+    """Jobs queued behind a running one keep only their requests: what admission loaded
+    to check them (here a 64 MiB model, six times) is let go until each job starts."""
+    mib, queued = 64, 6
+    with F.ServerProcess(tmp_path / "data", "--max-concurrent-jobs", "1") as server, \
+            server.client() as c:
+        stuck = start_stuck_job(server, c, model, data)
+        big = c.upload_model(big_model(mib), name="big")
+        ds = c.upload_dataset({"x": data["x"]}, labels=data["y"], name="x")
+        before = F.rss_anon_kib(server.pid)
+        jobs = [c.start_layer_analysis(big, ds, layers=["h"], indices=["si"], orders=[1])
+                for _ in range(queued)]
+        assert all(c.job(j.id).state == "queued" for j in jobs)
+        grown_mib = (F.rss_anon_kib(server.pid) - before) / 1024
+        for j in [stuck, *jobs]:
+            c.cancel(j)
+        assert server.stop() == 0
+    # held, the six parsed models alone would be queued * mib = 384 MiB
+    assert grown_mib < 2 * mib, grown_mib
