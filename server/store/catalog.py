@@ -233,15 +233,21 @@ class Catalog:
                 (id, kind, time.time(), json.dumps(request), json.dumps({"stage": "queued"})),
             )
 
-    def update_job(self, id: str, **fields: Any) -> None:
+    def update_job(self, id: str, *, active_only: bool = False, **fields: Any) -> bool:
+        """Set ``fields`` of job ``id``; with ``active_only`` only while it is queued or
+        running (a final state, interrupted at shutdown say, is never overwritten).
+        Return whether the row changed."""
         cols, vals = [], []
         for key, value in fields.items():
             if key in ("progress", "result", "request"):
                 key, value = f"{key}_json", None if value is None else json.dumps(value)
             cols.append(f"{key} = ?")
             vals.append(value)
+        guard = " AND state IN ('queued', 'running')" if active_only else ""
         with self.transaction() as db:
-            db.execute(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ?", (*vals, id))
+            cur = db.execute(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ?{guard}",
+                             (*vals, id))
+            return cur.rowcount > 0
 
     def job(self, id: str, with_result: bool = True) -> JobRow:
         with self._lock:

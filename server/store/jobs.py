@@ -162,7 +162,7 @@ class JobManager:
         else:
             self._release(job_id)
             self.catalog.update_job(
-                job_id, state="succeeded", finished=time.time(), result=result,
+                job_id, active_only=True, state="succeeded", finished=time.time(), result=result,
                 progress={"stage": "done", "fraction": 1.0,
                           "elapsed_seconds": round(time.time() - started, 3),
                           "remaining_seconds": 0.0},
@@ -198,7 +198,7 @@ class JobManager:
         progress = dict(self._live.get(job_id) or row.progress)
         self._release(job_id)
         self.catalog.update_job(job_id, state=state, message=message, finished=time.time(),
-                                progress=progress)
+                                progress=progress, active_only=True)
 
     def _bump(self, job_id: str) -> None:
         with self._cond:

@@ -336,6 +336,12 @@ def test_shutdown_reports_a_worker_that_outlives_the_grace_period(tmp_path: Path
         assert catalog.job(job.id).state == "interrupted"
     finally:
         release.set()
+    # the worker finishes after the shutdown: it does not overwrite the final state
+    for t in jobs._threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in jobs._threads)
+    end = catalog.job(job.id)
+    assert end.state == "interrupted" and end.result is None, (end.state, end.result)
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf"])
