@@ -173,6 +173,10 @@ class Server:
             self.store.close()
             raise OSError(f"cannot listen on {address}")
         self.address = f"{host}:{self.port}"
+        # server.json names an address a local client can connect to: a wildcard host
+        # (every interface) is reached on loopback
+        local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}
+        self.local_address = f"{local.get(host, host)}:{self.port}"
         self._stopped = threading.Event()
         self.done = threading.Event()
         self.workers_stopped = True  # False: a job worker outlived the grace period
@@ -181,7 +185,7 @@ class Server:
         self.grpc.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.store.announce(self.address)
+        self.store.announce(self.local_address)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, stop running jobs (their model runs terminated), give calls under

@@ -12,6 +12,7 @@ answering within a second.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -438,6 +439,12 @@ def started(tmp_path: Path, host: str, *args: str) -> str:
     try:
         address = s.wait_ready(60)
         assert address.rpartition(":")[0] == host, address
+        # server.json names an address a local client reaches, a wildcard's on loopback
+        announced = json.loads((tmp_path / "data" / "server.json").read_text())["address"]
+        assert announced.rpartition(":")[0] == {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
+            host, host), announced
+        with grpc.insecure_channel(announced) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
     finally:
         assert s.stop(30) == 0, s.log_tail()
     return (tmp_path / "server.log").read_text()
