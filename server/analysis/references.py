@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -53,14 +54,29 @@ class Certified:
     warnings: list[str] = field(default_factory=list)
 
 
+CACHE_SHARE = 0.25
+"""The share of the server's request memory (--max-request-memory-mb) that loaded
+references may keep between calls."""
+
+
+def loaded_cost(features: np.ndarray) -> int:
+    """Bytes a loaded reference keeps: its features, the search index's copy and the
+    per-class copies, and the labels."""
+    return 3 * int(features.nbytes) + 16 * len(features)
+
+
 class References:
-    """The references of one store, loaded at most once each."""
+    """The references of one store. Each is loaded when first used and kept for the next
+    calls, least recently used dropped first, while they cost at most ``CACHE_SHARE`` of the
+    memory budget together."""
 
     def __init__(self, store: Store, device: str | None = None,
                  budget: memory.MemoryBudget | None = None) -> None:
         self.store, self.device = store, device
         self.budget = budget or memory.MemoryBudget(memory.default_budget_mb())
-        self._loaded: dict[str, tuple[dict[str, Any], Loaded]] = {}
+        # loaded references, least recently used first, within a share of the memory budget
+        self._loaded: OrderedDict[str, tuple[dict[str, Any], Loaded, int]] = OrderedDict()
+        self.cache_limit = int(CACHE_SHARE * self.budget.limit)
         self._lock = threading.Lock()
 
     def build(self, job: Reference, progress: ProgressFn, cancel: Cancellation, *,
@@ -95,18 +111,29 @@ class References:
             self._loaded.pop(ref_id, None)
         return info
 
+    def cached_bytes(self) -> int:
+        """What the loaded references cost, by :func:`loaded_cost`."""
+        with self._lock:
+            return sum(cost for _, _, cost in self._loaded.values())
+
     def load(self, ref_id: str) -> tuple[dict[str, Any], Loaded]:
         """The catalog row and the searchable reference (NotFound for an unknown id)."""
         with self._lock:
             if ref_id in self._loaded:
-                return self._loaded[ref_id]
+                self._loaded.move_to_end(ref_id)
+                row, hit, _ = self._loaded[ref_id]
+                return row, hit
         row = self.store.catalog.reference(ref_id)
         data = split(split_tensors(self.store.blobs.path(row["blob"]), row["specs"]))
         feats = np.asarray(data.inputs["features"])
         loaded: Loaded = (ClassificationReference(feats, data.y)
                           if data.task == "classification" else RegressionReference(feats, data.y))
+        cost = loaded_cost(feats)
         with self._lock:
-            self._loaded[ref_id] = (row, loaded)
+            if cost <= self.cache_limit:  # a larger one is loaded for each call instead
+                self._loaded[ref_id] = (row, loaded, cost)
+                while sum(c for _, _, c in self._loaded.values()) > self.cache_limit:
+                    self._loaded.popitem(last=False)
         return row, loaded
 
     def certify(self, req: CertifyRequest, cancel: Cancellation | None = None) -> Certified:
