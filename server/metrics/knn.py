@@ -388,14 +388,19 @@ def _run_search(
 # and faiss's own result lists (measured: about 150).
 BYTES_PER_CANDIDATE = 160
 MAX_BLOCK_ROWS = 16384
+# Multiply-adds of one block's distance product (rows x m x d), so that a block takes a
+# second or two and a cancel, a deadline or a progress report waits no longer than that
+# (a 16384-row block of m = 150 000, d = 512 took 25 s).
+MAX_BLOCK_WORK = 1 << 36
 
 
 def search_plan(m: int, d: int, nq: int, k: int, self_mode: bool, budget: int,
                 search: str) -> tuple[int, int]:
     """Return ``(want, block_rows)``: candidates kept per query (``k' = k + slack`` and one
     that bounds the rest) and query rows per block, so that a block's arrays stay within
-    half the ``budget`` bytes (down to one row); the exact distances of its re-rank and
-    fallback rows take the other half."""
+    half the ``budget`` bytes (down to one row) and its product within ``MAX_BLOCK_WORK``
+    multiply-adds; the exact distances of its re-rank and fallback rows take the other
+    half of the budget."""
     avail = m - 1 if self_mode else m
     want = min(k + max(8, k // 4) + 1, avail)
     per_row = BYTES_PER_CANDIDATE * want + 8 * d  # plus the query rows' float32 copy
@@ -403,6 +408,7 @@ def search_plan(m: int, d: int, nq: int, k: int, self_mode: bool, budget: int,
         per_row += 20 * m
     half = budget // 2
     rows = half // per_row if search == "blas" else min(MAX_BLOCK_ROWS, half // per_row)
+    rows = min(rows, MAX_BLOCK_WORK // max(1, m * d))
     return want, int(max(1, min(nq, rows)))
 
 

@@ -408,3 +408,22 @@ def test_topk_exact_orders_equal_distances_by_index(seed: int) -> None:
         want = np.lexsort((np.broadcast_to(np.arange(n), dist.shape), dist), axis=1)[:, :k]
         np.testing.assert_array_equal(idx, want)
         np.testing.assert_array_equal(vals, np.take_along_axis(dist, want, axis=1))
+
+
+@pytest.mark.parametrize("search", ["faiss", "blas"])
+@pytest.mark.parametrize("m,d", [(150_000, 512), (50_000, 512), (2_000, 8)])
+def test_a_block_is_bounded_in_work_as_well_as_memory(search: str, m: int, d: int) -> None:
+    """Query rows per block keep the block's product within MAX_BLOCK_WORK multiply-adds
+    (a cancel or deadline waits at most one block), and stay within half the budget."""
+    from layerscope.server.metrics.knn import (
+        BYTES_PER_CANDIDATE,
+        MAX_BLOCK_WORK,
+        search_plan,
+    )
+
+    budget = 1 << 30
+    want, rows = search_plan(m, d, m, 5, True, budget, search)
+    assert rows * m * d <= MAX_BLOCK_WORK or rows == 1
+    assert rows * (BYTES_PER_CANDIDATE * want + 8 * d) <= budget // 2
+    if m * d * 64 <= MAX_BLOCK_WORK and search == "faiss":
+        assert rows >= 64  # small problems keep large blocks
