@@ -242,10 +242,23 @@ class Client:
         return Model.from_proto(self._call(self._models.GetModel,
                                            models_pb2.GetModelRequest(id=_id(model))))
 
-    def models(self) -> list[Model]:
-        """The stored models, newest first, without their layers."""
-        resp = self._call(self._models.ListModels, models_pb2.ListModelsRequest())
-        return [Model.from_proto(m) for m in resp.models]
+    def _listing(self, method: Any, request: Any, field: str, page_size: int) -> list[Any]:
+        """Every item of a List call, newest first, read page by page (``page_size`` items
+        a page; 0: the server's default)."""
+        items: list[Any] = []
+        token = ""
+        while True:
+            resp = self._call(method, request(page_size=page_size, page_token=token))
+            items.extend(getattr(resp, field))
+            token = resp.next_page_token
+            if not token:
+                return items[::-1]  # the server pages oldest first
+
+    def models(self, page_size: int = 0) -> list[Model]:
+        """The stored models, newest first, without their layers (read in pages of
+        ``page_size``, 0: the server's default)."""
+        return [Model.from_proto(m) for m in self._listing(
+            self._models.ListModels, models_pb2.ListModelsRequest, "models", page_size)]
 
     def delete_model(self, model: str | Model) -> None:
         self._call(self._models.DeleteModel, models_pb2.DeleteModelRequest(id=_id(model)))
@@ -286,10 +299,12 @@ class Client:
         return Dataset.from_proto(self._call(self._datasets.GetDataset,
                                              datasets_pb2.GetDatasetRequest(id=_id(dataset))))
 
-    def datasets(self) -> list[Dataset]:
-        """The stored datasets, newest first."""
-        resp = self._call(self._datasets.ListDatasets, datasets_pb2.ListDatasetsRequest())
-        return [Dataset.from_proto(d) for d in resp.datasets]
+    def datasets(self, page_size: int = 0) -> list[Dataset]:
+        """The stored datasets, newest first (read in pages of ``page_size``, 0: the
+        server's default)."""
+        return [Dataset.from_proto(d) for d in self._listing(
+            self._datasets.ListDatasets, datasets_pb2.ListDatasetsRequest, "datasets",
+            page_size)]
 
     def delete_dataset(self, dataset: str | Dataset) -> None:
         self._call(self._datasets.DeleteDataset,
@@ -371,9 +386,11 @@ class Client:
         return Job.from_proto(self._call(self._analysis.GetJob,
                                          analysis_pb2.GetJobRequest(id=_id(job))))
 
-    def jobs(self) -> list[Job]:
-        resp = self._call(self._analysis.ListJobs, analysis_pb2.ListJobsRequest())
-        return [Job.from_proto(j) for j in resp.jobs]
+    def jobs(self, page_size: int = 0) -> list[Job]:
+        """The jobs, newest first, without results (read in pages of ``page_size``, 0: the
+        server's default)."""
+        return [Job.from_proto(j) for j in self._listing(
+            self._analysis.ListJobs, analysis_pb2.ListJobsRequest, "jobs", page_size)]
 
     def cancel(self, job: str | Job) -> Job:
         return Job.from_proto(self._call(self._analysis.CancelJob,

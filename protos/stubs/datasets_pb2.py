@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as layerscope_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clayerscope/v1/datasets.proto\x12\rlayerscope.v1\x1a\x1alayerscope/v1/common.proto\"s\n\x13UploadDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07tensors\x18\x02 \x03(\x0b\x32\x19.layerscope.v1.TensorSpec\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"{\n\x14UploadDatasetRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".layerscope.v1.UploadDatasetHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.layerscope.v1.ChunkH\x00\x42\x06\n\x04part\"Y\n\x15UploadDatasetResponse\x12\'\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x16.layerscope.v1.Dataset\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x95\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x07tensors\x18\x03 \x03(\x0b\x32\x19.layerscope.v1.TensorSpec\x12\x11\n\tn_samples\x18\x04 \x01(\x03\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x01\"\x1f\n\x11GetDatasetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13ListDatasetsRequest\"@\n\x14ListDatasetsResponse\x12(\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x16.layerscope.v1.Dataset\"\"\n\x14\x44\x65leteDatasetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse2\xe5\x02\n\x08\x44\x61tasets\x12\\\n\rUploadDataset\x12#.layerscope.v1.UploadDatasetRequest\x1a$.layerscope.v1.UploadDatasetResponse(\x01\x12\x46\n\nGetDataset\x12 .layerscope.v1.GetDatasetRequest\x1a\x16.layerscope.v1.Dataset\x12W\n\x0cListDatasets\x12\".layerscope.v1.ListDatasetsRequest\x1a#.layerscope.v1.ListDatasetsResponse\x12Z\n\rDeleteDataset\x12#.layerscope.v1.DeleteDatasetRequest\x1a$.layerscope.v1.DeleteDatasetResponseB\x1eP\x01Z\x1alayerscope/v1;layerscopev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clayerscope/v1/datasets.proto\x12\rlayerscope.v1\x1a\x1alayerscope/v1/common.proto\"s\n\x13UploadDatasetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07tensors\x18\x02 \x03(\x0b\x32\x19.layerscope.v1.TensorSpec\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"{\n\x14UploadDatasetRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".layerscope.v1.UploadDatasetHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.layerscope.v1.ChunkH\x00\x42\x06\n\x04part\"Y\n\x15UploadDatasetResponse\x12\'\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x16.layerscope.v1.Dataset\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x95\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x07tensors\x18\x03 \x03(\x0b\x32\x19.layerscope.v1.TensorSpec\x12\x11\n\tn_samples\x18\x04 \x01(\x03\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x01\"\x1f\n\x11GetDatasetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListDatasetsResponse\x12(\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x16.layerscope.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x14\x44\x65leteDatasetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse2\xe5\x02\n\x08\x44\x61tasets\x12\\\n\rUploadDataset\x12#.layerscope.v1.UploadDatasetRequest\x1a$.layerscope.v1.UploadDatasetResponse(\x01\x12\x46\n\nGetDataset\x12 .layerscope.v1.GetDatasetRequest\x1a\x16.layerscope.v1.Dataset\x12W\n\x0cListDatasets\x12\".layerscope.v1.ListDatasetsRequest\x1a#.layerscope.v1.ListDatasetsResponse\x12Z\n\rDeleteDataset\x12#.layerscope.v1.DeleteDatasetRequest\x1a$.layerscope.v1.DeleteDatasetResponseB\x1eP\x01Z\x1alayerscope/v1;layerscopev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,13 +44,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDATASETREQUEST']._serialized_start=560
   _globals['_GETDATASETREQUEST']._serialized_end=591
   _globals['_LISTDATASETSREQUEST']._serialized_start=593
-  _globals['_LISTDATASETSREQUEST']._serialized_end=614
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=616
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=680
-  _globals['_DELETEDATASETREQUEST']._serialized_start=682
-  _globals['_DELETEDATASETREQUEST']._serialized_end=716
-  _globals['_DELETEDATASETRESPONSE']._serialized_start=718
-  _globals['_DELETEDATASETRESPONSE']._serialized_end=741
-  _globals['_DATASETS']._serialized_start=744
-  _globals['_DATASETS']._serialized_end=1101
+  _globals['_LISTDATASETSREQUEST']._serialized_end=653
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=655
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=744
+  _globals['_DELETEDATASETREQUEST']._serialized_start=746
+  _globals['_DELETEDATASETREQUEST']._serialized_end=780
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=782
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=805
+  _globals['_DATASETS']._serialized_start=808
+  _globals['_DATASETS']._serialized_end=1165
 # @@protoc_insertion_point(module_scope)

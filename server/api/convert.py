@@ -7,6 +7,10 @@ module only adapts the server's own types to it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 from typing import Any
 
 import numpy as np
@@ -24,7 +28,7 @@ from ..analysis.requests import (
     ReferenceRequest,
 )
 from ..metrics.engine import IndexResult
-from ..store.catalog import JobRow
+from ..store.catalog import JobRow, Key
 
 
 def indices_result(result: IndexResult, per_sample: bool) -> common_pb2.IndicesResult:
@@ -72,6 +76,30 @@ def dataset(row: dict[str, Any]) -> datasets_pb2.Dataset:
     for s in row["specs"]:
         msg.tensors.add(name=s["name"], dtype=s["dtype"], shape=[int(d) for d in s["shape"]])
     return msg
+
+
+# page tokens ----------------------------------------------------------------------------
+def page_token(key: Key | None, listing: str) -> str:
+    """The opaque token of the page after ``key`` of ``listing``; empty when none follows."""
+    if key is None:
+        return ""
+    return base64.urlsafe_b64encode(json.dumps([listing, *key]).encode()).decode()
+
+
+def page_key(token: str, listing: str) -> Key | None:
+    """The key after which the page of ``token`` starts (None for the first page);
+    ValueError naming ``page_token`` for a token that no response of ``listing`` gave."""
+    if not token:
+        return None
+    try:
+        name, created, id = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (UnicodeError, binascii.Error, ValueError, TypeError):
+        name = created = id = None
+    if (name != listing or type(created) is not float or not math.isfinite(created)
+            or not isinstance(id, str)):
+        raise ValueError(f"page_token {token[:40]!r} is not a token of a List{listing.title()}"
+                         " response: send the next_page_token of the previous page, or none")
+    return created, id
 
 
 # requests -> typed requests -------------------------------------------------------------

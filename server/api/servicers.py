@@ -129,8 +129,11 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
 
     @rpc
     def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:
-        rows = self.store.catalog.models()
-        return models_pb2.ListModelsResponse(models=[convert.model(r, False) for r in rows])
+        page = self.store.catalog.models(request.page_size,
+                                         convert.page_key(request.page_token, "models"))
+        return models_pb2.ListModelsResponse(
+            models=[convert.model(r, False) for r in page.rows],
+            next_page_token=convert.page_token(page.next, "models"))
 
     @rpc
     def DeleteModel(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -157,8 +160,11 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
 
     @rpc
     def ListDatasets(self, request: Any, context: grpc.ServicerContext) -> Any:
+        page = self.store.catalog.datasets(request.page_size,
+                                           convert.page_key(request.page_token, "datasets"))
         return datasets_pb2.ListDatasetsResponse(
-            datasets=[convert.dataset(r) for r in self.store.catalog.datasets()])
+            datasets=[convert.dataset(r) for r in page.rows],
+            next_page_token=convert.page_token(page.next, "datasets"))
 
     @rpc
     def DeleteDataset(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -226,8 +232,10 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
 
     @rpc
     def ListJobs(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return analysis_pb2.ListJobsResponse(
-            jobs=[convert.job(r) for r in self.store.catalog.jobs()])
+        page = self.store.catalog.jobs(request.page_size,
+                                       convert.page_key(request.page_token, "jobs"))
+        return analysis_pb2.ListJobsResponse(jobs=[convert.job(r) for r in page.rows],
+                                             next_page_token=convert.page_token(page.next, "jobs"))
 
     @rpc
     def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -5,6 +5,10 @@ sha256, and :attr:`Catalog.lock` is the lock under which blobs are kept or dropp
 database file is created 0600 (SQLite gives its WAL and shared-memory files the same
 mode). On opening, jobs left queued or running by a server that stopped are marked
 interrupted with a message: never silently lost, never left "running".
+
+Listings come in pages in one stable order, (created, id): a page starts after the key of
+the previous page's last row, so rows stored meanwhile come on later pages and no row is
+skipped or repeated (keyset paging; an offset would shift under inserts and deletes).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -59,10 +63,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT NOT NULL DEFAULT '',
     result_json TEXT
 );
+CREATE INDEX IF NOT EXISTS models_order ON models (created, id);
+CREATE INDEX IF NOT EXISTS datasets_order ON datasets (created, id);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs (created, id);
 """
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
+DEFAULT_PAGE_SIZE = 100
+"""Rows of a listing's page when the request leaves the size at 0."""
+MAX_PAGE_SIZE = 1000
+"""The most rows of a page; a larger request gets this many (it keeps a page of ordinary
+rows, a few KiB each, far below the 16 MiB message limit)."""
+
+Key = tuple[float, str]
+"""(created, id) of a row: the order of every listing, and where a page ends."""
 
 
 class NotFound(KeyError):
@@ -70,6 +85,22 @@ class NotFound(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "not found"
+
+
+class Page(NamedTuple):
+    """One page of a listing: its rows, and the key of the last one when more follow."""
+
+    rows: list[Any]
+    next: Key | None
+
+
+def page_size(requested: int) -> int:
+    """Return the rows a page holds for a requested size: 0 means DEFAULT_PAGE_SIZE, more
+    than MAX_PAGE_SIZE means MAX_PAGE_SIZE; ValueError for a negative size."""
+    if requested < 0:
+        raise ValueError(f"page_size must be 0 (the default, {DEFAULT_PAGE_SIZE}) or "
+                         f"positive, got {requested}")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 @dataclass
@@ -122,6 +153,20 @@ class Catalog:
         with self._lock:
             self._db.close()
 
+    def _page(self, table: str, size: int, after: Key | None,
+              convert: Callable[[sqlite3.Row], Any]) -> Page:
+        """The rows of ``table`` after the key ``after`` in (created, id) order, at most
+        ``page_size(size)`` of them, each converted."""
+        limit = page_size(size)
+        start = "" if after is None else "WHERE (created, id) > (?, ?) "
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM {table} {start}ORDER BY created, id LIMIT ?",
+                (*(after or ()), limit + 1)).fetchall()
+        last = rows[limit - 1] if len(rows) > limit else None  # one more row: more follow
+        return Page([convert(r) for r in rows[:limit]],
+                    None if last is None else (float(last["created"]), str(last["id"])))
+
     # models -----------------------------------------------------------------------------
     def add_model(self, id: str, name: str, size: int, info: dict[str, Any]) -> bool:
         """Insert a model row; return False when the id was already there."""
@@ -140,10 +185,9 @@ class Catalog:
             raise NotFound(f"no model with id {id!r}")
         return _model_dict(row)
 
-    def models(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM models ORDER BY created DESC").fetchall()
-        return [_model_dict(r) for r in rows]
+    def models(self, size: int = 0, after: Key | None = None) -> Page:
+        """A page of models, oldest first (see :func:`page_size` for ``size``)."""
+        return self._page("models", size, after, _model_dict)
 
     def delete_model(self, id: str) -> None:
         with self.transaction() as db:
@@ -168,10 +212,9 @@ class Catalog:
             raise NotFound(f"no dataset with id {id!r}")
         return _dataset_dict(row)
 
-    def datasets(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM datasets ORDER BY created DESC").fetchall()
-        return [_dataset_dict(r) for r in rows]
+    def datasets(self, size: int = 0, after: Key | None = None) -> Page:
+        """A page of datasets, oldest first (see :func:`page_size` for ``size``)."""
+        return self._page("datasets", size, after, _dataset_dict)
 
     def delete_dataset(self, id: str) -> str:
         """Delete the row; return its blob's sha256 (the caller drops unreferenced blobs)."""
@@ -256,10 +299,9 @@ class Catalog:
             raise NotFound(f"no job with id {id!r}")
         return _job_row(row, with_result)
 
-    def jobs(self) -> list[JobRow]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()
-        return [_job_row(r, False) for r in rows]
+    def jobs(self, size: int = 0, after: Key | None = None) -> Page:
+        """A page of jobs without results, oldest first (see :func:`page_size`)."""
+        return self._page("jobs", size, after, lambda r: _job_row(r, False))
 
     def interrupt_active(self, message: str) -> int:
         """Mark every queued or running job interrupted; return how many."""
