@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,12 +20,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
 from ..local import write_atomic
+from ..protos import write_protos
 from ..protos.options import IndexOptions
 from .client import Client, LayerscopeError, _is_id
 from .npz import DataFileError, check_input, load_npz, save_npz
@@ -38,6 +38,7 @@ from .report import (
     format_ranking,
     format_table,
 )
+from .server_process import SERVER_MODULE, ServerExtraMissing, require_server_extra
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -86,7 +87,6 @@ class Command:
     render: Render | None = None
     connects: bool = True
     inputs: tuple[tuple[str, str], ...] = ()
-    extra_args: Callable[[argparse.ArgumentParser], None] | None = None
 
 
 def _int_list(text: str) -> list[int]:
@@ -312,8 +312,6 @@ FILE_EXPORTERS = {
 
 def run_export(args: argparse.Namespace, client: None) -> dict[str, Any]:
     """Export a model file; return the parity report."""
-    import importlib  # noqa: PLC0415
-
     if args.framework not in FILE_EXPORTERS:
         raise UsageError(
             f"{args.framework} models are exported from Python: "
@@ -333,20 +331,16 @@ def run_export(args: argparse.Namespace, client: None) -> dict[str, Any]:
     return report.to_dict()  # type: ignore[no-any-return]
 
 
-SERVER_MODULE = "layerscope.server.api"
-
-
 def run_serve(argv: Sequence[str], replace: bool) -> int:
     """``layerscope serve ARGS``: the server's own entry point (``python -m
     layerscope.server.api ARGS``), which owns every server option and its help; the client
     never imports the server. From the command line (``replace``) it takes over this
     process, so that signals reach it; called from Python it runs as a child process and
     its exit code is returned."""
-    missing = [m for m in ("onnx", "onnxruntime", "grpc_health")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        _error(f"layerscope serve needs the server ({', '.join(missing)} missing): "
-               "pip install 'layerscope[server]' (or 'layerscope[gpu]' on a CUDA machine)")
+    try:
+        require_server_extra()
+    except ServerExtraMissing as exc:
+        _error(str(exc))
         return EXIT_BAD_INPUT
     cmd = [sys.executable, "-m", SERVER_MODULE, *argv]
     sys.stdout.flush()
@@ -356,30 +350,15 @@ def run_serve(argv: Sequence[str], replace: bool) -> int:
     return 0  # not reached
 
 
-def proto_files() -> list[tuple[str, bytes]]:
-    """(path relative to the import root, bytes) of every .proto file in the package."""
-    from importlib import resources  # noqa: PLC0415
-
-    root = resources.files("layerscope.protos")
-    v1 = root / "layerscope" / "v1"
-    return sorted((f"layerscope/v1/{f.name}", f.read_bytes())
-                  for f in v1.iterdir() if f.name.endswith(".proto"))
-
-
 def run_protos(args: argparse.Namespace, client: None) -> dict[str, Any]:
     """Write the package's .proto files under ``--out`` (their import paths kept)."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: is a file; --out takes a folder to write the .proto files in")
-    files = proto_files()
-    if not files:
+    written = write_protos(out)
+    if not written:
         raise RuntimeError("this installation holds no .proto files (a broken wheel?)")
-    written = [str(write_atomic(out / rel, _writer(data))) for rel, data in files]
-    return {"out": str(out), "files": written}
-
-
-def _writer(data: bytes) -> Callable[[BinaryIO], object]:
-    return lambda f: f.write(data)
+    return {"out": str(out), "files": [str(p) for p in written]}
 
 
 def render_protos(out: dict[str, Any], args: argparse.Namespace) -> str:
@@ -660,8 +639,6 @@ def build_parser() -> argparse.ArgumentParser:
                 server_group.add_argument(*a.flags, **a.options)
             else:
                 p.add_argument(*a.flags, **a.options)
-        if cmd.extra_args is not None:
-            cmd.extra_args(p)
     return parser
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 READY_PREFIX = "layerscope serving on "
+SERVER_MODULE = "layerscope.server.api"
 # What the server imports that the light install lacks (the [server] and [gpu] extras).
 SERVER_MODULES = ("onnx", "onnxruntime", "grpc_health", "grpc_reflection")
 
@@ -61,7 +62,7 @@ class ServerProcess:
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path) if log_path else self.data_dir / "server.log"
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.cmd = [sys.executable, "-m", "layerscope.server.api", "--host", host,
+        self.cmd = [sys.executable, "-m", SERVER_MODULE, "--host", host,
                     "--port", "0", "--data-dir", str(self.data_dir), *args]
         self.address: str | None = None
         self._ready = threading.Event()
