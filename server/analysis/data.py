@@ -33,10 +33,6 @@ class Labelled:
     def task(self) -> str:
         return "classification" if self.key == "labels" else "regression"
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        """The inputs and ``labels`` or ``targets``, as the dataset stores them."""
-        return {**self.inputs, self.key: self.y}
-
     def target(self, prefix: str = "") -> dict[str, np.ndarray]:
         """``{"labels": y}`` or ``{"targets": y}`` (``test_labels`` ... with a prefix), the
         keyword of the analysis functions."""

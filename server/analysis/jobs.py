@@ -91,7 +91,7 @@ class Jobs:
         job = admission.layer_analysis(self.store, req)
         est = memory.layer_analysis_estimate(
             job.model.info, select_layers(job.model.info, list(req.layers)),
-            job.train.as_dict(), job.test.as_dict() if job.test is not None else None,
+            job.train, job.test,
             reduce=req.reduce, batch_size=req.batch_size, probe=req.probe, opts=req.options,
             model_bytes=job.model.proto.ByteSize(), extract_mb=self.extract_memory_mb)
         del job  # nothing admission loaded is held while the job waits
@@ -103,8 +103,8 @@ class Jobs:
     def ranking(self, req: RankingRequest) -> JobRow:
         job = admission.ranking(self.store, req)
         est = memory.ranking_estimate(
-            [m.proto for m in job.models], dict(req.layers), list(req.model_ids),
-            job.data.as_dict(), reduce=req.reduce, batch_size=req.batch_size,
+            job.models, dict(req.layers), list(req.model_ids), job.data, reduce=req.reduce,
+            batch_size=req.batch_size,
             max_features=req.options.max_features, patience=req.options.patience,
             order=req.order, baselines=req.baselines, extract_mb=self.extract_memory_mb,
             budget_mb=req.options.memory_budget_mb)
@@ -116,7 +116,7 @@ class Jobs:
     def reference(self, req: ReferenceRequest) -> JobRow:
         job = admission.reference(self.store, req)
         est = memory.reference_estimate(
-            job.model.proto, req.layer, job.data.as_dict(), reduce=req.reduce,
+            job.model, req.layer, job.data, reduce=req.reduce,
             batch_size=req.batch_size, extract_mb=self.extract_memory_mb,
             budget_mb=req.options.memory_budget_mb)
         del job

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from ...protos.options import (
     DEFAULT_CLASSIFICATION,
@@ -36,9 +35,11 @@ from ...protos.options import (
 )
 from ..cancellation import Cancellation
 from ..graph.head import feature_layer
-from ..graph.inspect import LayerInfo, ModelInfo, describe
+from ..graph.inspect import LayerInfo, ModelInfo
 from ..metrics.knn import BYTES_PER_CANDIDATE, _choose_search, search_plan
 from ..runtime.reduce import DEFAULT_PROJECTION, parse_reduction, reduced_width
+from .admission import LoadedModel
+from .data import Labelled
 from .requests import CertifyRequest
 
 MIB = 1 << 20
@@ -498,7 +499,7 @@ def _is_float(dtype: str) -> bool:
 
 
 def layer_analysis_estimate(info: ModelInfo, chosen: Sequence[LayerInfo],
-                            train: Mapping[str, Any], test: Mapping[str, Any] | None, *,
+                            train: Labelled, test: Labelled | None, *,
                             reduce: Any, batch_size: int | None, probe: bool,
                             opts: IndexOptions, model_bytes: int,
                             extract_mb: float = 1024.0) -> Estimate:
@@ -506,24 +507,20 @@ def layer_analysis_estimate(info: ModelInfo, chosen: Sequence[LayerInfo],
     the indices of each row in turn (the model's float inputs too), with the engine's
     working memory (``memory_budget_mb``) as ``analyze_layers`` runs them."""
     est = Estimate("the layer analysis")
-    key = "labels" if "labels" in train else "targets"
-    inputs = [{k: v for k, v in s.items() if k not in ("labels", "targets")}
-              for s in ([train] if test is None else [train, test])]
+    inputs = [train.inputs] if test is None else [train.inputs, test.inputs]
     widths = extraction_estimate(est, info, _run_layers(info, chosen), inputs, reduce=reduce,
                                  batch_size=batch_size, budget_mb=extract_mb,
                                  model_bytes=model_bytes)
-    m = _count(inputs[0])
-    n = _count(inputs[1]) if test is not None else 0
-    y = train[key]
-    cols = 1 if np.ndim(y) < 2 else int(np.shape(y)[1])
-    task = "classification" if key == "labels" else "regression"
-    classes = _classes(y) if task == "classification" else 2
+    m = len(train.y)
+    n = len(test.y) if test is not None else 0
+    cols = 1 if train.y.ndim < 2 else int(train.y.shape[1])
+    classes = _classes(train.y) if train.task == "classification" else 2
     rows = [w for _, w in widths] + [_rows_and_width(np.shape(v))[1]
-                                     for v in inputs[0].values()]
+                                     for v in train.inputs.values()]
     for w in rows:
         if w is None:
             continue
-        shapes = IndexShapes(task, m, w, 4, cols, classes, n, classes)
+        shapes = IndexShapes(train.task, m, w, 4, cols, classes, n, classes)
         est.then(indices_estimate(shapes, opts, budget_mb=opts.memory_budget_mb,
                                   what="a layer's indices",
                                   per_sample=False))
@@ -534,31 +531,27 @@ def layer_analysis_estimate(info: ModelInfo, chosen: Sequence[LayerInfo],
     return est
 
 
-def ranking_estimate(models: Sequence[onnx.ModelProto], layers: Mapping[str, str],
-                     names: Sequence[str], data: Mapping[str, Any], *, reduce: Any,
+def ranking_estimate(models: Sequence[LoadedModel], layers: Mapping[str, str],
+                     names: Sequence[str], data: Labelled, *, reduce: Any,
                      batch_size: int | None, max_features: int | None, patience: int | None,
                      order: int, baselines: bool, extract_mb: float = 1024.0,
                      budget_mb: float = 256.0) -> Estimate:
     """A ranking: for each model in turn, extraction of its chosen layer (the head rule
     or ``layers[name]``), the indices with forward selection, and the baselines."""
     est = Estimate("the ranking")
-    key = "labels" if "labels" in data else "targets"
-    inputs = {k: v for k, v in data.items() if k not in ("labels", "targets")}
-    m = _count(inputs)
-    task = "classification" if key == "labels" else "regression"
-    classes = _classes(data[key]) if task == "classification" else 2
+    inputs, m, task = data.inputs, len(data.y), data.task
+    classes = _classes(data.y) if task == "classification" else 2
     indices = (("si", "soft_order_si", "center_si", "feature_ranking")
                if task == "classification"
                else ("smi_linear", "soft_order_smi_linear", "feature_ranking"))
     opts = IndexOptions(indices=indices, orders=(min(order, max(m - 1, 1)),),
                         max_features=max_features, patience=patience)
-    for proto, name in zip(models, names, strict=True):
-        info = describe(proto)
-        layer, _ = feature_layer(proto, info, layers.get(name))
+    for model, name in zip(models, names, strict=True):
+        layer, _ = feature_layer(model.proto, model.info, layers.get(name))
         one = Estimate(f"model {name}")
-        widths = extraction_estimate(one, info, [layer], [inputs], reduce={layer.name: reduce},
-                                     batch_size=batch_size, budget_mb=extract_mb,
-                                     model_bytes=proto.ByteSize())
+        widths = extraction_estimate(one, model.info, [layer], [inputs],
+                                     reduce={layer.name: reduce}, batch_size=batch_size,
+                                     budget_mb=extract_mb, model_bytes=model.proto.ByteSize())
         w = widths[0][1] or DEFAULT_PROJECTION
         one.then(indices_estimate(IndexShapes(task, m, w, 4, 1, classes), opts,
                                   budget_mb=budget_mb, per_sample=False))
@@ -568,22 +561,18 @@ def ranking_estimate(models: Sequence[onnx.ModelProto], layers: Mapping[str, str
     return est
 
 
-def reference_estimate(proto: onnx.ModelProto, layer: str | None, data: Mapping[str, Any], *,
+def reference_estimate(model: LoadedModel, layer: str | None, data: Labelled, *,
                        reduce: Any, batch_size: int | None, extract_mb: float = 1024.0,
                        budget_mb: float = 256.0) -> Estimate:
     """BuildReference: extraction of one layer, the dataset guarantee (classification) or
     alpha and smi_linear (regression), and the stored copy of the features."""
     est = Estimate("the reference")
-    info = describe(proto)
-    chosen, _ = feature_layer(proto, info, layer)
-    key = "labels" if "labels" in data else "targets"
-    inputs = {k: v for k, v in data.items() if k not in ("labels", "targets")}
-    m = _count(inputs)
-    widths = extraction_estimate(est, info, [chosen], [inputs], reduce={chosen.name: reduce},
-                                 batch_size=batch_size, budget_mb=extract_mb,
-                                 model_bytes=proto.ByteSize())
+    chosen, _ = feature_layer(model.proto, model.info, layer)
+    m, task = len(data.y), data.task
+    widths = extraction_estimate(est, model.info, [chosen], [data.inputs],
+                                 reduce={chosen.name: reduce}, batch_size=batch_size,
+                                 budget_mb=extract_mb, model_bytes=model.proto.ByteSize())
     w = widths[0][1] or DEFAULT_PROJECTION
-    task = "classification" if key == "labels" else "regression"
     opts = IndexOptions(indices=("si",) if task == "classification" else ("smi_linear",),
                         orders=(1,))
     est.then(indices_estimate(IndexShapes(task, m, w), opts, budget_mb=budget_mb,

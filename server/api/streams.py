@@ -3,11 +3,13 @@ tensors of a ComputeIndices call reassembled in place (one buffer, arrays viewin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from ..analysis.memory import spec_bytes
 from ..store import JobCancelled, SizeLimitError
 
 Active = Callable[[], bool]
@@ -39,19 +41,6 @@ def chunks(requests: Iterator[Any], is_active: Active) -> Iterator[tuple[int, by
         yield req.chunk.offset, req.chunk.data
 
 
-def _sizes(specs: list[dict[str, Any]]) -> list[int]:
-    sizes = []
-    for s in specs:
-        try:
-            item = np.dtype(s["dtype"]).itemsize
-        except TypeError:
-            raise ValueError(f"tensor {s['name']!r}: unknown dtype {s['dtype']!r}") from None
-        if any(d < 0 for d in s["shape"]):
-            raise ValueError(f"tensor {s['name']!r}: negative dimension in {s['shape']}")
-        sizes.append(int(np.prod(s["shape"], dtype=np.int64)) * item)
-    return sizes
-
-
 def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
             is_active: Active, what: str = "ComputeIndices") -> dict[str, np.ndarray]:
     """The tensors ``specs`` describe, from the chunks that follow the header.
@@ -59,7 +48,7 @@ def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
     The bytes go into one buffer as they arrive; each tensor is a read-only little-endian
     view of its part of it (aligned to 64 bytes), with no copy.
     """
-    sizes = _sizes(specs)
+    sizes = [spec_bytes(s) for s in specs]
     total = sum(sizes)
     if total > limit:
         raise SizeLimitError(f"{what} tensors total {total} bytes, above the server's limit "
@@ -68,6 +57,7 @@ def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
     starts = [0]
     for size in sizes[:-1]:
         starts.append(-(-(starts[-1] + size) // ALIGN) * ALIGN)
+    ends = list(itertools.accumulate(sizes))  # where each tensor ends in the stream
     buf = np.empty((starts[-1] + sizes[-1]) if sizes else 0, np.uint8)
     received, part = 0, 0
     for req in requests:
@@ -80,11 +70,10 @@ def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
             raise ValueError(f"received more than the {total} bytes the specs describe")
         done = 0
         while done < len(data):  # the chunk may span several tensors
-            while received >= sum(sizes[:part + 1]):
+            while received >= ends[part]:  # empty tensors included
                 part += 1
-            inside = received - sum(sizes[:part])
-            n = min(len(data) - done, sizes[part] - inside)
-            at = starts[part] + inside
+            n = min(len(data) - done, ends[part] - received)
+            at = starts[part] + received - (ends[part] - sizes[part])
             buf[at:at + n] = data[done:done + n]
             done, received = done + n, received + n
     if received != total:

@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from layerscope.protos.options import IndexOptions
 from layerscope.protos.stubs import analysis_pb2, common_pb2
 from layerscope.server.analysis import memory
+from layerscope.server.analysis.data import split
 from layerscope.server.api import streams
 from layerscope.server.graph import describe, load_model, select_layers
 from layerscope.server.metrics import compute_indices
@@ -393,7 +394,7 @@ def test_requests_running_together_share_the_budget(tmp_path: Path) -> None:
     proto = load_model(model)
     info = describe(proto)
     job_need = memory.layer_analysis_estimate(
-        info, select_layers(info, "auto"), {"x": x, "labels": y}, None, reduce="auto",
+        info, select_layers(info, "auto"), split({"x": x, "labels": y}), None, reduce="auto",
         batch_size=None, probe=False, opts=IndexOptions(), model_bytes=len(model)).total
     rows, hold_need = 10000, 0
     while hold_need < job_need:  # an upload at least as large as the job
