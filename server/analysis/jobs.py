@@ -81,11 +81,11 @@ class Jobs:
     """Starts the analysis jobs of one store: admission errors reach the caller at once."""
 
     def __init__(self, store: Store, manager: JobManager, references: References,
-                 device: str | None = None, budget: memory.MemoryBudget | None = None,
+                 device: str | None, budget: memory.MemoryBudget,
                  extract_memory_mb: float = EXTRACT_MEMORY_MB) -> None:
         self.store, self.manager, self.references = store, manager, references
         self.device, self.extract_memory_mb = device, extract_memory_mb
-        self.budget = budget or memory.MemoryBudget(memory.default_budget_mb())
+        self.budget = budget
 
     def layer_analysis(self, req: LayerAnalysisRequest) -> JobRow:
         job = admission.layer_analysis(self.store, req)

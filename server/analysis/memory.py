@@ -663,6 +663,11 @@ class MemoryBudget:
         self.held = 0
         self._cond = threading.Condition()
 
+    @classmethod
+    def of(cls, limit_mb: float | None = None) -> MemoryBudget:
+        """The budget of ``limit_mb`` MiB, or the default (:func:`default_budget_mb`)."""
+        return cls(default_budget_mb() if limit_mb is None else limit_mb)
+
     def admit(self, est: Estimate) -> Estimate:
         """``est``, or MemoryLimitError when it exceeds the budget."""
         total = est.total

@@ -73,7 +73,7 @@ class References:
     def __init__(self, store: Store, device: str | None = None,
                  budget: memory.MemoryBudget | None = None) -> None:
         self.store, self.device = store, device
-        self.budget = budget or memory.MemoryBudget(memory.default_budget_mb())
+        self.budget = budget or memory.MemoryBudget.of()
         # loaded references, least recently used first, within a share of the memory budget
         self._loaded: OrderedDict[str, tuple[dict[str, Any], Loaded, int]] = OrderedDict()
         self.cache_limit = int(CACHE_SHARE * self.budget.limit)

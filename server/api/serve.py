@@ -30,7 +30,7 @@ from ...protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
-from ..analysis.memory import MemoryBudget, default_budget_mb
+from ..analysis.memory import MemoryBudget
 from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
@@ -136,8 +136,7 @@ class Server:
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
         self.limits = limits or Limits()
-        budget = MemoryBudget(default_budget_mb() if max_request_memory_mb is None
-                              else max_request_memory_mb)
+        budget = MemoryBudget.of(max_request_memory_mb)
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs,
                                job_timeout_s)

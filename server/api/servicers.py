@@ -111,9 +111,8 @@ def rpc_stream(fn: F) -> F:
 
 
 class ModelsService(models_pb2_grpc.ModelsServicer):
-    def __init__(self, store: Store, budget: memory.MemoryBudget | None = None) -> None:
-        self.store = store
-        self.memory = budget or memory.MemoryBudget(memory.default_budget_mb())
+    def __init__(self, store: Store, budget: memory.MemoryBudget) -> None:
+        self.store, self.memory = store, budget
 
     @rpc
     def UploadModel(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -174,9 +173,9 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
 
 class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
     def __init__(self, store: Store, jobs: JobManager, device: str | None,
-                 budget: memory.MemoryBudget | None = None) -> None:
+                 budget: memory.MemoryBudget) -> None:
         self.store, self.jobs, self.device = store, jobs, device
-        self.memory = budget or memory.MemoryBudget(memory.default_budget_mb())
+        self.memory = budget
         self.references = References(store, device, self.memory)
         self.start = Jobs(store, jobs, self.references, device, self.memory)
 
