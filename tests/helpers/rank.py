@@ -103,11 +103,6 @@ def self_sqdist(x: np.ndarray) -> np.ndarray:
     return d2
 
 
-def nn_order(x: np.ndarray) -> np.ndarray:
-    """Each point's other points by distance, ties by lower index (m, m-1)."""
-    return np.argsort(self_sqdist(x), axis=1, kind="stable")[:, :-1]
-
-
 # The indices themselves come from the one naive reference (helpers.reference).
 def si(x: np.ndarray, y: np.ndarray) -> float:
     return float(R.si(x, y))
