@@ -32,7 +32,6 @@ from ..field_limits import checked
 from ..metrics import compute_indices
 from ..runtime.extract import InputError
 from ..store import (
-    JobCancelled,
     NotFound,
     QueueFull,
     ShuttingDown,
@@ -62,8 +61,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, Stopped):
         return STOPPED_CODE[exc.reason], str(exc)
-    if isinstance(exc, JobCancelled):
-        return grpc.StatusCode.CANCELLED, str(exc) or "cancelled"
     if isinstance(exc, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}): {exc}"
@@ -117,9 +114,9 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
     @rpc
     def UploadModel(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         h = streams.header(requests, "UploadModel")
+        cancel = for_call(context)
         row, present = uploads.store_model(self.store, h.name, h.size_bytes, h.sha256,
-                                           streams.chunks(requests, context.is_active),
-                                           self.memory, for_call(context))
+                                           streams.chunks(requests, cancel), self.memory, cancel)
         return models_pb2.UploadModelResponse(model=convert.model(row), already_present=present)
 
     @rpc
@@ -149,7 +146,7 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
         h = streams.header(requests, "UploadDataset")
         row, present = uploads.store_dataset(self.store, h.name, convert.specs(h.tensors),
                                              h.size_bytes, h.sha256,
-                                             streams.chunks(requests, context.is_active))
+                                             streams.chunks(requests, for_call(context)))
         return datasets_pb2.UploadDatasetResponse(dataset=convert.dataset(row),
                                                   already_present=present)
 
@@ -188,7 +185,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         est = memory.compute_indices_estimate(specs, options)
         with self.memory.hold(est) as resize:  # admitted at the header, before any bytes
             arrays: dict[str, Any] = streams.tensors(
-                specs, requests, self.store.max_upload_bytes, context.is_active)
+                specs, requests, self.store.max_upload_bytes, cancel)
             resize(memory.with_classes(est, options, arrays))
             result = compute_indices(device=self.device, cancel=cancel, **arrays,
                                      **options.engine_kwargs())

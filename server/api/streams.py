@@ -4,16 +4,14 @@ tensors of a ComputeIndices call reassembled in place (one buffer, arrays viewin
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..analysis.memory import spec_bytes
-from ..store import JobCancelled, SizeLimitError
-
-Active = Callable[[], bool]
-
+from ..cancellation import Cancellation
+from ..store import SizeLimitError
 
 ALIGN = 64
 """Each tensor's start in the reassembly buffer (bytes)."""
@@ -30,19 +28,18 @@ def header(requests: Iterator[Any], what: str) -> Any:
     return first.header
 
 
-def chunks(requests: Iterator[Any], is_active: Active) -> Iterator[tuple[int, bytes]]:
-    """(offset, data) of each chunk after the header; JobCancelled when the client goes
-    away, ValueError for a message that is not a chunk."""
+def chunks(requests: Iterator[Any], cancel: Cancellation) -> Iterator[tuple[int, bytes]]:
+    """(offset, data) of each chunk after the header; ``cancel`` (the call's) stops it when
+    the client goes away, ValueError for a message that is not a chunk."""
     for req in requests:
-        if not is_active():
-            raise JobCancelled("the client went away during the upload")
+        cancel.check()
         if req.WhichOneof("part") != "chunk":
             raise ValueError("after the header, every message must be a chunk")
         yield req.chunk.offset, req.chunk.data
 
 
 def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
-            is_active: Active, what: str = "ComputeIndices") -> dict[str, np.ndarray]:
+            cancel: Cancellation, what: str = "ComputeIndices") -> dict[str, np.ndarray]:
     """The tensors ``specs`` describe, from the chunks that follow the header.
 
     The bytes go into one buffer as they arrive; each tensor is a read-only little-endian
@@ -61,8 +58,7 @@ def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
     buf = np.empty((starts[-1] + sizes[-1]) if sizes else 0, np.uint8)
     received, part = 0, 0
     for req in requests:
-        if not is_active():
-            raise JobCancelled("the client went away")
+        cancel.check()
         if req.WhichOneof("part") != "chunk" or req.chunk.offset != received:
             raise ValueError("after the header, send chunks in order (offset = bytes sent)")
         data = np.frombuffer(req.chunk.data, np.uint8)

@@ -2,7 +2,7 @@
 
 from .blobs import BlobError, SizeLimitError
 from .catalog import Catalog, JobRow, NotFound
-from .jobs import JobCancelled, JobManager, QueueFull, ShuttingDown
+from .jobs import JobManager, QueueFull, ShuttingDown
 from .store import (
     DataDirBusy,
     InvalidUpload,
@@ -13,7 +13,7 @@ from .store import (
 )
 
 __all__ = [
-    "BlobError", "Catalog", "DataDirBusy", "InvalidUpload", "JobCancelled", "JobManager",
+    "BlobError", "Catalog", "DataDirBusy", "InvalidUpload", "JobManager",
     "JobRow", "NotFound", "QueueFull", "ShuttingDown", "SizeLimitError", "Store",
     "check_dataset_specs", "dataset_id", "default_data_dir",
 ]

@@ -41,10 +41,6 @@ class QueueFull(RuntimeError):
     """More jobs than the server takes at once."""
 
 
-class JobCancelled(RuntimeError):
-    """Raised by a call whose client went away."""
-
-
 class ShuttingDown(RuntimeError):
     """A job submitted while the server shuts down."""
 

@@ -26,6 +26,7 @@ from layerscope.protos.stubs import analysis_pb2, common_pb2
 from layerscope.server.analysis import memory
 from layerscope.server.analysis.data import split
 from layerscope.server.api import streams
+from layerscope.server.cancellation import Cancellation
 from layerscope.server.graph import describe, load_model, select_layers
 from layerscope.server.metrics import compute_indices
 from layerscope.server.metrics.knn import knn
@@ -310,7 +311,7 @@ def test_chunks_are_written_in_place_whatever_their_boundaries(chunk: int) -> No
             "targets": rng.standard_normal(7)}
     specs = [{"name": k, "dtype": str(a.dtype), "shape": list(a.shape)} for k, a in sent.items()]
     data = b"".join(a.tobytes() for a in sent.values())
-    got = streams.tensors(specs, iter(_chunked(data, chunk)), 1 << 20, lambda: True)
+    got = streams.tensors(specs, iter(_chunked(data, chunk)), 1 << 20, Cancellation())
     for name, a in sent.items():
         np.testing.assert_array_equal(got[name], a)
         assert got[name].shape == a.shape and got[name].dtype == a.dtype
@@ -326,7 +327,7 @@ def test_chunks_out_of_order_or_of_the_wrong_length_are_refused() -> None:
         (_chunked(data[:24], 8), "received 24 bytes"),
     ]:
         with pytest.raises(ValueError, match=message):
-            streams.tensors(specs, iter(requests), 1 << 20, lambda: True)
+            streams.tensors(specs, iter(requests), 1 << 20, Cancellation())
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 
 from layerscope.protos.stubs import analysis_pb2, common_pb2
 from layerscope.server.api import streams
+from layerscope.server.cancellation import Cancellation
 from layerscope.server.store import SizeLimitError
 
 
@@ -35,7 +36,7 @@ def test_tensors_split_across_chunks_are_views_of_one_buffer() -> None:
     data = x.tobytes() + y.tobytes()
     msgs = _chunks(data, [13, 50, 1, len(data) - 64])  # boundaries inside both tensors
     got = streams.tensors(_specs({"features": x, "labels": y}), iter(msgs), 1 << 20,
-                          lambda: True)
+                          Cancellation())
     np.testing.assert_array_equal(got["features"], x)
     np.testing.assert_array_equal(got["labels"], y)
     assert got["features"].dtype == x.dtype and got["labels"].shape == (7,)
@@ -50,7 +51,7 @@ def test_a_stream_of_the_wrong_length_is_refused(cut: int, message: str) -> None
     data = data[:cut] if cut < 0 else data + b"\0" * cut
     with pytest.raises(ValueError, match=message):
         streams.tensors(_specs({"features": x}), iter(_chunks(data, [len(data)])), 1 << 20,
-                        lambda: True)
+                        Cancellation())
 
 
 def test_tensors_above_the_limit_are_refused_before_any_chunk() -> None:
@@ -61,4 +62,4 @@ def test_tensors_above_the_limit_are_refused_before_any_chunk() -> None:
         yield
 
     with pytest.raises(SizeLimitError, match="8000 bytes"):
-        streams.tensors(_specs({"features": x}), never(), 4000, lambda: True)
+        streams.tensors(_specs({"features": x}), never(), 4000, Cancellation())
