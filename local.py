@@ -57,24 +57,49 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class Announcement:
-    """What ``server.json`` says: the process that holds the data directory and its address."""
+    """What ``server.json`` says: the process that holds the data directory, its address,
+    and what a local client needs to decide whether it may reuse it: the code it runs
+    (``version`` and the ``package`` folder), the ``device`` it was asked for, and its idle
+    timeout (``idle_timeout_s`` > 0: a warm embedded server that stops itself when idle)."""
 
     pid: int
     address: str
+    version: str = ""
+    package: str = ""
+    device: str = ""
+    idle_timeout_s: float = 0.0
+
+    @property
+    def warm(self) -> bool:
+        """True for a warm embedded server (started by a client, stops itself when idle)."""
+        return self.idle_timeout_s > 0
 
 
-def announce(data_dir: str | os.PathLike[str], address: str) -> Path:
+def package_identity() -> tuple[str, str]:
+    """(version, package folder) of this layerscope: what a reused server must also run."""
+    from . import __version__  # noqa: PLC0415 - the package imports this module
+
+    return __version__, str(Path(__file__).resolve().parent)
+
+
+def announce(data_dir: str | os.PathLike[str], address: str, device: str = "",
+             idle_timeout_s: float = 0.0) -> Path:
     """Write ``server.json`` for this process, listening on ``address``."""
-    return write_json_atomic(Path(data_dir) / ANNOUNCEMENT,
-                             {"pid": os.getpid(), "address": address})
+    version, package = package_identity()
+    return write_json_atomic(Path(data_dir) / ANNOUNCEMENT, {
+        "pid": os.getpid(), "address": address, "version": version, "package": package,
+        "device": device, "idle_timeout_s": float(idle_timeout_s)})
 
 
 def read_announcement(data_dir: str | os.PathLike[str]) -> Announcement | None:
     """The announcement in ``data_dir``, or None when there is none or it is unreadable."""
     try:
         info = json.loads((Path(data_dir) / ANNOUNCEMENT).read_text())
-        return Announcement(int(info["pid"]), str(info["address"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return Announcement(int(info["pid"]), str(info["address"]),
+                            str(info.get("version", "")), str(info.get("package", "")),
+                            str(info.get("device", "")),
+                            float(info.get("idle_timeout_s", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -2,10 +2,11 @@
 the handler) and the loop that runs one.
 
 Commands that analyse go through the gRPC API: to ``--server host:port`` when given, else to
-the embedded server of the data directory (started on a free loopback port, and stopped
-again, when none is running). Exit codes: 0 success, 2 bad input (one line naming what was
-wrong and what was expected), 1 any other failure, 130 interrupted, 141 when the reader of
-stdout went away (``layerscope ... | head -1``).
+the embedded server of the data directory: started on a free loopback port when none is
+running, and kept warm for the next command until it has been idle ``--keep-warm`` seconds
+(``layerscope serve --stop`` stops it at once). Exit codes: 0 success, 2 bad input (one
+line naming what was wrong and what was expected), 1 any other failure, 130 interrupted,
+141 when the reader of stdout went away (``layerscope ... | head -1``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..local import write_atomic
+from ..local import default_data_dir, write_atomic
 from ..protos import write_protos
 from ..protos.options import IndexOptions
 from .client import Client, LayerscopeError, _is_id
@@ -38,7 +40,12 @@ from .report import (
     format_ranking,
     format_table,
 )
-from .server_process import SERVER_MODULE, ServerExtraMissing, require_server_extra
+from .server_process import (
+    SERVER_MODULE,
+    ServerExtraMissing,
+    require_server_extra,
+    stop_server,
+)
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -105,6 +112,35 @@ def _name_list(text: str) -> list[str]:
     return [t for t in text.replace(" ", "").split(",") if t]
 
 
+DEFAULT_KEEP_WARM_S = 300.0
+
+
+def _keep_warm(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds >= 0 (0: stop the server with the command); "
+            f"got {text!r}")
+    return value
+
+
+def keep_warm_of(args: argparse.Namespace) -> float:
+    """Seconds the embedded server stays warm: --keep-warm, else $LAYERSCOPE_KEEP_WARM,
+    else the default."""
+    if args.keep_warm is not None:
+        return float(args.keep_warm)
+    env = os.environ.get("LAYERSCOPE_KEEP_WARM")
+    if env is None or env == "":
+        return DEFAULT_KEEP_WARM_S
+    try:
+        return _keep_warm(env)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"$LAYERSCOPE_KEEP_WARM: {exc}") from None
+
+
 CONNECTION = (
     arg("--server", metavar="HOST:PORT", default=os.environ.get("LAYERSCOPE_SERVER"),
         help="use this server (default: the embedded one; $LAYERSCOPE_SERVER)"),
@@ -114,6 +150,10 @@ CONNECTION = (
         help="data directory of the embedded server (default: the user's data home)"),
     arg("--device", choices=("auto", "cpu", "gpu"), default=None,
         help="device of the embedded server (default auto: the GPU when one is usable)"),
+    arg("--keep-warm", type=_keep_warm, default=None, metavar="S",
+        help=f"keep the embedded server running for later commands until it has been idle "
+             f"S seconds; 0 stops it when the command ends (default: $LAYERSCOPE_KEEP_WARM, "
+             f"else {DEFAULT_KEEP_WARM_S:g})"),
 )
 JSON = arg("--json", action="store_true", help="print one JSON object instead of the report")
 
@@ -124,7 +164,12 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     if args.server:
         client = Client(args.server, token=args.token)
     else:
-        client = Client.local(args.data_dir, device=args.device)
+        warm = keep_warm_of(args)
+        client = Client.local(args.data_dir, device=args.device, keep_warm=warm or None)
+        if warm and client.started is not None and sys.stderr.isatty():
+            print(f"layerscope: started a server at {client.started.address} for later "
+                  f"commands; it stops after {warm:g} s idle, or with `layerscope serve "
+                  f"--stop`", file=sys.stderr)
     with client:
         yield client
 
@@ -337,6 +382,8 @@ def run_serve(argv: Sequence[str], replace: bool) -> int:
     never imports the server. From the command line (``replace``) it takes over this
     process, so that signals reach it; called from Python it runs as a child process and
     its exit code is returned."""
+    if "--stop" in argv:
+        return stop_serve(argv)
     try:
         require_server_extra()
     except ServerExtraMissing as exc:
@@ -348,6 +395,26 @@ def run_serve(argv: Sequence[str], replace: bool) -> int:
         return subprocess.run(cmd, check=False).returncode
     os.execv(sys.executable, cmd)
     return 0  # not reached
+
+
+def stop_serve(argv: Sequence[str]) -> int:
+    """``layerscope serve --stop [--data-dir DIR]``: stop the server of the data directory
+    (a warm embedded one, or one started with ``serve``) and say which, or that none ran."""
+    p = argparse.ArgumentParser(prog="layerscope serve --stop",
+                                description="Stop the server that holds a data directory.")
+    p.add_argument("--stop", action="store_true", required=True)
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="its data directory (default: the user's data home)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait for a graceful stop before killing it (default 60)")
+    args = p.parse_args(argv)
+    folder = args.data_dir or default_data_dir()
+    info = stop_server(folder, timeout=args.timeout)
+    if info is None:
+        print(f"no layerscope server holds {folder}")
+    else:
+        print(f"stopped the layerscope server of {folder} (pid {info.pid}, {info.address})")
+    return 0
 
 
 def run_protos(args: argparse.Namespace, client: None) -> dict[str, Any]:

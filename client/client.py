@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ..local import default_data_dir, read_announcement
+from ..local import Announcement, default_data_dir, package_identity, read_announcement
 from ..protos import codec
 from ..protos.options import IndexOptions, OptionError
 from ..protos.stubs import (
@@ -44,9 +46,19 @@ from .results import (
     RankingResult,
     Reference,
 )
-from .server_process import ServerProcess
+from .server_process import (
+    ServerProcess,
+    exited,
+    holds_data_dir,
+    is_server,
+    start_lock,
+    start_warm,
+    stop_server,
+    wait_exit,
+)
 
 CHUNK = 1 << 20
+log = logging.getLogger("layerscope.client")
 
 
 class LayerscopeError(RuntimeError):
@@ -135,6 +147,8 @@ class Client:
         self._datasets = datasets_pb2_grpc.DatasetsStub(self._channel)
         self._analysis = analysis_pb2_grpc.AnalysisStub(self._channel)
         self._process: ServerProcess | None = None
+        # the announcement of the embedded server Client.local() started for this client
+        self.started: Announcement | None = None
 
     # lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -144,26 +158,52 @@ class Client:
         *,
         device: str | None = None,
         startup_timeout: float = 120.0,
+        keep_warm: float | None = None,
     ) -> Client:
         """Connect to the embedded server of ``data_dir`` (default: the user's data home),
-        starting one on a free loopback port if none is running; it stops with the client
-        when this client started it."""
+        starting one on a free loopback port if none is running.
+
+        Without ``keep_warm`` a server this client starts stops with the client. With
+        ``keep_warm=S`` it is a *warm* server: it outlives this client, later clients of the
+        same folder reuse it, and it stops itself after S seconds without work. A warm
+        server found running is replaced when it runs another layerscope (version or
+        installation) or, with ``device`` given, another device; a server started by hand
+        (``layerscope serve``) is used as it is. A crashed server, or a ``server.json`` left
+        by one, is detected and a new server started.
+        """
+        if keep_warm is not None and not (math.isfinite(keep_warm) and keep_warm > 0):
+            raise ValueError(f"keep_warm must be a number of seconds > 0; got {keep_warm}")
         folder = Path(data_dir) if data_dir is not None else default_data_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        running = _running_server(folder)
-        if running:
-            return cls(running)
-        server = ServerProcess(folder, *(["--device", device] if device else []))
-        try:
-            address = server.wait_ready(startup_timeout)
-        except RuntimeError as exc:
-            running = _running_server(folder)  # another client started one meanwhile
-            if running:
-                return cls(running)
-            raise LayerscopeError("UNAVAILABLE", f"the embedded server did not start: {exc}"
-                                  ) from None
+        dev = ["--device", device] if device else []
+        with start_lock(folder):
+            running = _running_server(folder, startup_timeout)
+            if running is not None:
+                unfit = _unfit(running, device)
+                if unfit is None or not running.warm:
+                    return cls(running.address)
+                log.info("replacing the warm server (pid %d): %s", running.pid, unfit)
+                stop_server(folder)
+            if keep_warm is not None:
+                try:
+                    info = start_warm(folder, "--idle-timeout-s", repr(float(keep_warm)),
+                                      *dev, timeout=startup_timeout)
+                except RuntimeError as exc:
+                    raise LayerscopeError("UNAVAILABLE",
+                                          f"the embedded server did not start: {exc}") from None
+                client = cls(info.address)
+                client.started = info
+                client.wait_ready(startup_timeout)
+                return client
+            server = ServerProcess(folder, *dev)
+            try:
+                address = server.wait_ready(startup_timeout)
+            except RuntimeError as exc:
+                raise LayerscopeError("UNAVAILABLE", f"the embedded server did not start: {exc}"
+                                      ) from None
         client = cls(address)
         client._process = server
+        client.started = read_announcement(folder)
         client.wait_ready(startup_timeout)
         return client
 
@@ -193,6 +233,17 @@ class Client:
                                                                            self.timeout))
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
+
+    def _stored(self, method: Any, request: Any) -> Any:
+        """What ``method`` (GetModel, GetDataset) returns for ``request``, or None when the
+        server does not hold it: an upload asks first, so that bytes the server already has
+        are not sent again."""
+        try:
+            return self._call(method, request)
+        except LayerscopeError as exc:
+            if exc.code == "NOT_FOUND":
+                return None
+            raise
 
     # models -----------------------------------------------------------------------------
     def upload_model(self, model: str | os.PathLike[str] | bytes | Any, name: str | None = None,
@@ -224,6 +275,9 @@ class Client:
             origin, name = str(path), name or path.name
             data = model_file_bytes(path)
         sha = hashlib.sha256(data).hexdigest()
+        stored = self._stored(self._models.GetModel, models_pb2.GetModelRequest(id=sha))
+        if stored is not None:  # the same bytes are there: nothing to send
+            return Model.from_proto(stored)
 
         def requests() -> Iterator[models_pb2.UploadModelRequest]:
             yield models_pb2.UploadModelRequest(header=models_pb2.UploadModelHeader(
@@ -286,6 +340,12 @@ class Client:
         header = datasets_pb2.UploadDatasetHeader(
             name=name or "", tensors=[_spec(k, a) for k, a in arrays.items()],
             size_bytes=size, sha256=sha)
+        specs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+                 for t in header.tensors]
+        stored = self._stored(self._datasets.GetDataset,
+                              datasets_pb2.GetDatasetRequest(id=codec.dataset_id(specs, sha)))
+        if stored is not None:  # the same arrays are there: nothing to send
+            return Dataset.from_proto(stored)
 
         def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
             yield datasets_pb2.UploadDatasetRequest(header=header)
@@ -643,21 +703,48 @@ def _is_id(value: str) -> bool:
     return len(value) in (32, 64) and all(c in "0123456789abcdef" for c in value)
 
 
-def _running_server(folder: Path) -> str | None:
-    """The address of a live server holding ``folder``, if there is one."""
-    info = read_announcement(folder)
-    if info is None:
-        return None
-    address = info.address
-    try:
-        os.kill(info.pid, 0)
-    except OSError:
-        return None
+def _health(address: str, timeout: float) -> int | None:
+    """The health status of the server at ``address`` (1: SERVING, 2: NOT_SERVING while it
+    shuts down), or None when nothing answers. The request and response are written out
+    (grpc.health.v1: an empty request, the status as field 1) so that the light client
+    needs no grpc-health package."""
     channel = grpc.insecure_channel(address)
     try:
-        grpc.channel_ready_future(channel).result(timeout=5)
-        return address
-    except grpc.FutureTimeoutError:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check",
+                                    request_serializer=lambda b: b,
+                                    response_deserializer=lambda b: b)
+        reply = check(b"", timeout=timeout)
+        return reply[1] if len(reply) == 2 and reply[0] == 0x08 else 0
+    except grpc.RpcError:
         return None
     finally:
         channel.close()
+
+
+def _running_server(folder: Path, timeout: float) -> Announcement | None:
+    """The announcement of a live, serving server holding ``folder``, if there is one. A
+    server in the middle of shutting down is waited for (up to ``timeout`` seconds), so
+    that the caller may start the next one."""
+    info = read_announcement(folder)
+    if info is None or exited(info.pid):
+        return None
+    status = _health(info.address, timeout=5.0)
+    if status == 1:
+        return info
+    if holds_data_dir(folder) and is_server(info.pid):
+        if status is None and info.warm:
+            stop_server(folder, timeout=10.0)  # a warm server that no longer answers
+        else:
+            wait_exit(info.pid, timeout)  # shutting down: let it go first
+    return None
+
+
+def _unfit(info: Announcement, device: str | None) -> str | None:
+    """Why a running server may not serve this client (None: it may)."""
+    version, package = package_identity()
+    if info.version != version or info.package != package:
+        return (f"it runs layerscope {info.version or '(unknown)'} from "
+                f"{info.package or '(unknown)'}, this is {version} from {package}")
+    if device and device != info.device:
+        return f"it runs with --device {info.device or 'auto'}, {device} was asked for"
+    return None

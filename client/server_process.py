@@ -1,21 +1,35 @@
 """A layerscope server in a child process, on a free loopback port.
 
 ``Client.local()`` starts its embedded server with it; benchmarks use it to measure the
-real server. The server prints ``layerscope serving on HOST:PORT`` once it listens; the
-output keeps being drained afterwards so the child never blocks on a full pipe. The light
-install has no server: starting one there raises ServerExtraMissing, which names the extra.
+real server. Two kinds:
+
+- :class:`ServerProcess`, a child that lives as long as its client: it prints
+  ``layerscope serving on HOST:PORT`` once it listens, and its output keeps being drained
+  so that it never blocks on a full pipe.
+- :func:`start_warm`, a *warm* server for the command line: a process of its own session
+  that outlives the command which started it, is found again by later commands through the
+  data directory's ``server.json``, and stops itself after ``--idle-timeout-s`` seconds
+  without work (or with :func:`stop_server`, ``layerscope serve --stop``).
+
+The light install has no server: starting one there raises ServerExtraMissing, which names
+the extra.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ..local import Announcement, read_announcement
 
 READY_PREFIX = "layerscope serving on "
 SERVER_MODULE = "layerscope.server.api"
@@ -98,10 +112,7 @@ class ServerProcess:
         return int(self.proc.pid)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (graceful shutdown), SIGKILL after ``timeout``; the exit code."""
@@ -130,3 +141,147 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a server log."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+# warm servers -------------------------------------------------------------------------------
+POLL_S = 0.02  # how often a starting or stopping server's state is looked at
+
+
+@contextlib.contextmanager
+def start_lock(data_dir: Path) -> Iterator[None]:
+    """Hold ``client.lock`` of ``data_dir``: one client at a time looks for, replaces or
+    starts its server, so that two commands started together share one server."""
+    fd = os.open(data_dir / "client.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            import fcntl  # noqa: PLC0415 - POSIX only
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def holds_data_dir(data_dir: Path) -> bool:
+    """True when some server holds ``data_dir`` (its ``server.lock`` is locked)."""
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+    except ImportError:
+        return True
+    try:
+        fd = os.open(data_dir / "server.lock", os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if this call took it
+    return False
+
+
+def exited(pid: int) -> bool:
+    """True when process ``pid`` is gone (a child of this process is reaped)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return True
+    except ChildProcessError:
+        pass  # not our child
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def is_server(pid: int) -> bool:
+    """Whether ``pid`` runs the layerscope server, as far as /proc can tell (True where
+    there is no /proc)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return False
+    return SERVER_MODULE.encode() in cmdline.split(b"\0")
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to exit; whether it did."""
+    deadline = time.monotonic() + timeout
+    while not exited(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def start_warm(data_dir: Path, *args: str, timeout: float = 120.0,
+               host: str = "127.0.0.1") -> Announcement:
+    """Start a warm server on ``data_dir`` in a session of its own, its output in
+    ``server.log``; return its announcement once it listens.
+
+    RuntimeError, with the log's tail, when it exits or does not listen within
+    ``timeout`` seconds (it is killed then).
+    """
+    require_server_extra()
+    log_path = data_dir / "server.log"
+    cmd = [sys.executable, "-m", SERVER_MODULE, "--host", host, "--port", "0",
+           "--data-dir", str(data_dir), *args]
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        pid = os.posix_spawn(sys.executable, cmd, os.environ, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ])
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + timeout
+    while True:
+        info = read_announcement(data_dir)
+        if info is not None and info.pid == pid:
+            return info
+        if exited(pid):
+            raise RuntimeError(f"the server exited before it listened:\n{log_tail(log_path)}")
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_exit(pid, 10)
+            raise RuntimeError(
+                f"the server did not start within {timeout:g} s:\n{log_tail(log_path)}")
+        time.sleep(POLL_S)
+
+
+def stop_server(data_dir: Path, timeout: float = 60.0) -> Announcement | None:
+    """Stop the server that holds ``data_dir`` (SIGTERM: a graceful stop; SIGKILL after
+    ``timeout`` seconds); return its announcement, or None when no server holds it.
+
+    A process is signalled only when it both holds the directory's lock and runs the
+    layerscope server: a stale ``server.json`` whose pid was reused is left alone.
+    """
+    info = read_announcement(data_dir)
+    if info is None or exited(info.pid) or not holds_data_dir(data_dir) \
+            or not is_server(info.pid):
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGTERM)
+    if not wait_exit(info.pid, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGKILL)
+        wait_exit(info.pid, 10)
+    return info

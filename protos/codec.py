@@ -8,6 +8,7 @@ with it and the client decodes with it, so a result reads the same from either s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -30,6 +31,18 @@ JOB_STATES = {
 }
 _STATE_NAMES: dict[int, str] = {int(v): k for k, v in JOB_STATES.items()}
 FINAL_STATES = frozenset(("succeeded", "failed", "cancelled", "interrupted"))
+
+
+def dataset_id(specs: list[dict[str, Any]], data_sha256: str) -> str:
+    """The id of a dataset (the contract's Dataset.id): sha256 of its canonical spec JSON, a
+    newline, the sha256 of the data. The client computes it too, to skip an upload the
+    server already holds."""
+    canon = json.dumps(
+        [{"name": s["name"], "dtype": s["dtype"], "shape": [int(d) for d in s["shape"]]}
+         for s in specs],
+        separators=(",", ":"), sort_keys=True,
+    )
+    return hashlib.sha256(f"{canon}\n{data_sha256}".encode()).hexdigest()
 
 
 def state_name(value: int) -> str:

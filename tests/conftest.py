@@ -5,10 +5,15 @@ The builders live in ``models.py``; each fixture writes into its own temporary f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import models as M
+
+# Command-line runs in the tests stop their embedded server when they end, as a one-off
+# command would; the warm server's own tests (tests/e2e/test_warm_server.py) ask for it.
+os.environ["LAYERSCOPE_KEEP_WARM"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -185,12 +186,14 @@ class CallLimiter(grpc.ServerInterceptor):
         self.limits = limits
         self._lock = threading.Lock()
         self._busy = {kind: 0 for kind in KIND_FLAG}
+        self.last_activity = time.monotonic()  # a call started or a slot was given back
 
     def busy(self) -> dict[str, int]:
         with self._lock:
             return dict(self._busy)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        self.last_activity = time.monotonic()
         handler = continuation(details)
         if handler is None:
             return None
@@ -220,6 +223,7 @@ class CallLimiter(grpc.ServerInterceptor):
             if done.acquire(blocking=False):  # once, whichever path gets here first
                 with self._lock:
                     self._busy[kind] -= 1
+                self.last_activity = time.monotonic()
 
         return release
 

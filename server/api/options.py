@@ -51,6 +51,8 @@ def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: s
 _port = _checked(int, lambda v: 0 <= v <= 65535, "a port in 0..65535 (0 picks a free one)")
 _positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
 _count = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_seconds = _checked(float, lambda v: math.isfinite(v) and v >= 0,
+                    "a finite number of seconds >= 0")
 _positive_mb = _checked(float, lambda v: math.isfinite(v) and v > 0,
                         "a finite number of MiB > 0")
 
@@ -88,6 +90,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--job-timeout-s", type=float, default=3600.0, metavar="S",
                    help="a job running longer than this is stopped (its model run terminated) "
                         "and fails; 0 = no limit (default: %(default)s)")
+    g.add_argument("--idle-timeout-s", type=_seconds, default=0.0, metavar="S",
+                   help="stop once no call and no job has been under way for this many "
+                        "seconds (the warm server a command line client starts uses it); "
+                        "0 = never (default: %(default)s)")
     g.add_argument("--max-request-memory-mb", type=_positive_mb, default=None, metavar="MB",
                    help="memory the running requests may take together, each estimated "
                         "before it starts; a larger one is refused with RESOURCE_EXHAUSTED "

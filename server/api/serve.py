@@ -7,12 +7,14 @@ import argparse
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import signal
 import socket
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
@@ -133,8 +135,14 @@ class Server:
         limits: Limits | None = None,
         job_timeout_s: float = DEFAULT_TIME_LIMIT_S,
         max_request_memory_mb: float | None = None,
+        idle_timeout_s: float = 0.0,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
+        if not (math.isfinite(idle_timeout_s) and idle_timeout_s >= 0):
+            raise ValueError(f"--idle-timeout-s must be a finite number of seconds >= 0 "
+                             f"(0: never); got {idle_timeout_s}")
+        self.device = device or os.environ.get("LAYERSCOPE_DEVICE") or "auto"
+        self.idle_timeout_s = float(idle_timeout_s)
         self.limits = limits or Limits()
         budget = MemoryBudget.of(max_request_memory_mb)
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
@@ -184,7 +192,28 @@ class Server:
         self.grpc.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.store.announce(self.local_address)
+        self.store.announce(self.local_address, self.device, self.idle_timeout_s)
+        if self.idle_timeout_s > 0:
+            threading.Thread(target=self._stop_when_idle, name="layerscope-idle",
+                             daemon=True).start()
+
+    def idle_for(self) -> float:
+        """Seconds since the server last had work: 0 while a long call or a job is under
+        way, else the time since the last call started or ended."""
+        if any(self.limiter.busy().values()) or self.jobs.active():
+            self.limiter.last_activity = time.monotonic()
+            return 0.0
+        return time.monotonic() - self.limiter.last_activity
+
+    def _stop_when_idle(self) -> None:
+        """Stop the server once it has been idle for ``idle_timeout_s`` seconds (a warm
+        embedded server: the next client starts a new one)."""
+        step = min(max(self.idle_timeout_s / 10, 0.05), 5.0)
+        while not self._stopped.wait(step):
+            if self.idle_for() >= self.idle_timeout_s:
+                log.info("idle for %g s: shutting down", self.idle_timeout_s)
+                self.stop()
+                return
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, stop running jobs (their model runs terminated), give calls under
@@ -272,6 +301,7 @@ def serve(args: argparse.Namespace) -> int:
             limits,
             args.job_timeout_s,
             args.max_request_memory_mb,
+            args.idle_timeout_s,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)

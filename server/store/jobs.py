@@ -98,6 +98,11 @@ class JobManager:
         self._queue.put((job_id, work))
         return self.catalog.job(job_id)
 
+    def active(self) -> int:
+        """Jobs queued or running now."""
+        with self._cond:
+            return self._active
+
     # running ----------------------------------------------------------------------------
     def _run(self) -> None:
         while True:

@@ -14,7 +14,6 @@ next server opens the directory. The directory is 0700 and every file in it 0600
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import stat
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ...local import announce, default_data_dir, read_announcement, withdraw
+from ...protos.codec import dataset_id
 from ..field_limits import DTYPES
 from .blobs import DIR_MODE, FILE_MODE, BlobError, BlobStore, BlobWriter
 from .catalog import Catalog, NotFound
@@ -44,16 +44,6 @@ class DataDirBusy(RuntimeError):
 
 class InvalidUpload(ValueError):
     """An upload whose header or bytes are not acceptable."""
-
-
-def dataset_id(specs: list[dict[str, Any]], data_sha256: str) -> str:
-    """The id of a dataset: sha256 of its canonical spec JSON, a newline, the data sha256."""
-    canon = json.dumps(
-        [{"name": s["name"], "dtype": s["dtype"], "shape": [int(d) for d in s["shape"]]}
-         for s in specs],
-        separators=(",", ":"), sort_keys=True,
-    )
-    return hashlib.sha256(f"{canon}\n{data_sha256}".encode()).hexdigest()
 
 
 def check_dataset_specs(specs: list[dict[str, Any]]) -> tuple[int, str, int]:
@@ -180,8 +170,8 @@ class Store:
             log.info("removed %d unreferenced blob(s) and %d temporary upload(s) left by a "
                      "previous server", *self.swept_at_start)
 
-    def announce(self, address: str) -> None:
-        announce(self.dir, address)
+    def announce(self, address: str, device: str = "", idle_timeout_s: float = 0.0) -> None:
+        announce(self.dir, address, device, idle_timeout_s)
 
     def close(self) -> None:
         withdraw(self.dir)

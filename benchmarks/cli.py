@@ -1,0 +1,137 @@
+"""Benchmark: the command line against the in-process call, with and without a warm server.
+
+Run from the repository root with the project's virtualenv::
+
+    .venv/bin/python benchmarks/cli.py               # 200 samples and m=20000, d=256
+    .venv/bin/python benchmarks/cli.py --quick       # m=5000 for the large row
+    .venv/bin/python benchmarks/cli.py --markdown    # for benchmarks/RESULTS.md
+
+Every row times whole ``layerscope indices DATA.npz --json`` processes (wall clock, the best
+of ``--repeats``), each on its own fresh data directory:
+
+* ``cold (--keep-warm 0)``: what every command cost before the warm server: start a server,
+  compute, stop it.
+* ``first (starts a warm server)``: the first command of a session: it starts the warm server
+  and leaves it running (stopped with ``layerscope serve --stop`` after each repeat).
+* ``warm (second command)``: a command while the warm server runs.
+
+The baseline row ``in-process compute_indices`` is
+``layerscope.server.metrics.compute_indices(features, labels)`` in this process, on the same
+arrays loaded from the same file, libraries imported first (what a Python user who skips the
+server pays), best of ``--repeats``. The ratio column divides by it.
+
+The commands run with ``PYTHONDONTWRITEBYTECODE`` removed from their environment, as an
+installed package would (its modules compiled once); the first, untimed, run compiles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import env_line, machine_line, pool_lines, table, thread_pools  # noqa: E402
+
+CLI = [sys.executable, "-m", "layerscope.client.cli"]
+
+
+def command_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("LAYERSCOPE_KEEP_WARM", None)
+    return env
+
+
+def run(args: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([*CLI, *args], env=command_env(), capture_output=True, text=True,
+                          check=False)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"layerscope {' '.join(args)} failed:\n{proc.stderr}")
+    return took
+
+
+def stop(data: Path) -> None:
+    subprocess.run([*CLI, "serve", "--stop", "--data-dir", str(data)], env=command_env(),
+                   capture_output=True, check=True)
+
+
+def measure(path: Path, tmp: Path, repeats: int) -> dict[str, float]:
+    """Best wall time of each way of running ``indices`` on ``path``."""
+    best = {"cold": float("inf"), "first": float("inf"), "warm": float("inf")}
+    for r in range(repeats):
+        cold_dir, warm_dir = tmp / f"{path.stem}-cold-{r}", tmp / f"{path.stem}-warm-{r}"
+        best["cold"] = min(best["cold"], run(["indices", str(path), "--json", "--data-dir",
+                                              str(cold_dir), "--keep-warm", "0"]))
+        try:
+            best["first"] = min(best["first"], run(["indices", str(path), "--json",
+                                                    "--data-dir", str(warm_dir)]))
+            best["warm"] = min(best["warm"], run(["indices", str(path), "--json",
+                                                  "--data-dir", str(warm_dir)]))
+        finally:
+            stop(warm_dir)
+    return best
+
+
+def in_process(path: Path, repeats: int) -> float:
+    from layerscope.server.metrics import compute_indices
+
+    with np.load(path) as f:
+        x, y = f["features"], f["labels"]
+    compute_indices(features=x[:100], labels=y[:100])  # imports and first-call costs
+    best = float("inf")
+    for _ in range(repeats):
+        with np.load(path) as f:
+            start = time.perf_counter()
+            compute_indices(features=f["features"], labels=f["labels"])
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="m=5000 for the large row")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--markdown", action="store_true")
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    m_large = 5000 if args.quick else 20000
+    lines = [machine_line(), env_line()]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        sets = {"small": (200, 32), "large": (m_large, 256)}
+        paths = {}
+        for key, (m, d) in sets.items():
+            paths[key] = tmp / f"{key}.npz"
+            np.savez(paths[key], features=rng.normal(size=(m, d)).astype(np.float32),
+                     labels=rng.integers(0, 10, m))
+        run(["--help"])  # compiles the CLI's modules once (not timed)
+        body = []
+        for key, (m, d) in sets.items():
+            base = in_process(paths[key], args.repeats)
+            got = measure(paths[key], tmp, args.repeats)
+            shape = f"m={m}, d={d}"
+            body.append([f"{shape}: in-process compute_indices", f"{base:.3f}", "1.00",
+                         "baseline"])
+            for name, label in (("cold", "cold (--keep-warm 0)"),
+                                ("first", "first (starts a warm server)"),
+                                ("warm", "warm (second command)")):
+                body.append([f"{shape}: layerscope indices, {label}", f"{got[name]:.3f}",
+                             f"{got[name] / base:.2f}", ""])
+        lines += pool_lines(thread_pools())
+    lines += table("layerscope indices: wall time, best of "
+                   f"{args.repeats} (ratio to the in-process call)",
+                   ["run", "time s", "ratio", "note"], body, args.markdown)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
