@@ -106,10 +106,11 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "",
-           row_classes: Sequence[str] | None = None) -> str:
-    """A table; ``head`` is escaped here, the cells are HTML already."""
+           row_classes: Sequence[str] | None = None, name_cols: Sequence[int] = (1,)) -> str:
+    """A table; ``head`` is escaped here, the cells are HTML already; ``name_cols`` are
+    left-aligned."""
     name_col = ' class="name"'
-    th = "".join(f"<th{name_col if i == 1 and cls == 'layers' else ''}>{escape(h)}</th>"
+    th = "".join(f"<th{name_col if i in name_cols else ''}>{escape(h)}</th>"
                  for i, h in enumerate(head))
     out = [f"<div class=\"scroll\"><table class=\"{cls}\"><thead><tr>{th}</tr></thead><tbody>"]
     for i, row in enumerate(rows):
@@ -202,11 +203,19 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float | None],
     row, left = 22, 180
     height = 30 + row * max(len(labels), 1)
     finite = [v for v in values if v is not None and math.isfinite(v)]
-    hi = max([*finite, 1e-12])
+    lo, hi = min([*finite, 0.0]), max([*finite, 0.0])
+    span = (hi - lo) or 1.0
+    plot_w = width - left - 60
+
+    def x(v: float) -> float:
+        return left + plot_w * (v - lo) / span
+
     out = [f"<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{width}\" "
            f"height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" "
            f"aria-label=\"{escape(title)}\"><text x=\"4\" y=\"15\" font-size=\"13\" "
-           f"font-weight=\"600\">{escape(title)}</text>"]
+           f"font-weight=\"600\">{escape(title)}</text>",
+           f"<line x1=\"{x(0.0):.1f}\" x2=\"{x(0.0):.1f}\" y1=\"22\" y2=\"{height - 4}\" "
+           "stroke=\"#999\"/>"]
     for i, (lab, v) in enumerate(zip(labels, values, strict=True)):
         yy = 24 + row * i
         short = lab if len(lab) <= 28 else "..." + lab[-25:]
@@ -214,11 +223,11 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float | None],
                    f"text-anchor=\"end\"><title>{escape(lab)}</title>{escape(short)}</text>")
         if v is None or not math.isfinite(v):
             continue
-        w = max(0.0, (width - left - 60) * v / hi)
+        x0, x1 = sorted((x(0.0), x(v)))
         out.append(f"<rect class=\"bar\" data-x=\"{escape(lab)}\" data-value=\"{v!r}\" "
-                   f"x=\"{left}\" y=\"{yy + 3}\" width=\"{w:.1f}\" height=\"{row - 6}\" "
-                   f"fill=\"{COLOURS[0]}\"/><text x=\"{left + w + 4:.1f}\" y=\"{yy + 14}\" "
-                   f"font-size=\"11\">{v:.4f}</text>")
+                   f"x=\"{x0:.1f}\" y=\"{yy + 3}\" width=\"{max(x1 - x0, 1.0):.1f}\" "
+                   f"height=\"{row - 6}\" fill=\"{COLOURS[0 if v >= 0 else 1]}\"/>"
+                   f"<text x=\"{x1 + 4:.1f}\" y=\"{yy + 14}\" font-size=\"11\">{v:.4f}</text>")
     out.append("</svg>")
     return "".join(out)
 
@@ -351,7 +360,8 @@ def _ranking(out: dict[str, Any]) -> str:
                     f"{escape(str(m.get('layer_rule', '')))}</li>" for m in models)
     return "".join([
         f"<p>ranking for {escape(str(out.get('task', '')))}, best first (index "
-        f"{escape(str(index))})</p>", "<h2>Ranking</h2>", _table(head, rows, "ranking"),
+        f"{escape(str(index))})</p>", "<h2>Ranking</h2>",
+        _table(head, rows, "ranking", name_cols=(1, 2)),
         "<h2>Plots</h2>", f"<div class=\"figs\">{''.join(figs)}</div>",
         f"<h2>Layers</h2><ul>{rules}</ul>", _warnings(out.get("warnings", [])),
     ])
@@ -383,7 +393,7 @@ def _certification(out: dict[str, Any]) -> str:
         chart = bar_chart("error bound per query", [str(i) for i in range(len(shown))],
                           bounds) if len(shown) <= 60 else ""
     rows = [[_td(str(i))] + [_td(_num(r.get(c))) for c in cols] for i, r in enumerate(shown)]
-    parts += ["<h2>Queries</h2>", _table(["#", *cols], rows, "queries")]
+    parts += ["<h2>Queries</h2>", _table(["#", *cols], rows, "queries", name_cols=())]
     if len(results) > len(shown):
         parts.append(f"<p>{len(results) - len(shown)} more queries not listed.</p>")
     if chart:
