@@ -71,7 +71,10 @@ class JobManager:
         self._cancel: dict[str, Cancellation] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._active = 0
+        self._running = 0
         self._closing = False
+        # called with each job's final row once it is written (the metrics endpoint's hook)
+        self.on_finished: Callable[[JobRow], None] | None = None
         self._threads = [
             threading.Thread(target=self._run, name=f"layerscope-job-{i}", daemon=True)
             for i in range(workers)
@@ -105,6 +108,8 @@ class JobManager:
             if item is None:
                 return
             job_id, work = item
+            with self._cond:
+                self._running += 1
             try:
                 self._execute(job_id, work)
             finally:
@@ -113,7 +118,10 @@ class JobManager:
                 # reader of the catalog's (throttled) progress could see it go backwards.
                 with self._cond:
                     self._live.pop(job_id, None)
+                    self._running -= 1
                 self._bump(job_id)
+                if self.on_finished is not None:
+                    self._report(job_id, self.on_finished)
 
     def _execute(self, job_id: str, work: Work) -> None:
         cancel = self._cancel.get(job_id)
@@ -195,6 +203,17 @@ class JobManager:
         self._release(job_id)
         self.catalog.update_job(job_id, state=state, message=message, finished=time.time(),
                                 progress=progress, active_only=True)
+
+    def _report(self, job_id: str, hook: Callable[[JobRow], None]) -> None:
+        try:
+            hook(self.catalog.job(job_id, with_result=False))
+        except Exception:  # noqa: BLE001 - metrics never take a job worker down
+            log.exception("the job-finished hook failed for job %s", job_id)
+
+    def counts(self) -> tuple[int, int]:
+        """(queued, running): jobs waiting for a worker and jobs a worker is on."""
+        with self._cond:
+            return max(0, self._active - self._running), self._running
 
     def _bump(self, job_id: str) -> None:
         with self._cond:
