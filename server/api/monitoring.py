@@ -19,7 +19,6 @@ import grpc
 
 from ..runtime.extract import EXTRACTION
 from ..store import Store
-from ..store.catalog import JobRow
 from ..store.jobs import JobManager
 
 log = logging.getLogger("layerscope.monitoring")
@@ -64,11 +63,10 @@ class Monitoring:
         self._http: Any = None
         self.address: str | None = None
 
-    def job_finished(self, row: JobRow) -> None:
-        self.jobs_finished.labels(row.kind, row.state).inc()
-        if row.started is not None and row.finished is not None:
-            self.job_seconds.labels(row.kind, row.state).observe(
-                max(0.0, row.finished - row.started))
+    def job_finished(self, kind: str, state: str, seconds: float | None) -> None:
+        self.jobs_finished.labels(kind, state).inc()
+        if seconds is not None:
+            self.job_seconds.labels(kind, state).observe(seconds)
 
     def interceptor(self) -> grpc.ServerInterceptor:
         return CallMetrics(self)

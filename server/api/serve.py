@@ -310,7 +310,7 @@ def serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if server.monitoring is not None:
-        print(f"layerscope metrics on {server.monitoring.address}", flush=True)
+        log.info("layerscope metrics on %s", server.monitoring.address)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: shutting down", signum)

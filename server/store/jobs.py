@@ -73,8 +73,9 @@ class JobManager:
         self._active = 0
         self._running = 0
         self._closing = False
-        # called with each job's final row once it is written (the metrics endpoint's hook)
-        self.on_finished: Callable[[JobRow], None] | None = None
+        # called with (kind, final state, run seconds or None) just before a job's final
+        # state is written, so that whoever sees the state sees it counted (the metrics hook)
+        self.on_finished: Callable[[str, str, float | None], None] | None = None
         self._threads = [
             threading.Thread(target=self._run, name=f"layerscope-job-{i}", daemon=True)
             for i in range(workers)
@@ -120,8 +121,6 @@ class JobManager:
                     self._live.pop(job_id, None)
                     self._running -= 1
                 self._bump(job_id)
-                if self.on_finished is not None:
-                    self._report(job_id, self.on_finished)
 
     def _execute(self, job_id: str, work: Work) -> None:
         cancel = self._cancel.get(job_id)
@@ -165,8 +164,10 @@ class JobManager:
             self._finish(job_id, "failed", f"internal error ({type(exc).__name__}): {exc}")
         else:
             self._release(job_id)
+            finished = time.time()
+            self._report(job_id, "succeeded", finished)
             self.catalog.update_job(
-                job_id, active_only=True, state="succeeded", finished=time.time(), result=result,
+                job_id, active_only=True, state="succeeded", finished=finished, result=result,
                 progress={"stage": "done", "fraction": 1.0,
                           "elapsed_seconds": round(time.time() - started, 3),
                           "remaining_seconds": 0.0},
@@ -201,12 +202,22 @@ class JobManager:
         row = self.catalog.job(job_id, with_result=False)
         progress = dict(self._live.get(job_id) or row.progress)
         self._release(job_id)
-        self.catalog.update_job(job_id, state=state, message=message, finished=time.time(),
+        finished = time.time()
+        self._report(job_id, state, finished)
+        self.catalog.update_job(job_id, state=state, message=message, finished=finished,
                                 progress=progress, active_only=True)
 
-    def _report(self, job_id: str, hook: Callable[[JobRow], None]) -> None:
+    def _report(self, job_id: str, state: str, finished: float) -> None:
+        """Tell ``on_finished`` about a job about to reach ``state`` (once: not when it is
+        final already)."""
+        if self.on_finished is None:
+            return
+        row = self.catalog.job(job_id, with_result=False)
+        if row.state in FINAL:
+            return
+        seconds = None if row.started is None else max(0.0, finished - row.started)
         try:
-            hook(self.catalog.job(job_id, with_result=False))
+            self.on_finished(row.kind, state, seconds)
         except Exception:  # noqa: BLE001 - metrics never take a job worker down
             log.exception("the job-finished hook failed for job %s", job_id)
 
