@@ -159,10 +159,11 @@ def line_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, li
            f"<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" "
            "stroke=\"#bbb\"/>"]
     for k in range(5):  # y grid and ticks
-        v = lo + (hi - lo) * k / 4
-        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{y(v):.1f}\" y2=\"{y(v):.1f}\" "
-                   "stroke=\"#eee\"/><text x=\"{0}\" y=\"{1:.1f}\" font-size=\"10\" "
-                   "text-anchor=\"end\">{2:.3g}</text>".format(left - 4, y(v) + 3, v))
+        tick = lo + (hi - lo) * k / 4
+        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{y(tick):.1f}\" "
+                   f"y2=\"{y(tick):.1f}\" stroke=\"#eee\"/><text x=\"{left - 4}\" "
+                   f"y=\"{y(tick) + 3:.1f}\" font-size=\"10\" text-anchor=\"end\">"
+                   f"{tick:.3g}</text>")
     for i, lab in enumerate(labels):
         short = lab if len(lab) <= 18 else "..." + lab[-15:]
         out.append(f"<text font-size=\"10\" text-anchor=\"end\" transform=\"translate("

@@ -59,6 +59,7 @@ class Monitoring:
             "Run time of the jobs that started (start to final state), by kind and state",
             ["kind", "state"], buckets=JOB_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(prom, store, jobs))
+        prom.ProcessCollector(registry=self.registry)  # the server's memory, CPU, open files
         jobs.on_finished = self.job_finished
         self._http: Any = None
         self.address: str | None = None
