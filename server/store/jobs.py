@@ -71,7 +71,7 @@ class JobManager:
         self._cancel: dict[str, Cancellation] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._active = 0
-        self._running = 0
+        self._running: set[str] = set()  # left in _release, before the final state is written
         self._closing = False
         # called with (kind, final state, run seconds or None) just before a job's final
         # state is written, so that whoever sees the state sees it counted (the metrics hook)
@@ -109,8 +109,6 @@ class JobManager:
             if item is None:
                 return
             job_id, work = item
-            with self._cond:
-                self._running += 1
             try:
                 self._execute(job_id, work)
             finally:
@@ -119,7 +117,6 @@ class JobManager:
                 # reader of the catalog's (throttled) progress could see it go backwards.
                 with self._cond:
                     self._live.pop(job_id, None)
-                    self._running -= 1
                 self._bump(job_id)
 
     def _execute(self, job_id: str, work: Work) -> None:
@@ -132,6 +129,8 @@ class JobManager:
                          if state == "cancelled" else "the server shut down before it started")
             return
         started = time.time()
+        with self._cond:
+            self._running.add(job_id)
         self.catalog.update_job(job_id, state="running", started=started,
                                 progress={"stage": "loading", "fraction": 0.0})
         self._bump(job_id)
@@ -194,6 +193,7 @@ class JobManager:
         """Free the job's queue slot (once), before its final state becomes visible, so
         that a client who sees it finished can start the next job at once."""
         with self._cond:
+            self._running.discard(job_id)
             if job_id in self._cancel:
                 self._active -= 1
                 self._cancel.pop(job_id, None)
@@ -224,7 +224,7 @@ class JobManager:
     def counts(self) -> tuple[int, int]:
         """(queued, running): jobs waiting for a worker and jobs a worker is on."""
         with self._cond:
-            return max(0, self._active - self._running), self._running
+            return self._active - len(self._running), len(self._running)
 
     def _bump(self, job_id: str) -> None:
         with self._cond:
