@@ -31,6 +31,7 @@ from ..local import default_data_dir, write_atomic
 from ..protos import write_protos
 from ..protos.options import IndexOptions
 from .client import Client, LayerscopeError, _is_id
+from .html_report import report_from_json, write_report
 from .npz import DataFileError, check_input, load_npz, save_npz
 from .report import (
     format_certify,
@@ -156,6 +157,8 @@ CONNECTION = (
              f"else {DEFAULT_KEEP_WARM_S:g})"),
 )
 JSON = arg("--json", action="store_true", help="print one JSON object instead of the report")
+REPORT = arg("--report", metavar="FILE.html", default=None,
+             help="also write a self-contained HTML report (tables and plots, no network)")
 
 
 @contextlib.contextmanager
@@ -428,6 +431,11 @@ def run_protos(args: argparse.Namespace, client: None) -> dict[str, Any]:
     return {"out": str(out), "files": [str(p) for p in written]}
 
 
+def run_report(args: argparse.Namespace, client: None) -> dict[str, Any]:
+    """Write the HTML report of a saved ``--json`` result."""
+    return {"report": str(report_from_json(args.result, args.out))}
+
+
 def render_protos(out: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join([*out["files"], f"generate a client with, e.g., protoc -I {out['out']} "
                       f"--python_out=. {out['out']}/layerscope/v1/*.proto"])
@@ -528,7 +536,7 @@ COMMANDS: tuple[Command, ...] = (
                      "(docs/layers.md)"),
             arg("--tolerance", type=float, default=None,
                 help="rise below which the index counts as no longer improving (0.01)"),
-            JSON,
+            JSON, REPORT,
             arg("--plot", metavar="FILE.png", help="write a plot of the indices per layer"),
             arg("--no-progress", action="store_true", help="no progress bar on stderr"),
             *CONNECTION,
@@ -566,7 +574,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="also LogME, LEEP, NCE and H-score on the same features"),
             arg("--batch-size", type=int, default=None,
                 help="samples per model run (default: chosen by the server)"),
-            JSON, *CONNECTION,
+            JSON, REPORT, *CONNECTION,
         ),
         run=run_rank,
         render=lambda out, args: format_ranking(out),
@@ -598,7 +606,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="neighbours the confidence counts (default 1)"),
             arg("--mode", choices=("conservative", "exact"), default="conservative",
                 help="regression: the set of cells that the uncertainty ball may reach"),
-            JSON, *CONNECTION,
+            JSON, REPORT, *CONNECTION,
         ),
         run=run_certify,
         render=lambda out, args: format_certify(out),
@@ -658,6 +666,22 @@ COMMANDS: tuple[Command, ...] = (
               JSON, *CONNECTION),
         run=run_demo,
         render=render_demo,
+    ),
+    Command(
+        name="report",
+        help="write the self-contained HTML report of a saved --json result",
+        description="Write an HTML page (tables, inline SVG plots, the options and the "
+                    "device) of the --json output of analyze, rank or certify; it opens "
+                    "without network access.",
+        example="layerscope analyze model.onnx --data train.npz --json > result.json && "
+                "layerscope report result.json --out report.html",
+        args=(arg("result", metavar="RESULT.json", help="the saved --json output"),
+              arg("--out", required=True, metavar="FILE.html", help="the HTML file to write"),
+              JSON),
+        run=run_report,
+        render=lambda out, args: f"report written to {out['report']}",
+        connects=False,
+        inputs=(("result", "json"),),
     ),
     Command(
         name="protos",
@@ -723,11 +747,15 @@ def check_inputs(cmd: Command, args: argparse.Namespace) -> None:
 def _emit(cmd: Command, out: dict[str, Any] | int, args: argparse.Namespace) -> int:
     if isinstance(out, int):
         return out
+    if getattr(args, "report", None) and cmd.name != "report":
+        out["report"] = str(write_report(out, args.report))
     if getattr(args, "json", False) or cmd.render is None:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
         print(cmd.render(out, args))
+        if out.get("report") and cmd.name != "report":
+            print(f"report written to {out['report']}")
     return 0
 
 

@@ -21,6 +21,7 @@ EXPECTED = {
     "npz": "an .npz archive of named arrays (np.savez(path, features=x, labels=y))",
     "onnx": "an ONNX model file",
     "source": "a model file or folder",
+    "json": "the --json output of analyze, rank or certify",
 }
 NPY_MAGIC = b"\x93NUMPY"
 

@@ -79,7 +79,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="private key of --tls-cert, private to its owner (chmod 600)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without --token-file (anyone who reaches "
-                        "the port can upload, compute and delete)")
+                        "the port can upload, compute and delete), and a non-loopback "
+                        "--metrics-host")
+    p.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                   help="serve Prometheus metrics over HTTP at /metrics on this port (0 picks "
+                        "a free one; needs the metrics extra); docs/operating.md")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics endpoint (default: %(default)s); it has no "
+                        "authentication, so a non-loopback address needs --insecure")
     g = p.add_argument_group("limits (see docs/security.md)")
     g.add_argument("--max-upload-mb", type=_positive_mb, default=2048.0, metavar="MB",
                    help="largest upload or ComputeIndices payload, MiB (default: %(default)s)")

@@ -38,6 +38,7 @@ from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
 from .decode import DecodeErrors
 from .limits import CallLimiter, Limits
+from .monitoring import Monitoring
 from .options import add_serve_arguments
 from .servicers import AnalysisService, DatasetsService, ModelsService
 
@@ -136,6 +137,7 @@ class Server:
         job_timeout_s: float = DEFAULT_TIME_LIMIT_S,
         max_request_memory_mb: float | None = None,
         idle_timeout_s: float = 0.0,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
         if not (math.isfinite(idle_timeout_s) and idle_timeout_s >= 0):
@@ -148,9 +150,15 @@ class Server:
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs,
                                job_timeout_s)
+        # metrics outermost: calls refused for a token or for capacity are counted too
+        self.metrics_at = metrics
+        self.monitoring = Monitoring(self.store, self.jobs) if metrics else None
+        interceptors: list[grpc.ServerInterceptor] = (
+            [self.monitoring.interceptor()] if self.monitoring else [])
         # auth first: a refused call never takes a slot
         self.limiter = CallLimiter(self.limits)
-        interceptors: list[grpc.ServerInterceptor] = [TokenAuth(tokens)] if tokens else []
+        if tokens:
+            interceptors.append(TokenAuth(tokens))
         interceptors.append(self.limiter)
         interceptors.append(DecodeErrors())
         self.grpc = grpc.server(
@@ -189,6 +197,8 @@ class Server:
         self.workers_stopped = True  # False: a job worker outlived the grace period
 
     def start(self) -> None:
+        if self.monitoring is not None and self.metrics_at is not None:
+            self.monitoring.serve(*self.metrics_at)
         self.grpc.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -225,6 +235,8 @@ class Server:
         done = self.grpc.stop(grace)
         self.workers_stopped = self.jobs.shutdown(grace)
         done.wait(grace)
+        if self.monitoring is not None:
+            self.monitoring.close()
         self.store.close()
         self.done.set()
 
@@ -290,6 +302,15 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if warning:
         log.warning("WARNING: %s", warning)
+    metrics = None
+    if args.metrics_port is not None:
+        if not is_loopback(args.metrics_host) and not args.insecure:
+            print(f"layerscope serve: error: --metrics-host {args.metrics_host} is not a "
+                  f"loopback address: the metrics endpoint has no authentication and would "
+                  f"tell anyone who reaches it what this server does; give --insecure to "
+                  f"accept that", file=sys.stderr)
+            return 2
+        metrics = (args.metrics_host, args.metrics_port)
     try:
         limits = Limits(**{f: getattr(args, f) for f in Limits.__dataclass_fields__})
         tokens = read_tokens(args.token_file) if args.token_file else None
@@ -299,15 +320,27 @@ def serve(args: argparse.Namespace) -> int:
             args.data_dir or default_data_dir(), args.host, args.port, args.device,
             args.max_upload_mb, args.max_concurrent_jobs, args.max_queued_jobs, tokens, tls,
             limits,
-            args.job_timeout_s,
-            args.max_request_memory_mb,
-            args.idle_timeout_s,
+            job_timeout_s=args.job_timeout_s,
+            max_request_memory_mb=args.max_request_memory_mb,
+            idle_timeout_s=args.idle_timeout_s,
+            metrics=metrics,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # prometheus_client missing
+        print(f"layerscope serve: error: {exc}", file=sys.stderr)
+        return 2
     log.info("capacity: %s", limits.describe())
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:  # the metrics port is taken
+        server.stop(0)
+        print(f"layerscope serve: error: --metrics-port {args.metrics_port}: {exc}",
+              file=sys.stderr)
+        return 2
+    if server.monitoring is not None:
+        log.info("layerscope metrics on %s", server.monitoring.address)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: shutting down", signum)

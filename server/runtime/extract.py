@@ -10,6 +10,8 @@ copy to the host; the accumulators live on the device.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -181,6 +183,32 @@ _ORT_TYPES = {
 }
 
 
+class ExtractionStats:
+    """Samples the server has run through models and the seconds it took, since start (the
+    metrics endpoint's counters; thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.samples = 0
+        self.seconds = 0.0
+        self.last_rate: float | None = None  # samples per second of the latest set
+
+    def record(self, samples: int, seconds: float) -> None:
+        with self._lock:
+            self.samples += samples
+            self.seconds += seconds
+            if seconds > 0:
+                self.last_rate = samples / seconds
+
+    def snapshot(self) -> tuple[int, float, float | None]:
+        """(samples, seconds, samples per second of the latest set)."""
+        with self._lock:
+            return self.samples, self.seconds, self.last_rate
+
+
+EXTRACTION = ExtractionStats()
+
+
 def extract(
     model: onnx.ModelProto,
     info: ModelInfo,
@@ -292,6 +320,7 @@ def extract(
     for set_index, (feed, n) in enumerate(feeds):
         stage = "extract:" + ("train" if set_index == 0 else "test")
         nb = math.ceil(n / batch_size)
+        started = time.perf_counter()
         for b in range(nb):
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
             batch = {k: v[lo:hi] for k, v in feed.items()}
@@ -306,4 +335,5 @@ def extract(
                 target[lo:hi] = reduced
             if progress is not None:
                 progress(stage, b + 1, nb)
+        EXTRACTION.record(n, time.perf_counter() - started)
     return out

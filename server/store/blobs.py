@@ -141,6 +141,16 @@ class BlobStore:
             if _DIGEST.fullmatch(path.name) and path.parent.name == path.name[:2]:
                 yield path.name
 
+    def stored_bytes(self) -> int:
+        """The bytes of every stored blob (temporary uploads not counted)."""
+        total = 0
+        for digest in self.digests():
+            try:
+                total += self.path(digest).stat().st_size
+            except FileNotFoundError:  # deleted meanwhile
+                pass
+        return total
+
     def sweep(self, keep: set[str], temps: bool = True) -> tuple[int, int]:
         """Delete the blobs not in ``keep`` and (with ``temps``, which is only safe while no
         upload is in progress) every temporary upload; return how many of each."""

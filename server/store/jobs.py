@@ -71,7 +71,11 @@ class JobManager:
         self._cancel: dict[str, Cancellation] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._active = 0
+        self._running: set[str] = set()  # left in _release, before the final state is written
         self._closing = False
+        # called with (kind, final state, run seconds or None) just before a job's final
+        # state is written, so that whoever sees the state sees it counted (the metrics hook)
+        self.on_finished: Callable[[str, str, float | None], None] | None = None
         self._threads = [
             threading.Thread(target=self._run, name=f"layerscope-job-{i}", daemon=True)
             for i in range(workers)
@@ -130,6 +134,8 @@ class JobManager:
                          if state == "cancelled" else "the server shut down before it started")
             return
         started = time.time()
+        with self._cond:
+            self._running.add(job_id)
         self.catalog.update_job(job_id, state="running", started=started,
                                 progress={"stage": "loading", "fraction": 0.0})
         self._bump(job_id)
@@ -162,8 +168,10 @@ class JobManager:
             self._finish(job_id, "failed", f"internal error ({type(exc).__name__}): {exc}")
         else:
             self._release(job_id)
+            finished = time.time()
+            self._report(job_id, "succeeded", finished)
             self.catalog.update_job(
-                job_id, active_only=True, state="succeeded", finished=time.time(), result=result,
+                job_id, active_only=True, state="succeeded", finished=finished, result=result,
                 progress={"stage": "done", "fraction": 1.0,
                           "elapsed_seconds": round(time.time() - started, 3),
                           "remaining_seconds": 0.0},
@@ -190,6 +198,7 @@ class JobManager:
         """Free the job's queue slot (once), before its final state becomes visible, so
         that a client who sees it finished can start the next job at once."""
         with self._cond:
+            self._running.discard(job_id)
             if job_id in self._cancel:
                 self._active -= 1
                 self._cancel.pop(job_id, None)
@@ -198,8 +207,29 @@ class JobManager:
         row = self.catalog.job(job_id, with_result=False)
         progress = dict(self._live.get(job_id) or row.progress)
         self._release(job_id)
-        self.catalog.update_job(job_id, state=state, message=message, finished=time.time(),
+        finished = time.time()
+        self._report(job_id, state, finished)
+        self.catalog.update_job(job_id, state=state, message=message, finished=finished,
                                 progress=progress, active_only=True)
+
+    def _report(self, job_id: str, state: str, finished: float) -> None:
+        """Tell ``on_finished`` about a job about to reach ``state`` (once: not when it is
+        final already)."""
+        if self.on_finished is None:
+            return
+        row = self.catalog.job(job_id, with_result=False)
+        if row.state in FINAL:
+            return
+        seconds = None if row.started is None else max(0.0, finished - row.started)
+        try:
+            self.on_finished(row.kind, state, seconds)
+        except Exception:  # noqa: BLE001 - metrics never take a job worker down
+            log.exception("the job-finished hook failed for job %s", job_id)
+
+    def counts(self) -> tuple[int, int]:
+        """(queued, running): jobs waiting for a worker and jobs a worker is on."""
+        with self._cond:
+            return self._active - len(self._running), len(self._running)
 
     def _bump(self, job_id: str) -> None:
         with self._cond:
