@@ -199,7 +199,8 @@ def format_ranking(out: dict[str, Any]) -> str:
                               if "." not in k))
     head = f"{'rank':>4}  {'model':<28} {'layer':<24} {'dims':>6} {'all':>7} {'selected':>8} " \
            f"{'size':>5}"
-    head += "".join(f" {k[:10]:>10}" for k in base)
+    widths = {k: max(9, len(k)) for k in base}
+    head += "".join(f" {k:>{widths[k]}}" for k in base)
     lines = [f"ranking for {out['task']} (index: {models[0]['index'] if models else '-'})",
              head, "-" * len(head)]
     for m in models:
@@ -207,7 +208,8 @@ def format_ranking(out: dict[str, Any]) -> str:
         row = (f"{m['rank']:>4}  {name:<28} {m['layer'][-24:]:<24} {m['features']:>6} "
                f"{m['all_features']:>7.4f} {m['selected']:>8.4f} {m['subset_size']:>5}")
         b = m.get("baselines") or {}
-        row += "".join(f" {_fmt(b.get(k)) if b.get(k) is not None else '-':>10}" for k in base)
+        row += "".join(f" {_fmt(b.get(k)) if b.get(k) is not None else '-':>{widths[k]}}"
+                       for k in base)
         lines.append(row)
     for m in models:
         lines.append(f"  {m['model']}: {m['layer_rule']}; "
