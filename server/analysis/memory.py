@@ -557,7 +557,11 @@ def ranking_estimate(models: Sequence[LoadedModel], layers: Mapping[str, str],
         one.then(indices_estimate(IndexShapes(task, m, w, 4, 1, classes), opts,
                                   budget_mb=budget_mb, per_sample=False))
         if baselines:
-            one.step(working=[Part("baselines", 32 * m * w + 32 * w * w, f"{m} x {w}")])
+            # the features' decompositions, and NLEEP's mixture (up to 5 C components) and
+            # the class probabilities of SFDA / NCTI (n x C each)
+            mix = 24 * m * min(5 * classes, m) + 16 * m * classes
+            one.step(working=[Part("baselines", 32 * m * w + 32 * w * w + mix,
+                                   f"{m} x {w}, {classes} classes")])
         est.then(one)
     return est
 

@@ -286,7 +286,8 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     unit = z / np.where(norms > 0, norms, 1.0)
     seli = float(np.sum(np.linalg.svd(unit, compute_uv=False))) / math.sqrt(n)
     s2 = max(float(np.trace(s_w)) / d, np.finfo(np.float64).tiny)
-    d2 = np.sum((z[:, None, :] - means[None, :, :]) ** 2, axis=2)
+    d2 = np.maximum(np.sum(z * z, axis=1)[:, None] - 2 * z @ means.T
+                    + np.sum(means * means, axis=1)[None, :], 0.0)  # (n, C), never (n, C, d)
     logits = -d2 / (2 * s2) + np.log(counts / n)[None, :]
     top = logits.max(axis=1, keepdims=True)
     log_p = logits - top - np.log(np.sum(np.exp(logits - top), axis=1, keepdims=True))
@@ -351,13 +352,13 @@ def gbc(features: np.ndarray, labels: np.ndarray, *, dims: int = 64) -> float:
     np.add.at(var, codes, (z - means[codes]) ** 2)
     var /= counts[:, None]
     var = np.maximum(var, 1e-12 * max(float(np.mean(np.var(z, axis=0))), 1e-300))
+    log_var = np.log(var)
     total = 0.0
-    for i in range(c):
-        for j in range(i + 1, c):
-            s = 0.5 * (var[i] + var[j])
-            db = (0.125 * np.sum((means[i] - means[j]) ** 2 / s)
-                  + 0.5 * np.sum(np.log(s) - 0.5 * (np.log(var[i]) + np.log(var[j]))))
-            total += 2.0 * math.exp(-db)
+    for i in range(c - 1):  # class i against every later class at once
+        s = 0.5 * (var[i] + var[i + 1:])
+        db = (0.125 * np.sum((means[i] - means[i + 1:]) ** 2 / s, axis=1)
+              + 0.5 * np.sum(np.log(s) - 0.5 * (log_var[i] + log_var[i + 1:]), axis=1))
+        total += 2.0 * float(np.sum(np.exp(-db)))
     return -total
 
 
