@@ -146,7 +146,7 @@ def format_layer_table(out: dict[str, Any]) -> str:
         if has_test:
             head += f" {'test':>7}"
     if has_probe:
-        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "")
+        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "") + f" {'alpha':>8}"
     lines = [f"{out['model_path']}: {out['task']}, {len(layers)} layers", head,
              "-" * len(head)]
 
@@ -171,6 +171,8 @@ def format_layer_table(out: dict[str, Any]) -> str:
             row += f" {'-' if tr is None else f'{tr:.4f}':>7}"
             if has_test:
                 row += f" {'-' if te is None else f'{te:.4f}':>7}"
+            alpha = p.get("alpha")
+            row += f" {'-' if alpha is None else f'{alpha:.3g}':>8}"
         if la.get("error"):
             row += f"  error: {la['error']}"
         lines.append(row)
