@@ -527,8 +527,9 @@ COMMANDS: tuple[Command, ...] = (
                 help="sharpness of the SmI exp variants (default 1.0)"),
             arg("--normalize", action="store_true",
                 help="standardise each layer's features with the training mean and std"),
-            arg("--probe", action="store_true",
-                help="also fit a ridge linear probe per layer (train/test accuracy)"),
+            arg("--probe", nargs="?", const=True, default=False, choices=("ridge", "logistic"),
+                help="also fit a linear probe per layer (train/test accuracy): ridge (the "
+                     "default; penalty chosen per layer by leave-one-out) or logistic"),
             arg("--batch-size", type=int, default=None,
                 help="samples per model run (default: chosen by the server)"),
             arg("--memory-budget-mb", type=float, default=None,
@@ -570,8 +571,10 @@ COMMANDS: tuple[Command, ...] = (
             arg("--patience", type=int, default=None,
                 help="stop the selection after this many steps without a new maximum"),
             arg("--order", type=int, default=None, help="soft-order tie-breaker order (5)"),
-            arg("--baselines", action="store_true",
-                help="also LogME, LEEP, NCE and H-score on the same features"),
+            arg("--baselines", nargs="?", const=True, default=False, metavar="NAMES",
+                help="also transferability baselines on the same features: alone, LogME, "
+                     "LEEP, NCE and H-score; or a comma list of logme, leep, nce, h_score, "
+                     "nleep, sfda, ncti, gbc, transrate, shrinkage_h_score, or 'all'"),
             arg("--batch-size", type=int, default=None,
                 help="samples per model run (default: chosen by the server)"),
             JSON, REPORT, *CONNECTION,

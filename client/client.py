@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -414,19 +414,26 @@ class Client:
         *,
         layers: str | Iterable[str] = "auto",
         reduce: str = "auto",
-        probe: bool = False,
+        probe: bool | str = False,
         batch_size: int | None = None,
         tolerance: float | None = None,
         options: IndexOptions | None = None,
         **keywords: Any,
     ) -> Job:
         """Start a layer-wise analysis job on the server (a stored model and datasets, or
-        their ids); return it at once. Index options as in :meth:`compute_indices`."""
+        their ids); return it at once. Index options as in :meth:`compute_indices`.
+        ``probe``: True for the default linear probe per layer (ridge), or its name
+        ("ridge" or "logistic"; the option ``probe_model``)."""
+        if isinstance(probe, str):
+            if options is not None:
+                options = options.with_(probe_model=probe)
+            else:
+                keywords = {**keywords, "probe_model": probe}
         req = analysis_pb2.StartLayerAnalysisRequest(
             model_id=_id(model), dataset_id=_id(train),
             test_dataset_id=_id(test) if test is not None else "",
             layers=[layers] if isinstance(layers, str) else list(layers), reduce=reduce,
-            options=_options(options, keywords), probe=probe,
+            options=_options(options, keywords), probe=bool(probe),
             batch_size=batch_size or 0,
         )
         if tolerance is not None:
@@ -536,7 +543,7 @@ class Client:
         max_features: int | None = None,
         patience: int | None = None,
         order: int | None = None,
-        baselines: bool = False,
+        baselines: bool | str | Sequence[str] = False,
         batch_size: int | None = None,
         progress: bool = False,
         **options: Any,
@@ -549,6 +556,9 @@ class Client:
         models. ``layers`` maps a model (as given, by its name or its id) to the tensor to
         use instead of the head rule. Further keywords are index options (see "Options on
         each path" in docs/api.md), e.g. ``criterion`` or ``memory_budget_mb``.
+        ``baselines``: ``True`` for LogME, LEEP, NCE and H-score, or the names of the
+        transferability scores to compute (a list or a comma list; ``"all"`` for every one;
+        docs/ranking-and-certification.md lists them).
         """
         if isinstance(models, Mapping):
             given, names = list(models.values()), [str(k) for k in models]
@@ -565,7 +575,8 @@ class Client:
         ds = self._dataset(data, labels, targets)
         req = analysis_pb2.StartRankingRequest(
             model_ids=[m.id for m in stored], dataset_id=ds.id, reduce=reduce,
-            baselines=baselines, batch_size=batch_size or 0,
+            baselines=baselines is True, baseline_names=_baseline_names(baselines),
+            batch_size=batch_size or 0,
             options=_options(None, options))
         for key, tensor in (layers or {}).items():
             req.layers[_which_model(key, given, stored, names)] = tensor
@@ -748,3 +759,9 @@ def _unfit(info: Announcement, device: str | None) -> str | None:
     if device and device != info.device:
         return f"it runs with --device {info.device or 'auto'}, {device} was asked for"
     return None
+def _baseline_names(baselines: bool | str | Sequence[str]) -> list[str]:
+    """The names of ``baselines`` for the request (the server checks them)."""
+    if isinstance(baselines, bool):
+        return []
+    items = baselines.split(",") if isinstance(baselines, str) else list(baselines)
+    return [str(b).strip() for b in items if str(b).strip()]

@@ -146,7 +146,7 @@ def format_layer_table(out: dict[str, Any]) -> str:
         if has_test:
             head += f" {'test':>7}"
     if has_probe:
-        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "")
+        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "") + f" {'alpha':>8}"
     lines = [f"{out['model_path']}: {out['task']}, {len(layers)} layers", head,
              "-" * len(head)]
 
@@ -171,6 +171,8 @@ def format_layer_table(out: dict[str, Any]) -> str:
             row += f" {'-' if tr is None else f'{tr:.4f}':>7}"
             if has_test:
                 row += f" {'-' if te is None else f'{te:.4f}':>7}"
+            alpha = p.get("alpha")
+            row += f" {'-' if alpha is None else f'{alpha:.3g}':>8}"
         if la.get("error"):
             row += f"  error: {la['error']}"
         lines.append(row)
@@ -194,21 +196,22 @@ def format_layer_table(out: dict[str, Any]) -> str:
 def format_ranking(out: dict[str, Any]) -> str:
     """The ranking table: one row per model, best first."""
     models = sorted(out["models"], key=lambda m: m["rank"])
-    has_base = any(m.get("baselines") for m in models)
+    # the scores asked for, in the server's order; NCTI's terms stay in the JSON
+    base = list(dict.fromkeys(k for m in models for k in (m.get("baselines") or {})
+                              if "." not in k))
     head = f"{'rank':>4}  {'model':<28} {'layer':<24} {'dims':>6} {'all':>7} {'selected':>8} " \
            f"{'size':>5}"
-    if has_base:
-        head += f" {'logme':>8} {'leep':>8} {'nce':>8} {'h_score':>8}"
+    widths = {k: max(9, len(k)) for k in base}
+    head += "".join(f" {k:>{widths[k]}}" for k in base)
     lines = [f"ranking for {out['task']} (index: {models[0]['index'] if models else '-'})",
              head, "-" * len(head)]
     for m in models:
         name = str(m["model"])[-28:]
         row = (f"{m['rank']:>4}  {name:<28} {m['layer'][-24:]:<24} {m['features']:>6} "
                f"{m['all_features']:>7.4f} {m['selected']:>8.4f} {m['subset_size']:>5}")
-        if has_base:
-            b = m.get("baselines") or {}
-            row += "".join(f" {_fmt(b.get(k)) if b.get(k) is not None else '-':>8}"
-                           for k in ("logme", "leep", "nce", "h_score"))
+        b = m.get("baselines") or {}
+        row += "".join(f" {_fmt(b.get(k)) if b.get(k) is not None else '-':>{widths[k]}}"
+                       for k in base)
         lines.append(row)
     for m in models:
         lines.append(f"  {m['model']}: {m['layer_rule']}; "

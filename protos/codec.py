@@ -107,6 +107,7 @@ def options_message(o: IndexOptions) -> analysis_pb2.IndexOptions:
     msg.per_sample = o.per_sample
     msg.criterion = o.criterion or ""
     msg.precision = o.precision if "precision" in given else ""
+    msg.probe_model = o.probe_model or ""
     return msg
 
 
@@ -130,6 +131,8 @@ def options_from_message(msg: analysis_pb2.IndexOptions) -> IndexOptions:
         kw["criterion"] = msg.criterion
     if msg.precision:
         kw["precision"] = msg.precision
+    if msg.probe_model:
+        kw["probe_model"] = msg.probe_model
     return IndexOptions.build(**kw)
 
 

@@ -33,6 +33,7 @@ DEFAULT_MARGIN_CAP = 64
 DEFAULT_MEMORY_BUDGET_MB = 256.0
 PRECISIONS = ("exact", "fast")
 CRITERIA = ("si", "smi_linear", "smi_exp")
+PROBE_MODELS = ("ridge", "logistic")
 MAX_ORDER = 1 << 30  # int32 on the wire; the engine bounds orders by the data
 
 
@@ -75,7 +76,8 @@ class IndexOptions:
         with the training mean and std. margin_cap: cap K of margin_order. max_features,
         patience, candidates, criterion: forward feature selection. precision: "exact" or
         "fast". memory_budget_mb: the engine's working memory beyond the inputs.
-        per_sample: also return per-sample values.
+        per_sample: also return per-sample values. probe_model: the layer analysis's
+        linear probe, "ridge" (default) or "logistic".
     """
 
     indices: tuple[str, ...] | None = None
@@ -90,6 +92,7 @@ class IndexOptions:
     precision: str = "exact"
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
     per_sample: bool = False
+    probe_model: str | None = None
     _explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +125,9 @@ class IndexOptions:
         if self.criterion is not None and self.criterion not in CRITERIA:
             raise OptionError(f"criterion must be one of {list(CRITERIA)}; got "
                               f"{self.criterion!r}")
+        if self.probe_model is not None and self.probe_model not in PROBE_MODELS:
+            raise OptionError(f"probe_model must be one of {list(PROBE_MODELS)}; got "
+                              f"{self.probe_model!r}")
         for name in ("normalize", "per_sample"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"{name} must be true or false; got {getattr(self, name)!r}")
@@ -148,9 +154,10 @@ class IndexOptions:
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the engine's ``compute_indices`` (per_sample is the
-        caller's to apply)."""
+        caller's to apply; probe_model the layer analysis's)."""
         d = self.to_dict()
         d.pop("per_sample")
+        d.pop("probe_model")
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,5 +173,6 @@ __all__ = [
     "CLASSIFICATION_INDICES", "CRITERIA", "DEFAULT_CLASSIFICATION", "DEFAULT_GAMMA",
     "DEFAULT_MARGIN_CAP", "DEFAULT_MEMORY_BUDGET_MB", "DEFAULT_ORDERS", "DEFAULT_REGRESSION",
     "INDEX_NAMES", "IndexOptions", "ORDERED_SI", "ORDERED_SMI", "OptionError", "PRECISIONS",
+    "PROBE_MODELS",
     "REGRESSION_INDICES",
 ]

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartRankingRequest(_message.Message):
-    __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size", "options")
+    __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size", "options", "baseline_names")
     class LayersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class StartRankingRequest(_message.Message):
     BASELINES_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_NAMES_FIELD_NUMBER: _ClassVar[int]
     model_ids: _containers.RepeatedScalarFieldContainer[str]
     dataset_id: str
     layers: _containers.ScalarMap[str, str]
@@ -36,7 +37,8 @@ class StartRankingRequest(_message.Message):
     baselines: bool
     batch_size: int
     options: IndexOptions
-    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., dataset_id: _Optional[str] = ..., layers: _Optional[_Mapping[str, str]] = ..., reduce: _Optional[str] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., order: _Optional[int] = ..., baselines: _Optional[bool] = ..., batch_size: _Optional[int] = ..., options: _Optional[_Union[IndexOptions, _Mapping]] = ...) -> None: ...
+    baseline_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., dataset_id: _Optional[str] = ..., layers: _Optional[_Mapping[str, str]] = ..., reduce: _Optional[str] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., order: _Optional[int] = ..., baselines: _Optional[bool] = ..., batch_size: _Optional[int] = ..., options: _Optional[_Union[IndexOptions, _Mapping]] = ..., baseline_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelScore(_message.Message):
     __slots__ = ("model", "layer", "layer_rule", "reduction", "features", "index", "all_features", "selected", "subset_size", "selection_order", "selection_scores", "tie_breakers", "baselines", "seconds", "rank", "notes")
@@ -206,7 +208,7 @@ class CertifyResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IndexOptions(_message.Message):
-    __slots__ = ("indices", "orders", "gamma", "normalize", "margin_cap", "max_features", "patience", "candidates", "criterion", "precision", "memory_budget_mb", "per_sample")
+    __slots__ = ("indices", "orders", "gamma", "normalize", "margin_cap", "max_features", "patience", "candidates", "criterion", "precision", "memory_budget_mb", "per_sample", "probe_model")
     INDICES_FIELD_NUMBER: _ClassVar[int]
     ORDERS_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +221,7 @@ class IndexOptions(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_MB_FIELD_NUMBER: _ClassVar[int]
     PER_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    PROBE_MODEL_FIELD_NUMBER: _ClassVar[int]
     indices: _containers.RepeatedScalarFieldContainer[str]
     orders: _containers.RepeatedScalarFieldContainer[int]
     gamma: float
@@ -231,7 +234,8 @@ class IndexOptions(_message.Message):
     precision: str
     memory_budget_mb: float
     per_sample: bool
-    def __init__(self, indices: _Optional[_Iterable[str]] = ..., orders: _Optional[_Iterable[int]] = ..., gamma: _Optional[float] = ..., normalize: _Optional[bool] = ..., margin_cap: _Optional[int] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., candidates: _Optional[_Iterable[int]] = ..., criterion: _Optional[str] = ..., precision: _Optional[str] = ..., memory_budget_mb: _Optional[float] = ..., per_sample: _Optional[bool] = ...) -> None: ...
+    probe_model: str
+    def __init__(self, indices: _Optional[_Iterable[str]] = ..., orders: _Optional[_Iterable[int]] = ..., gamma: _Optional[float] = ..., normalize: _Optional[bool] = ..., margin_cap: _Optional[int] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., candidates: _Optional[_Iterable[int]] = ..., criterion: _Optional[str] = ..., precision: _Optional[str] = ..., memory_budget_mb: _Optional[float] = ..., per_sample: _Optional[bool] = ..., probe_model: _Optional[str] = ...) -> None: ...
 
 class ComputeIndicesHeader(_message.Message):
     __slots__ = ("options", "tensors")
@@ -272,18 +276,24 @@ class StartLayerAnalysisRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., test_dataset_id: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., reduce: _Optional[str] = ..., options: _Optional[_Union[IndexOptions, _Mapping]] = ..., probe: _Optional[bool] = ..., batch_size: _Optional[int] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
 class Probe(_message.Message):
-    __slots__ = ("train_accuracy", "test_accuracy", "train_r2", "test_r2", "alpha")
+    __slots__ = ("train_accuracy", "test_accuracy", "train_r2", "test_r2", "alpha", "model", "alpha_grid", "alpha_selection")
     TRAIN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TRAIN_R2_FIELD_NUMBER: _ClassVar[int]
     TEST_R2_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_GRID_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_SELECTION_FIELD_NUMBER: _ClassVar[int]
     train_accuracy: float
     test_accuracy: float
     train_r2: float
     test_r2: float
     alpha: float
-    def __init__(self, train_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., train_r2: _Optional[float] = ..., test_r2: _Optional[float] = ..., alpha: _Optional[float] = ...) -> None: ...
+    model: str
+    alpha_grid: _containers.RepeatedScalarFieldContainer[float]
+    alpha_selection: str
+    def __init__(self, train_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., train_r2: _Optional[float] = ..., test_r2: _Optional[float] = ..., alpha: _Optional[float] = ..., model: _Optional[str] = ..., alpha_grid: _Optional[_Iterable[float]] = ..., alpha_selection: _Optional[str] = ...) -> None: ...
 
 class LayerRow(_message.Message):
     __slots__ = ("name", "kind", "op_type", "shape", "reduction", "dims", "values", "cross", "probe", "notes", "error")

@@ -31,6 +31,7 @@ from .options import (
     LAYER_ANALYSIS,
     RANKING,
     check_options,
+    check_probe,
     ranking_indices,
 )
 from .requests import LayerAnalysisRequest, RankingRequest, ReferenceRequest
@@ -124,6 +125,7 @@ def layer_analysis(store: Store, req: LayerAnalysisRequest) -> LayerAnalysis:
         raise ValueError(f"tolerance must be >= 0; got {req.tolerance}")
     parse_reduction(req.reduce)
     check_options(LAYER_ANALYSIS, req.options, train.task)
+    check_probe(req.options, req.probe, train.task)
     _orders_fit(req.options, len(train.y))
     check_index_options(train.task, req.options.indices, req.options.gamma)
     return LayerAnalysis(req, model, train, test)

@@ -106,7 +106,7 @@ class Jobs:
             job.models, dict(req.layers), list(req.model_ids), job.data, reduce=req.reduce,
             batch_size=req.batch_size,
             max_features=req.options.max_features, patience=req.options.patience,
-            order=req.order, baselines=req.baselines, extract_mb=self.extract_memory_mb,
+            order=req.order, baselines=bool(req.baselines), extract_mb=self.extract_memory_mb,
             budget_mb=req.options.memory_budget_mb)
         del job
         work = readmitted(admission.ranking, self.store, req, run_ranking,

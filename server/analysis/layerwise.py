@@ -2,7 +2,7 @@
 
 For the model's float inputs, the chosen layers and the model's float outputs, in that
 order, the indices of the training set and the cross indices of a test set are computed on
-each layer's reduced activations; optionally a closed-form ridge linear probe per layer.
+each layer's reduced activations; optionally a linear probe per layer (:mod:`.probe`).
 The result says where the index stops improving.
 """
 
@@ -28,7 +28,8 @@ from ..metrics.validation import as_orders
 from ..runtime.extract import LayerData, extract, model_feeds
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
-from .options import LAYER_ANALYSIS, check_options, with_options
+from .options import LAYER_ANALYSIS, check_options, check_probe, with_options
+from .probe import fit_probe, ridge_probe
 from .requests import DEFAULT_TOLERANCE
 
 Progress = Callable[[str, int, int], None]
@@ -46,7 +47,7 @@ class LayerResult:
     dims: int
     values: dict[str, Any] = field(default_factory=dict)
     cross: dict[str, Any] | None = None
-    probe: dict[str, float] | None = None
+    probe: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -99,48 +100,6 @@ def plateau_position(values: list[float | None], tolerance: float) -> int | None
     return None
 
 
-def ridge_probe(
-    train: np.ndarray, y: np.ndarray, test: np.ndarray | None, yt: np.ndarray | None,
-    task: str, alpha: float = 1.0,
-) -> dict[str, float]:
-    """Fit a closed-form ridge linear probe on standardised features; return its scores.
-
-    Classification regresses one-hot labels and predicts the arg max (``train_accuracy``,
-    ``test_accuracy``); regression reports R^2 (``train_r2``, ``test_r2``). The solve is
-    primal (d x d) or dual (m x m), whichever is smaller.
-    """
-    x = train.astype(np.float64)
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-10
-    x = (x - mean) / std
-    if task == "classification":
-        classes = np.unique(y)
-        target = (y[:, None] == classes[None, :]).astype(np.float64)
-    else:
-        target = y.reshape(len(y), -1).astype(np.float64)
-    t_mean = target.mean(axis=0)
-    tc = target - t_mean
-    m, d = x.shape
-    if d <= m:
-        w = np.linalg.solve(x.T @ x + alpha * np.eye(d), x.T @ tc)
-    else:
-        w = x.T @ np.linalg.solve(x @ x.T + alpha * np.eye(m), tc)
-
-    def score(feats: np.ndarray, labels: np.ndarray) -> float:
-        pred = ((feats.astype(np.float64) - mean) / std) @ w + t_mean
-        if task == "classification":
-            return float(np.mean(classes[np.argmax(pred, axis=1)] == labels))
-        truth = labels.reshape(len(labels), -1)
-        ss_res = float(((truth - pred) ** 2).sum())
-        ss_tot = float(((truth - truth.mean(axis=0)) ** 2).sum())
-        return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-
-    key = "accuracy" if task == "classification" else "r2"
-    out = {f"train_{key}": score(train, y), "alpha": alpha}
-    if test is not None and yt is not None:
-        out[f"test_{key}"] = score(test, yt)
-    return out
-
-
 def _is_float(dtype: str) -> bool:
     try:
         return np.dtype(dtype).kind == "f"
@@ -175,7 +134,7 @@ def analyze_layers(
     reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
     options: IndexOptions | None = None,
     probe: bool = False,
-    probe_alpha: float = 1.0,
+    probe_alpha: float | None = None,
     include_inputs: bool = True,
     include_outputs: bool = True,
     batch_size: int | None = None,
@@ -192,7 +151,9 @@ def analyze_layers(
     ``inputs``); ``labels`` (classification) or ``targets`` (regression) go with them.
     ``options`` (or the same as keywords: ``indices``, ``orders``, ``gamma``,
     ``normalize``, ``precision``, ``memory_budget_mb``) are those of ``compute_indices``,
-    with its defaults; the others are refused. ``extract_memory_mb`` bounds one batch of
+    with its defaults; ``probe_model`` ("ridge", the default, or "logistic") is the probe
+    that ``probe`` fits per layer (``probe_alpha`` fixes the ridge penalty instead of
+    choosing it by leave-one-out); the others are refused. ``extract_memory_mb`` bounds one batch of
     raw activations. ``cancel`` stops the work between batches, layers and blocks, and
     terminates a model run under way.
     """
@@ -205,6 +166,7 @@ def analyze_layers(
     opts = with_options(options, option_kw)
     check_options(LAYER_ANALYSIS, opts, task)
     check_index_options(task, opts.indices, opts.gamma)
+    probe_model = check_probe(opts, probe, task)
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0; got {tolerance!r}")
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)
@@ -272,7 +234,9 @@ def analyze_layers(
                 row.cross = {k: v for k, v in full["cross"].items() if k != "n_samples"}
             row.notes += res.warnings
             if probe:
-                row.probe = ridge_probe(train_x, y, test_x, yt, task, probe_alpha)
+                row.probe = (ridge_probe(train_x, y, test_x, yt, task, probe_alpha)
+                             if probe_alpha is not None and probe_model == "ridge"
+                             else fit_probe(probe_model, train_x, y, test_x, yt, task))
         except ValueError as exc:
             row.error = str(exc)
             warnings.append(f"layer {d.name!r} was not analysed: {exc}")
@@ -291,6 +255,7 @@ def analyze_layers(
         "layers": layers if isinstance(layers, str) or layers is None else list(layers),
         "orders": list(orders_t), "normalize": opts.normalize, "precision": opts.precision,
         "memory_budget_mb": opts.memory_budget_mb, "probe": probe, "batch_size": batch_size,
+        "probe_model": probe_model if probe else None,
         "extract_memory_mb": extract_memory_mb,
         "seconds": round(time.perf_counter() - started, 3),
     }

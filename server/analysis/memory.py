@@ -37,6 +37,7 @@ from ..cancellation import Cancellation
 from ..graph.head import feature_layer
 from ..graph.inspect import LayerInfo, ModelInfo
 from ..metrics.knn import BYTES_PER_CANDIDATE, _choose_search, search_plan
+from ..runtime.extract import auto_batch_size, batch_bytes_per_sample
 from ..runtime.reduce import DEFAULT_PROJECTION, parse_reduction, reduced_width
 from .admission import LoadedModel
 from .data import Labelled
@@ -440,7 +441,7 @@ def extraction_estimate(est: Estimate, info: ModelInfo, layers: Sequence[LayerIn
                    if la.elements_per_sample is not None), default=0)
     fixed = next((int(t.shape[0]) for t in info.inputs
                   if t.shape and isinstance(t.shape[0], int) and t.shape[0] > 0), None)
-    batch = batch_size or max(1, min(1024, (budget // 4) // max(1, sum(per_sample))))
+    batch = batch_size or auto_batch_size(budget, per_sample, max(biggest, *per_sample, 0))
     if fixed:
         batch = fixed
     casts = 0  # model_feeds casts an input of another dtype (float64 -> float32, ...)
@@ -460,8 +461,8 @@ def extraction_estimate(est: Estimate, info: ModelInfo, layers: Sequence[LayerIn
     est.step(kept=[Part(f"activations of {la.name!r}", 4 * total * w,
                         f"{total} samples x {w} values", "reduce it (mean, project:N)")
                    for la, w in accs if w is not None],
-             working=[Part("one batch of activations", batch * (2 * sum(per_sample)
-                                                                + 2 * biggest),
+             working=[Part("one batch of activations",
+                           batch * batch_bytes_per_sample(per_sample, biggest),
                            f"batch of {batch}", "lower batch_size")])
     return accs
 
@@ -556,7 +557,11 @@ def ranking_estimate(models: Sequence[LoadedModel], layers: Mapping[str, str],
         one.then(indices_estimate(IndexShapes(task, m, w, 4, 1, classes), opts,
                                   budget_mb=budget_mb, per_sample=False))
         if baselines:
-            one.step(working=[Part("baselines", 32 * m * w + 32 * w * w, f"{m} x {w}")])
+            # the features' decompositions, and NLEEP's mixture (up to 5 C components) and
+            # the class probabilities of SFDA / NCTI (n x C each)
+            mix = 24 * m * min(5 * classes, m) + 16 * m * classes
+            one.step(working=[Part("baselines", 32 * m * w + 32 * w * w + mix,
+                                   f"{m} x {w}, {classes} classes")])
         est.then(one)
     return est
 

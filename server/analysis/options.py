@@ -27,9 +27,9 @@ COMPUTE_INDICES, LAYER_ANALYSIS, RANKING, CERTIFICATION = (
 # The options each path takes; each changes that path's result (docs/api.md, "Options on
 # each path"). The engine itself (ComputeIndices) takes them all.
 ACCEPTED: dict[str, frozenset[str]] = {
-    COMPUTE_INDICES: frozenset(OPTION_NAMES),
+    COMPUTE_INDICES: frozenset(OPTION_NAMES) - {"probe_model"},
     LAYER_ANALYSIS: frozenset({"indices", "orders", "gamma", "normalize", "precision",
-                               "memory_budget_mb"}),
+                               "memory_budget_mb", "probe_model"}),
     RANKING: frozenset({"gamma", "normalize", "max_features", "patience", "candidates",
                         "criterion", "precision", "memory_budget_mb"}),
     CERTIFICATION: frozenset({"orders"}),
@@ -57,6 +57,9 @@ _REFUSED: dict[tuple[str, str], str] = {
     (CERTIFICATION, "memory_budget_mb"): "a reference's searches use the server's working "
                                          "memory",
     (CERTIFICATION, "per_sample"): "Certify answers per query",
+    (COMPUTE_INDICES, "probe_model"): "probes are fitted per layer by the layer analysis",
+    (RANKING, "probe_model"): "a ranking fits no probe",
+    (CERTIFICATION, "probe_model"): "a reference fits no probe",
 }
 # Indices with a dataset value, the only ones a layer row can hold.
 LAYER_INDICES = frozenset(("si", *ORDERED_SI, "center_si", "smi_linear", "smi_exp",
@@ -99,6 +102,19 @@ def check_options(path: str, options: IndexOptions, task: str,
         if name in given and "feature_ranking" not in names:
             raise ValueError(f"option {name!r} has no effect on this {path} request: it is "
                              "an option of feature_ranking, which is not among the indices")
+
+
+def check_probe(options: IndexOptions, probe: bool, task: str) -> str:
+    """The layer analysis's probe model; refuses ``probe_model`` without ``probe`` and the
+    logistic probe on regression targets."""
+    if options.probe_model is not None and not probe:
+        raise ValueError("option 'probe_model' has no effect without probe: ask for the probe "
+                         "too (--probe)")
+    model = options.probe_model or "ridge"
+    if probe and model == "logistic" and task != "classification":
+        raise ValueError("probe_model 'logistic' is for classification; use 'ridge' for "
+                         "regression targets")
+    return model
 
 
 def with_options(options: IndexOptions | None, kw: Mapping[str, Any]) -> IndexOptions:

@@ -26,7 +26,13 @@ from ..graph.load import load_model
 from ..graph.select import LayerSelectionError
 from ..metrics import compute_indices
 from ..metrics.backend import to_host
-from ..metrics.transfer import logme_regression, transferability_scores
+from ..metrics.baselines import (
+    BASELINES,
+    LEGACY,
+    combine_across_models,
+    compute_baselines,
+    resolve_baselines,
+)
 from ..runtime.extract import extract
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
@@ -100,7 +106,7 @@ def rank_models(
     layers: Mapping[str, str] | Sequence[str | None] | None = None,
     reduce: str | Reduction = "auto",
     order: int = 5,
-    baselines: bool = False,
+    baselines: bool | str | Sequence[str] = False,
     batch_size: int | None = None,
     options: IndexOptions | None = None,
     extract_memory_mb: float = EXTRACT_MEMORY_MB,
@@ -118,7 +124,9 @@ def rank_models(
     ``candidates``, ``criterion`` (``smi_linear`` or ``smi_exp`` for regression),
     ``gamma``, ``normalize``, ``precision``, ``memory_budget_mb``; the others are refused.
     ``cancel`` stops the work between batches, blocks and models, and terminates a model
-    run under way.
+    run under way. ``baselines`` names the transferability scores to compute beside
+    (registry names of :mod:`..metrics.baselines`, a comma list, or ``all``); ``True`` is
+    LogME, LEEP, NCE and H-score.
     """
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels (classification) or targets (regression)")
@@ -129,6 +137,9 @@ def rank_models(
     names = list(names) if names is not None else [f"model{i}" for i in range(len(models))]
     if len(names) != len(models):
         raise ValueError(f"{len(names)} names for {len(models)} models")
+    wanted_baselines = resolve_baselines(
+        LEGACY if baselines is True else None if baselines is False else baselines)
+    needs_probs = any(BASELINES[b].needs == "probabilities" for b in wanted_baselines)
     arrays = dict(data) if isinstance(data, Mapping) else {"inputs": data}
     opts = with_options(options, option_kw)
     indices = ranking_indices(task, opts)
@@ -149,7 +160,7 @@ def rank_models(
             raise LayerSelectionError(f"model {name!r}: {exc}") from None
         wanted: list[LayerInfo] = [layer]
         output = None
-        if baselines and task == "classification":
+        if needs_probs and task == "classification":
             output = classifier_output(info)
             if output is not None and output.name != layer.name:
                 wanted.append(output)
@@ -184,18 +195,17 @@ def rank_models(
             selection_scores=[float(s) for s in fr.scores], tie_breakers=ties,
             notes=list(got[0].notes) + list(res.warnings),
         )
-        if baselines:
+        if wanted_baselines:
             cancel.check()
             probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
-            if task == "classification":
-                row.baselines = transferability_scores(feats, y, probs)
-            else:
-                row.baselines = {"logme": logme_regression(feats, y), "leep": None,
-                                 "nce": None, "h_score": None}
+            row.baselines = compute_baselines(wanted_baselines, feats, **target,
+                                              probabilities=probs)
         row.seconds = round(time.perf_counter() - started, 3)
         rows.append(row)
         if progress is not None:
             progress("models", j + 1, len(models))
+    if wanted_baselines:
+        combine_across_models([r.baselines for r in rows if r.baselines is not None])
     order_key = sorted(range(len(rows)), key=lambda i: (
         -rows[i].selected, *(-v for v in rows[i].tie_breakers.values()), i))
     for rank, i in enumerate(order_key, start=1):
@@ -203,7 +213,9 @@ def rank_models(
     applied: dict[str, Any] = {
         "order": order, "max_features": opts.max_features, "patience": opts.patience,
         "reduce": reduce.describe() if isinstance(reduce, Reduction) else reduce,
-        "baselines": baselines, "criterion": criterion, "normalize": opts.normalize,
+        "baselines": bool(wanted_baselines),
+        "baseline_names": list(wanted_baselines), "criterion": criterion,
+        "normalize": opts.normalize,
         "precision": opts.precision, "memory_budget_mb": opts.memory_budget_mb}
     if opts.candidates is not None:
         applied["candidates"] = list(opts.candidates)

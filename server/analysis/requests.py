@@ -45,14 +45,15 @@ class LayerAnalysisRequest:
 
 @dataclass(frozen=True)
 class RankingRequest:
-    """``options.max_features`` is the forward selection's bound (32 unless set)."""
+    """``options.max_features`` is the forward selection's bound (32 unless set);
+    ``baselines`` the registry names of the transferability scores to compute."""
 
     model_ids: tuple[str, ...]
     dataset_id: str
     layers: Mapping[str, str] = field(default_factory=dict)
     reduce: str = "auto"
     order: int = RANKING_ORDER
-    baselines: bool = False
+    baselines: tuple[str, ...] = ()
     batch_size: int | None = None
     options: IndexOptions = field(default_factory=IndexOptions)
 
@@ -60,7 +61,7 @@ class RankingRequest:
         return {"model_ids": list(self.model_ids), "dataset_id": self.dataset_id,
                 "layers": dict(self.layers), "reduce": self.reduce,
                 "max_features": self.options.max_features, "patience": self.options.patience,
-                "order": self.order, "baselines": self.baselines,
+                "order": self.order, "baselines": list(self.baselines),
                 "batch_size": self.batch_size, "options": options_json(self.options)}
 
 

@@ -27,6 +27,7 @@ from ..analysis.requests import (
     RankingRequest,
     ReferenceRequest,
 )
+from ..metrics.baselines import LEGACY, resolve_baselines
 from ..metrics.engine import IndexResult
 from ..store.catalog import JobRow, Key
 
@@ -134,7 +135,8 @@ def ranking_request(msg: analysis_pb2.StartRankingRequest) -> RankingRequest:
     return RankingRequest(
         model_ids=tuple(msg.model_ids), dataset_id=msg.dataset_id, layers=dict(msg.layers),
         reduce=msg.reduce or "auto", order=msg.order if msg.HasField("order") else RANKING_ORDER,
-        baselines=msg.baselines, batch_size=msg.batch_size or None, options=options)
+        baselines=resolve_baselines([*(LEGACY if msg.baselines else ()), *msg.baseline_names]),
+        batch_size=msg.batch_size or None, options=options)
 
 
 def reference_request(msg: analysis_pb2.BuildReferenceRequest) -> ReferenceRequest:

@@ -353,3 +353,39 @@ def _auto_names(
         elif op in MERGE_OPS and len(data_inputs) >= 2:
             picked.add(follow(out))
     return {n for n in picked if n in candidates}
+
+
+def largest_activation_bytes(model: onnx.ModelProto, info: ModelInfo,
+                             sample_shapes: dict[str, tuple[int, ...]] | None = None) -> int:
+    """Bytes per sample of the largest float tensor the model computes from its inputs.
+
+    The candidate layers are every float tensor with a batch axis, so their inferred shapes
+    say it; where a shape depends on the inputs' sizes (a symbolic height, say) and
+    ``sample_shapes`` gives the actual per-sample input shapes, the shapes are inferred again
+    with those sizes fixed (batch 1). A size no inference resolves counts as 0.
+    """
+    def size(shape: tuple[Dim, ...] | None, dtype: str) -> int | None:
+        n = _per_sample(shape)
+        if n is None:
+            return None
+        try:
+            return n * np.dtype(dtype).itemsize
+        except TypeError:
+            return n * 4
+
+    sizes = [size(la.shape, la.dtype) for la in info.layers]
+    if None in sizes and sample_shapes:
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(model)
+        for vi in fixed.graph.input:
+            if vi.name in sample_shapes:
+                dims = vi.type.tensor_type.shape.dim
+                for d, v in zip(dims, (1, *sample_shapes[vi.name]), strict=False):
+                    d.ClearField("dim_param")
+                    d.dim_value = int(v)
+        del fixed.graph.value_info[:]
+        g = infer(fixed).graph
+        known = {vi.name: _shape(vi) for vi in [*g.value_info, *g.output]}
+        sizes = [s if s is not None else size(known.get(la.name), la.dtype)
+                 for s, la in zip(sizes, info.layers, strict=True)]
+    return max((s for s in sizes if s is not None), default=0)

@@ -360,3 +360,18 @@ def transferability_scores(
         out["leep"] = leep(theta, y)
         out["nce"] = nce(np.argmax(theta, axis=1), y)
     return out
+
+
+
+# The stronger baselines and the registry of every score by name live in .baselines (which
+# imports this module); they are re-exported here lazily.
+_REEXPORTED = ("BASELINES", "compute_baselines", "gbc", "ncti", "nleep", "resolve_baselines",
+               "sfda", "shrinkage_h_score", "transrate")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTED:
+        from . import baselines
+
+        return getattr(baselines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

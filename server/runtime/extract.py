@@ -22,7 +22,7 @@ import onnx
 
 from ..cancellation import Cancellation, checker
 from ..graph.expose import expose, mean_output
-from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo
+from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo, largest_activation_bytes
 from ..graph.load import session_bytes
 from ..metrics.backend import get_backend
 from .reduce import (
@@ -38,6 +38,26 @@ from .session import make_session
 
 MIB = 1 << 20
 Progress = Callable[[str, int, int], None]
+#: The automatic batch never exceeds this many samples.
+MAX_AUTO_BATCH = 1024
+#: Copies of the largest activation alive while a batch runs: a node's input and output and
+#: a tensor kept for a later node (a residual branch), plus one for the runtime's arena
+#: rounding and the outputs' copies out of it.
+LARGEST_COPIES = 4
+
+
+def batch_bytes_per_sample(exposed: Sequence[int], largest: int) -> int:
+    """Bytes one sample of a batch takes while the model runs: each exposed output twice
+    (the runtime's buffer and the reduction's input) and :data:`LARGEST_COPIES` times the
+    largest activation of the graph (exposed or not)."""
+    return 2 * sum(exposed) + LARGEST_COPIES * largest
+
+
+def auto_batch_size(budget_bytes: int, exposed: Sequence[int], largest: int) -> int:
+    """The automatic batch: as many samples as fit a quarter of the extraction budget (the
+    rest holds the accumulators and the model), at least 1 and at most MAX_AUTO_BATCH."""
+    per = max(1, batch_bytes_per_sample(exposed, largest))
+    return max(1, min(MAX_AUTO_BATCH, (budget_bytes // 4) // per))
 
 
 class InputError(ValueError):
@@ -273,8 +293,9 @@ def extract(
             )
     per_sample = [int(np.prod(s[1:], dtype=np.int64)) * 4 for s in shapes]
     if batch_size is None:
-        raw_budget = budget // 4
-        batch_size = max(1, min(1024, raw_budget // max(1, sum(per_sample))))
+        largest = largest_activation_bytes(
+            model, info, {k: tuple(int(d) for d in v.shape[1:]) for k, v in first_feed.items()})
+        batch_size = auto_batch_size(budget, per_sample, max(largest, *per_sample))
     if fixed:
         batch_size = fixed
     total = sum(n for _, n in feeds)

@@ -52,12 +52,14 @@ TABLE: dict[str, dict[str, str]] = {
     "precision": {CI: Y, LA: Y, RK: Y, REF: N},
     "memory_budget_mb": {CI: Y, LA: Y, RK: Y, REF: N},
     "per_sample": {CI: Y, LA: N, RK: N, REF: N},
+    "probe_model": {CI: N, LA: Y, RK: N, REF: N},
 }
 # A valid value of each option, for the refusals.
 VALUE: dict[str, Any] = {
     "indices": ["si"], "orders": [3], "gamma": 0.5, "normalize": True, "margin_cap": 3,
     "max_features": 2, "patience": 1, "candidates": [0, 1], "criterion": "si",
     "precision": "fast", "memory_budget_mb": 64.0, "per_sample": True,
+    "probe_model": "logistic",
 }
 CELLS = [(o, p) for o in TABLE for p in PATHS]
 FAST = "precision='fast'"
@@ -133,11 +135,12 @@ def _run(c: dict, start: Callable[..., Any], request: Any) -> dict[str, Any]:
     return result
 
 
-def layers(c: dict, opts: dict[str, Any], task: str = "classification") -> dict[str, Any]:
+def layers(c: dict, opts: dict[str, Any], task: str = "classification",
+           probe: bool = False) -> dict[str, Any]:
     """A layer analysis of ``act``: its row, with the result's options under "options"."""
     req = analysis_pb2.StartLayerAnalysisRequest(
         model_id=c["model"], dataset_id=c["cls" if task == "classification" else "reg"],
-        layers=["act"], options=_options(opts))
+        layers=["act"], options=_options(opts), probe=probe)
     res = _run(c, c["raw"].analysis.StartLayerAnalysis, req)
     row = next(la for la in res["layers"] if la["name"] == "act")
     return row | {"options": res["options"]}
@@ -335,6 +338,19 @@ def _per_sample(c: dict, path: str) -> None:
     want = ref.separation(c["hid"], c["y"], ())["per_sample"]["si"]
     np.testing.assert_array_equal(compute(c, {"per_sample": True})["si_per_sample"], want)
     assert "si_per_sample" not in compute(c, {})
+
+
+@cell("probe_model", LA)
+def _probe_model(c: dict, path: str) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    got = layers(c, {"probe_model": "logistic"}, probe=True)["probe"]
+    assert got["model"] == "logistic" and got["alpha"] in got["alpha_grid"]
+    h = c["hid"].astype(np.float64)
+    hs = (h - h.mean(axis=0)) / (h.std(axis=0) + 1e-10)
+    want = LogisticRegression(C=1.0 / got["alpha"], tol=1e-10, max_iter=10000).fit(hs, c["y"])
+    assert got["train_accuracy"] == pytest.approx(want.score(hs, c["y"]), abs=1.5 / len(hs))
+    assert layers(c, {}, probe=True)["probe"]["model"] == "ridge"
 
 
 # ---------------------------------------------------------------------------------------

@@ -127,6 +127,25 @@ def test_analyze_json_has_the_layer_table(cnn, cnn_npz, capsys):
         "flatten"
 
 
+def test_analyze_probe_names_its_model_and_chosen_penalty(cnn, cnn_npz, capsys):
+    train, test = cnn_npz
+    code, out, _ = run_cli(["analyze", cnn.path, "--data", train, "--test", test,
+                            "--layers", "/pool/MaxPool_output_0", "--reduce", "mean",
+                            "--probe", "logistic", "--json"], capsys)
+    assert code == 0, out
+    d = json.loads(out)
+    probes = [la["probe"] for la in d["layers"] if "probe" in la]
+    assert probes and all(p["model"] == "logistic" and p["alpha"] in p["alpha_grid"]
+                          for p in probes)
+    assert d["options"]["probe_model"] == "logistic"
+    code, out, _ = run_cli(["analyze", cnn.path, "--data", train, "--layers",
+                            "/pool/MaxPool_output_0", "--probe"], capsys)
+    assert code == 0 and "alpha" in out
+    with pytest.raises(SystemExit) as exc:  # argparse refuses it before anything runs
+        run_cli(["analyze", cnn.path, "--data", train, "--probe", "lasso"], capsys)
+    assert exc.value.code == 2 and "logistic" in capsys.readouterr().err
+
+
 def test_analyze_json_values_equal_the_api(cnn, cnn_npz, capsys):
     from layerscope.server.analysis import analyze_layers
 

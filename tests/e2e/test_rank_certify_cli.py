@@ -14,6 +14,7 @@ from helpers import rank as H
 from helpers.server import embedded_server_fixture
 
 from layerscope.client.cli import main
+from layerscope.server.metrics.baselines import gbc, transrate
 from layerscope.server.metrics.guarantee import ClassificationReference
 
 pytestmark = pytest.mark.timeout(180)
@@ -82,6 +83,34 @@ def test_rank_table_output_names_the_models(files, capsys):
     code, out, _ = run_cli(["rank", p["noise"], p["info"], "--data", p["target"]], capsys)
     assert code == 0
     assert "info.onnx" in out and "noise.onnx" in out
+
+
+def test_rank_baselines_by_name_in_json_and_table(files, capsys):
+    p = files["paths"]
+    code, out, _ = run_cli(["rank", p["noise"], p["info"], "--data", p["target"], "--baselines",
+                            "transrate,gbc,leep", "--json"], capsys)
+    assert code == 0
+    res = json.loads(out)
+    rows = {m["model"]: m for m in res["models"]}
+    for path, cols in ((p["info"], INFO_COLS), (p["noise"], NOISE_COLS)):
+        hid = H.hidden_of(files["x"], cols).astype(np.float64)
+        b = rows[path]["baselines"]
+        assert b["transrate"] == pytest.approx(transrate(hid, files["y"]), rel=1e-6)
+        assert b["gbc"] == pytest.approx(gbc(hid, files["y"]), rel=1e-6, abs=1e-12)
+        assert "leep" in b and "logme" not in b  # leep from the model's probabilities
+    assert res["options"]["baseline_names"] == ["transrate", "gbc", "leep"]
+    code, out, _ = run_cli(["rank", p["noise"], p["info"], "--data", p["target"], "--baselines",
+                            "all"], capsys)
+    assert code == 0
+    assert "shrinkage_h" in out and "nleep" in out and "ncti" in out
+
+
+def test_rank_unknown_baseline_exits_2_naming_the_valid_names(files, capsys):
+    p = files["paths"]
+    code, out, err = run_cli(["rank", p["info"], "--data", p["target"], "--baselines",
+                              "logme,nope"], capsys)
+    assert code == 2, (out, err)
+    assert "nope" in err and "nleep" in err and "shrinkage_h_score" in err
 
 
 def test_certify_json_with_raw_inputs_gives_guarantees_and_predictions(files, capsys):

@@ -17,7 +17,9 @@ import pytest
 from helpers import rank as H
 from helpers import server as F
 
+from layerscope.server.metrics.baselines import ncti_terms
 from layerscope.server.metrics.guarantee import ClassificationReference, RegressionReference
+from layerscope.server.metrics.transfer import h_score
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -110,6 +112,37 @@ def test_start_ranking_orders_models_and_fills_every_field(client, data):
         assert row["seconds"] >= 0
         assert row["baselines"] is None
     assert res.data["options"]["order"] == 5 and res.data["options"]["max_features"] == 32
+
+
+def test_start_ranking_keeps_the_boolean_baselines_and_adds_named_ones(client, data):
+    x, y = data["x"], data["y"]
+    legacy = client.rank_models([data["info"]], {"x": x}, labels=y, baselines=True).models[0]
+    assert set(legacy["baselines"]) == {"logme", "leep", "nce", "h_score"}
+    hid = H.hidden_of(x, INFO_COLS).astype(np.float64)
+    assert legacy["baselines"]["h_score"] == pytest.approx(h_score(hid, y), rel=1e-6)
+    named = client.rank_models([data["info"], data["noise"]], {"x": x}, labels=y,
+                               baselines=["shrinkage_h_score", "ncti"])
+    rows = {m["model"]: m for m in named.models}
+    assert all(set(r["baselines"]) == {"shrinkage_h_score", "ncti", "ncti.vc", "ncti.seli",
+                                       "ncti.ncc"} for r in rows.values())
+    terms = [ncti_terms(H.hidden_of(x, c).astype(np.float64), y)
+             for c in (INFO_COLS, NOISE_COLS)]
+    for name, t in zip(rows, terms, strict=True):
+        assert rows[name]["baselines"]["ncti.vc"] == pytest.approx(t["vc"], rel=1e-6)
+    # NCTI across the two models: each term min-max normalised, so the better model scores
+    # seli' + ncc' - vc' from {0, 1} terms
+    norm = {k: [(v - min(a[k] for a in terms)) / (max(a[k] for a in terms)
+                                                  - min(a[k] for a in terms))
+                for v in (a[k] for a in terms)] for k in ("vc", "seli", "ncc")}
+    want = [norm["seli"][i] + norm["ncc"][i] - norm["vc"][i] for i in range(2)]
+    assert [r["baselines"]["ncti"] for r in rows.values()] == pytest.approx(want)
+
+
+def test_start_ranking_refuses_an_unknown_baseline_name(client, data):
+    err = F.client_error(lambda: client.rank_models([data["info"]], {"x": data["x"]},
+                                                    labels=data["y"], baselines="gbc,nope"))
+    assert err.code == "INVALID_ARGUMENT"
+    assert "nope" in str(err) and "transrate" in str(err)
 
 
 def test_start_ranking_passes_its_options(client, data):
