@@ -133,11 +133,13 @@ class Server:
         limits: Limits | None = None,
         job_timeout_s: float = DEFAULT_TIME_LIMIT_S,
         max_request_memory_mb: float | None = None,
+        max_model_files_mb: float = 65536,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
         self.limits = limits or Limits()
         budget = MemoryBudget.of(max_request_memory_mb)
-        self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
+        self.store = Store(data_dir, int(max_upload_mb * (1 << 20)),
+                           int(max_model_files_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs,
                                job_timeout_s)
         # auth first: a refused call never takes a slot
@@ -272,6 +274,7 @@ def serve(args: argparse.Namespace) -> int:
             limits,
             args.job_timeout_s,
             args.max_request_memory_mb,
+            args.max_model_files_mb,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
