@@ -87,6 +87,18 @@ def external_folder(model: onnx.ModelProto) -> Path | None:
     return Path(found[-1]) if found else None
 
 
+def external_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the weights a model loaded ``in_place`` leaves in its files (0 for others):
+    what onnxruntime reads from them (file sizes only are looked at)."""
+    folder = external_folder(model)
+    if folder is None:
+        return 0
+    try:
+        return sum(r.length for r in _check_files(model, folder, "the model"))
+    except ExternalDataError as exc:
+        raise ModelError(str(exc)) from None
+
+
 def session_input(model: onnx.ModelProto) -> tuple[bytes, Path | None]:
     """Return (bytes for onnxruntime, the folder its external data is read from).
 
