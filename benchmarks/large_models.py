@@ -6,6 +6,7 @@ Run from the repository root with the project's virtualenv::
     .venv/bin/python benchmarks/large_models.py                  # 6 x 4096^2: 384 MiB
     .venv/bin/python benchmarks/large_models.py --d 8192 --layers 9   # 2.25 GiB (fold fails)
     .venv/bin/python benchmarks/large_models.py --markdown
+    .venv/bin/python benchmarks/large_models.py --d 8192 --layers 18 --methods files  # 4.5 GiB
 
 Model: the chain of ``tests/helpers/models.py: build_matmul_chain`` (x (batch, d) ->
 [MatMul W_i -> Relu] x layers, each W_i (d, d) float32 standard normal * sqrt(2/d) in its
@@ -69,6 +70,7 @@ def main() -> None:
     p.add_argument("--d", type=int, default=4096)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
+    p.add_argument("--methods", default="fold,files", help="comma-separated: fold, files")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -88,7 +90,7 @@ def main() -> None:
     try:
         model = build_matmul_chain(work / "model", args.d, args.layers)
         external = sum(f.stat().st_size for f in (model.parent / "weights").iterdir())
-        for mode in ("fold", "files"):
+        for mode in args.methods.split(","):
             srv = ServerProcess(work / f"data-{mode}", "--max-upload-mb", "65536")
             try:
                 address = srv.wait_ready(120)
