@@ -20,6 +20,7 @@ It imports onnx only, so the server and the client both use it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -32,7 +33,8 @@ from google.protobuf.descriptor import Descriptor
 
 __all__ = [
     "ExternalDataError", "ExternalRef", "PlannedRead", "all_tensors", "check_external_data",
-    "external_refs", "load_external_data", "model_folder", "refuse_external_data",
+    "check_set_path", "external_refs", "external_files", "files_id", "load_external_data",
+    "model_folder", "refuse_external_data",
 ]
 
 # The keys the ONNX specification defines for external_data entries.
@@ -369,3 +371,45 @@ def load_external_data(
 def model_folder(path: str | os.PathLike[str]) -> Path:
     """The folder a model file's external data is resolved against: its real folder."""
     return Path(os.path.realpath(path)).parent
+
+
+# ---------------------------------------------------------------------------------------
+# Model files: a model file and its external-data files, uploaded as one set
+# ---------------------------------------------------------------------------------------
+
+FILES_ID_VERSION = "layerscope-model-files-v1"
+
+
+def check_set_path(path: str, what: str = "file path") -> str:
+    """Return ``path`` if it may name a file of a model set: relative, '/'-separated, no
+    '..', '.' or empty component, no NUL, no absolute path; ExternalDataError otherwise."""
+    _check_location(path, what)
+    parts = path.split("/")
+    if any(p in ("", ".") for p in parts):
+        raise ExternalDataError(
+            f"{what} {path[:300]!r} has an empty or '.' component; expected a normalised "
+            "relative path such as 'weights/model.bin'"
+        )
+    return path
+
+
+def files_id(model_path: str, files: list[tuple[str, str]]) -> str:
+    """The id of a model set: sha256 of a canonical text naming the model file and every
+    (relative path, sha256) pair, sorted by path (docs/large-models.md)."""
+    lines = [FILES_ID_VERSION, f"model {model_path}"]
+    lines += [f"{sha} {path}" for path, sha in sorted(files)]
+    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
+
+
+def external_files(model: onnx.ModelProto, model_path: str, folder: str | os.PathLike[str],
+                   origin: str) -> dict[str, PlannedRead]:
+    """Return {path relative to the set root: one planned read} for every external-data file
+    ``model`` needs, checked as :func:`check_external_data` does (inside ``folder``, sizes
+    and offsets within each file). ``model_path`` is the model file's own path in the set:
+    its folder prefixes each location."""
+    prefix = str(PurePosixPath(model_path).parent)
+    out: dict[str, PlannedRead] = {}
+    for r in check_external_data(model, folder, origin):
+        rel = str(PurePosixPath(prefix, r.ref.location)) if prefix != "." else r.ref.location
+        out.setdefault(str(PurePosixPath(rel)), r)
+    return out

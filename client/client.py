@@ -34,7 +34,7 @@ from ..protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
-from .modelfile import model_file_bytes
+from .modelfile import FOLD_MAX_BYTES, ModelFiles, model_file_bytes, model_files
 from .progress import ProgressLine
 from .results import (
     CertifyResult,
@@ -247,9 +247,15 @@ class Client:
 
     # models -----------------------------------------------------------------------------
     def upload_model(self, model: str | os.PathLike[str] | bytes | Any, name: str | None = None,
-                     sample_inputs: Any = None, **export_options: Any) -> Model:
+                     sample_inputs: Any = None, files: bool | None = None,
+                     **export_options: Any) -> Model:
         """Upload ONNX bytes, a path to an .onnx file or an onnx.ModelProto; return the
         stored model with its candidate layers. The same bytes twice upload once.
+
+        A model file with external data goes folded into one protobuf up to 64 MiB of
+        external data and as its files beyond (the model file and each external file,
+        stored together as one model; a set already stored sends nothing):
+        ``files=True`` always sends the files, ``files=False`` always folds.
 
         A model object of another framework (PyTorch, Keras, scikit-learn, XGBoost,
         LightGBM, JAX) is exported here first with ``sample_inputs`` (parity checked, see
@@ -273,6 +279,9 @@ class Client:
         else:
             path = Path(model)
             origin, name = str(path), name or path.name
+            found = model_files(path) if files is not False else None
+            if found is not None and (files or found.external_bytes > FOLD_MAX_BYTES):
+                return self._upload_files(found, name)
             data = model_file_bytes(path)
         sha = hashlib.sha256(data).hexdigest()
         stored = self._stored(self._models.GetModel, models_pb2.GetModelRequest(id=sha))
@@ -290,6 +299,29 @@ class Client:
             return Model.from_proto(self._call(self._models.UploadModel, requests()).model)
         except LayerscopeError as exc:  # name the file the user gave, not "model bytes"
             raise LayerscopeError(exc.code, exc.details.replace("model bytes", origin)) from None
+
+    def _upload_files(self, found: ModelFiles, name: str) -> Model:
+        """Upload a model set unless the server has it already (asked first, by its id)."""
+        try:
+            return self.get_model(found.id)
+        except LayerscopeError as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+
+        def requests() -> Iterator[models_pb2.UploadModelFilesRequest]:
+            yield models_pb2.UploadModelFilesRequest(header=models_pb2.UploadModelFilesHeader(
+                name=name, model_path=found.model_path, files_sha256=found.id,
+                files=[models_pb2.ModelFile(path=f.path, size_bytes=f.size, sha256=f.sha256)
+                       for f in found.files]))
+            for index, f in enumerate(found.files):
+                with open(f.local, "rb") as src:
+                    offset = 0
+                    while data := src.read(CHUNK):
+                        yield models_pb2.UploadModelFilesRequest(chunk=models_pb2.FileChunk(
+                            file=index, offset=offset, data=data))
+                        offset += len(data)
+
+        return Model.from_proto(self._call(self._models.UploadModelFiles, requests()).model)
 
     def get_model(self, model: str | Model) -> Model:
         """The stored model (by id, or a Model to refresh) with its candidate layers."""

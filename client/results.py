@@ -100,6 +100,10 @@ class Model:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     layers: tuple[LayerInfo, ...]
+    model_path: str = ""
+    """For a model stored with its external-data files: its model file's path in the set."""
+    files: tuple[tuple[str, int, str], ...] = ()
+    """(path, size in bytes, sha256) of every file of such a set; empty otherwise."""
 
     @classmethod
     def from_proto(cls, msg: models_pb2.Model) -> Model:
@@ -108,7 +112,9 @@ class Model:
                    opsets={k: int(v) for k, v in sorted(msg.opsets.items())},
                    inputs=tuple(TensorInfo.from_proto(t) for t in msg.inputs),
                    outputs=tuple(TensorInfo.from_proto(t) for t in msg.outputs),
-                   layers=tuple(LayerInfo.from_proto(la) for la in msg.layers))
+                   layers=tuple(LayerInfo.from_proto(la) for la in msg.layers),
+                   model_path=msg.model_path,
+                   files=tuple((f.path, int(f.size_bytes), f.sha256) for f in msg.files))
 
     def __hash__(self) -> int:  # the id is the content: equal models have equal ids
         return hash(self.id)

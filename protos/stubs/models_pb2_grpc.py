@@ -39,6 +39,11 @@ class ModelsStub:
                 request_serializer=layerscope_dot_v1_dot_models__pb2.UploadModelRequest.SerializeToString,
                 response_deserializer=layerscope_dot_v1_dot_models__pb2.UploadModelResponse.FromString,
                 _registered_method=True)
+        self.UploadModelFiles = channel.stream_unary(
+                '/layerscope.v1.Models/UploadModelFiles',
+                request_serializer=layerscope_dot_v1_dot_models__pb2.UploadModelFilesRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_models__pb2.UploadModelResponse.FromString,
+                _registered_method=True)
         self.GetModel = channel.unary_unary(
                 '/layerscope.v1.Models/GetModel',
                 request_serializer=layerscope_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
@@ -70,6 +75,22 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadModelFiles(self, request_iterator, context):
+        """Client stream: one UploadModelFilesRequest with `header`, then every file's `chunk`s,
+        file after file in the header's order, each file's chunks in order. For models whose
+        weights are kept in external-data files (beyond protobuf's 2 GB): the model file and
+        those files are stored together as one model, whose id is the header's `files_sha256`
+        (docs/large-models.md says how it is computed; GetModel with it tells whether the set
+        is already stored, before anything is sent). External data resolves only within the
+        set. INVALID_ARGUMENT for a bad header (a path that is absolute, has '..', repeats, or
+        leaves no model file), a size or sha256 mismatch, a model that names a file not in the
+        set or asks for bytes beyond one; RESOURCE_EXHAUSTED above the server's limit on a
+        set's total size (--max-model-files-mb).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModel(self, request, context):
         """NOT_FOUND for an unknown id.
         """
@@ -96,6 +117,11 @@ def add_ModelsServicer_to_server(servicer, server):
             'UploadModel': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadModel,
                     request_deserializer=layerscope_dot_v1_dot_models__pb2.UploadModelRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_models__pb2.UploadModelResponse.SerializeToString,
+            ),
+            'UploadModelFiles': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadModelFiles,
+                    request_deserializer=layerscope_dot_v1_dot_models__pb2.UploadModelFilesRequest.FromString,
                     response_serializer=layerscope_dot_v1_dot_models__pb2.UploadModelResponse.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
@@ -140,6 +166,33 @@ class Models:
             target,
             '/layerscope.v1.Models/UploadModel',
             layerscope_dot_v1_dot_models__pb2.UploadModelRequest.SerializeToString,
+            layerscope_dot_v1_dot_models__pb2.UploadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadModelFiles(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/layerscope.v1.Models/UploadModelFiles',
+            layerscope_dot_v1_dot_models__pb2.UploadModelFilesRequest.SerializeToString,
             layerscope_dot_v1_dot_models__pb2.UploadModelResponse.FromString,
             options,
             channel_credentials,

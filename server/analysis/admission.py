@@ -51,8 +51,17 @@ class LoadedModel:
     info: ModelInfo
 
 
+def stored_model(store: Store, model_id: str) -> onnx.ModelProto:
+    """Return a stored model: a single file parsed whole (it may name no external data), or
+    the model file of a set loaded in place, its weights left in the set's folder."""
+    path = store.model_path(model_id)  # NotFound for an unknown id
+    if path == store.blobs.path(model_id):
+        return load_model(path.read_bytes())
+    return load_model(path, in_place=True)
+
+
 def loaded_model(store: Store, model_id: str) -> LoadedModel:
-    proto = load_model(store.model_bytes(model_id))  # NotFound for an unknown id
+    proto = stored_model(store, model_id)
     return LoadedModel(model_id, proto, describe(proto))
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cancellation import Cancellation
 from ..graph import select_layers
+from ..graph.load import external_bytes
 from ..store import JobRow, Store
 from ..store.jobs import JobManager
 from . import admission, memory
@@ -93,7 +94,8 @@ class Jobs:
             job.model.info, select_layers(job.model.info, list(req.layers)),
             job.train, job.test,
             reduce=req.reduce, batch_size=req.batch_size, probe=req.probe, opts=req.options,
-            model_bytes=job.model.proto.ByteSize(), extract_mb=self.extract_memory_mb)
+            model_bytes=job.model.proto.ByteSize(), extract_mb=self.extract_memory_mb,
+            weights_bytes=external_bytes(job.model.proto))
         del job  # nothing admission loaded is held while the job waits
         work = readmitted(admission.layer_analysis, self.store, req, run_layer_analysis,
                           device=self.device, extract_memory_mb=self.extract_memory_mb)

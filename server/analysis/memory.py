@@ -36,6 +36,7 @@ from ...protos.options import (
 from ..cancellation import Cancellation
 from ..graph.head import feature_layer
 from ..graph.inspect import LayerInfo, ModelInfo
+from ..graph.load import external_bytes
 from ..metrics.knn import BYTES_PER_CANDIDATE, _choose_search, search_plan
 from ..runtime.extract import auto_batch_size, batch_bytes_per_sample
 from ..runtime.reduce import DEFAULT_PROJECTION, parse_reduction, reduced_width
@@ -429,7 +430,8 @@ def layer_widths(info: ModelInfo, layers: Sequence[LayerInfo], reduce: Any, tota
 
 def extraction_estimate(est: Estimate, info: ModelInfo, layers: Sequence[LayerInfo],
                         sets: Sequence[Mapping[str, Any]], *, reduce: Any, batch_size: int | None,
-                        budget_mb: float, model_bytes: int) -> list[tuple[LayerInfo, int | None]]:
+                        budget_mb: float, model_bytes: int, external_bytes: int = 0,
+                        ) -> list[tuple[LayerInfo, int | None]]:
     """Add the steps of ``extract`` to ``est``: the model (parsed, rewritten, serialised,
     in the runtime), one batch of activations of the exposed layers and of the largest
     layer in the model, and each layer's accumulator; return each layer's reduced width."""
@@ -456,6 +458,8 @@ def extraction_estimate(est: Estimate, info: ModelInfo, layers: Sequence[LayerIn
                 casts += math.prod(arr.shape) * want.itemsize
     est.step(kept=[Part("the model", MODEL_COPIES * model_bytes + RUNTIME_BYTES,
                         f"{model_bytes} bytes, {MODEL_COPIES} copies, and the runtime"),
+                   # weights left in a model set's files: read once by onnxruntime
+                   Part("the model's weights in its files", external_bytes),
                    Part("inputs cast to the model's dtypes", casts)])
     accs = [(la, w) for la, _, w in widths]
     est.step(kept=[Part(f"activations of {la.name!r}", 4 * total * w,
@@ -503,7 +507,7 @@ def layer_analysis_estimate(info: ModelInfo, chosen: Sequence[LayerInfo],
                             train: Labelled, test: Labelled | None, *,
                             reduce: Any, batch_size: int | None, probe: bool,
                             opts: IndexOptions, model_bytes: int,
-                            extract_mb: float = 1024.0) -> Estimate:
+                            extract_mb: float = 1024.0, weights_bytes: int = 0) -> Estimate:
     """A layer-wise analysis: extraction of the chosen layers and the float outputs, then
     the indices of each row in turn (the model's float inputs too), with the engine's
     working memory (``memory_budget_mb``) as ``analyze_layers`` runs them."""
@@ -511,7 +515,7 @@ def layer_analysis_estimate(info: ModelInfo, chosen: Sequence[LayerInfo],
     inputs = [train.inputs] if test is None else [train.inputs, test.inputs]
     widths = extraction_estimate(est, info, _run_layers(info, chosen), inputs, reduce=reduce,
                                  batch_size=batch_size, budget_mb=extract_mb,
-                                 model_bytes=model_bytes)
+                                 model_bytes=model_bytes, external_bytes=weights_bytes)
     m = len(train.y)
     n = len(test.y) if test is not None else 0
     cols = 1 if train.y.ndim < 2 else int(train.y.shape[1])
@@ -552,7 +556,8 @@ def ranking_estimate(models: Sequence[LoadedModel], layers: Mapping[str, str],
         one = Estimate(f"model {name}")
         widths = extraction_estimate(one, model.info, [layer], [inputs],
                                      reduce={layer.name: reduce}, batch_size=batch_size,
-                                     budget_mb=extract_mb, model_bytes=model.proto.ByteSize())
+                                     budget_mb=extract_mb, model_bytes=model.proto.ByteSize(),
+                                 external_bytes=external_bytes(model.proto))
         w = widths[0][1] or DEFAULT_PROJECTION
         one.then(indices_estimate(IndexShapes(task, m, w, 4, 1, classes), opts,
                                   budget_mb=budget_mb, per_sample=False))
@@ -576,7 +581,8 @@ def reference_estimate(model: LoadedModel, layer: str | None, data: Labelled, *,
     m, task = len(data.y), data.task
     widths = extraction_estimate(est, model.info, [chosen], [data.inputs],
                                  reduce={chosen.name: reduce}, batch_size=batch_size,
-                                 budget_mb=extract_mb, model_bytes=model.proto.ByteSize())
+                                 budget_mb=extract_mb, model_bytes=model.proto.ByteSize(),
+                                 external_bytes=external_bytes(model.proto))
     w = widths[0][1] or DEFAULT_PROJECTION
     opts = IndexOptions(indices=("si",) if task == "classification" else ("smi_linear",),
                         orders=(1,))

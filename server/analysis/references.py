@@ -18,13 +18,12 @@ from typing import Any, cast
 import numpy as np
 
 from ..cancellation import Cancellation
-from ..graph import load_model
 from ..metrics.guarantee import ClassificationReference, RegressionReference
 from ..runtime.extract import InputError
 from ..store import Store
 from ..store.store import split_tensors
 from . import memory
-from .admission import Reference
+from .admission import Reference, stored_model
 from .certify import build_reference, query_features
 from .data import EXTRACT_MEMORY_MB, split
 from .jobs import LOADING, ProgressFn
@@ -152,7 +151,7 @@ class References:
         if req.features is not None:
             feats = req.features
         elif req.inputs is not None:
-            proto = load_model(self.store.model_bytes(row["model_id"]))
+            proto = stored_model(self.store, row["model_id"])
             try:
                 feats, preds = query_features(proto, info["layer"], info["reduction"],
                                               req.inputs, device=self.device, cancel=cancel)

@@ -59,6 +59,9 @@ def model(row: dict[str, Any], with_layers: bool = True) -> models_pb2.Model:
         msg.inputs.add(name=t["name"], dtype=t["dtype"], shape=_dims(t["shape"]))
     for t in info.get("outputs", []):
         msg.outputs.add(name=t["name"], dtype=t["dtype"], shape=_dims(t["shape"]))
+    msg.model_path = info.get("model_path", "")
+    for f in info.get("files", []):
+        msg.files.add(path=f["path"], size_bytes=f["size"], sha256=f["sha256"])
     if with_layers:
         for la in info.get("layers", []):
             msg.layers.add(
@@ -67,6 +70,11 @@ def model(row: dict[str, Any], with_layers: bool = True) -> models_pb2.Model:
                 position=la["position"], auto=la["auto"], layout=la.get("layout", ""),
             )
     return msg
+
+
+def model_files(files: Any) -> list[tuple[str, int, str]]:
+    """(path, size, sha256) of each ModelFile of an UploadModelFiles header."""
+    return [(f.path, int(f.size_bytes), f.sha256) for f in files]
 
 
 def dataset(row: dict[str, Any]) -> datasets_pb2.Dataset:

@@ -29,6 +29,7 @@ CONTROL, UPLOAD, WATCH, COMPUTE, PROBE = "control", "upload", "watch", "compute"
 # as a computation, so that a method added later is bounded until someone classifies it.
 KIND_OF_METHOD = {
     "/layerscope.v1.Models/UploadModel": UPLOAD,
+    "/layerscope.v1.Models/UploadModelFiles": UPLOAD,
     "/layerscope.v1.Datasets/UploadDataset": UPLOAD,
     "/layerscope.v1.Analysis/WatchJob": WATCH,
     "/grpc.health.v1.Health/Watch": PROBE,
@@ -91,7 +92,8 @@ def flag(field: str) -> str:
 
 KIND_FLAG = {UPLOAD: "max_uploads", WATCH: "max_watchers", COMPUTE: "max_compute_calls",
              PROBE: "max_probe_streams"}
-KIND_WHAT = {UPLOAD: "uploads (UploadModel, UploadDataset)", WATCH: "WatchJob streams",
+KIND_WHAT = {UPLOAD: "uploads (UploadModel, UploadModelFiles, UploadDataset)",
+             WATCH: "WatchJob streams",
              COMPUTE: "computations (ComputeIndices, Certify, CertifyStream, Start*, "
                       "BuildReference)",
              PROBE: "health Watch and reflection streams"}

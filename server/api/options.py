@@ -13,7 +13,7 @@ from .limits import Limits, flag
 
 # Help of each capacity option (its default is Limits'; limits.py imports only grpc).
 CAPACITY_HELP = {
-    "max_uploads": "UploadModel and UploadDataset streams served at once; beyond: "
+    "max_uploads": "UploadModel(Files) and UploadDataset streams served at once; beyond: "
                    "RESOURCE_EXHAUSTED",
     "max_watchers": "WatchJob streams open at once; beyond: RESOURCE_EXHAUSTED",
     "max_compute_calls": "ComputeIndices, Certify, CertifyStream, StartLayerAnalysis, "
@@ -90,6 +90,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("limits (see docs/security.md)")
     g.add_argument("--max-upload-mb", type=_positive_mb, default=2048.0, metavar="MB",
                    help="largest upload or ComputeIndices payload, MiB (default: %(default)s)")
+    g.add_argument("--max-model-files-mb", type=_positive_mb, default=65536.0, metavar="MB",
+                   help="largest total size of a model uploaded with its external-data files "
+                        "(UploadModelFiles), MiB (default: %(default)s)")
     g.add_argument("--max-concurrent-jobs", type=_positive_int, default=1, metavar="N",
                    help="jobs running at once (default: %(default)s)")
     g.add_argument("--max-queued-jobs", type=_count, default=16, metavar="N",

@@ -138,6 +138,7 @@ class Server:
         max_request_memory_mb: float | None = None,
         idle_timeout_s: float = 0.0,
         metrics: tuple[str, int] | None = None,
+        max_model_files_mb: float = 65536,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
         if not (math.isfinite(idle_timeout_s) and idle_timeout_s >= 0):
@@ -147,7 +148,8 @@ class Server:
         self.idle_timeout_s = float(idle_timeout_s)
         self.limits = limits or Limits()
         budget = MemoryBudget.of(max_request_memory_mb)
-        self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
+        self.store = Store(data_dir, int(max_upload_mb * (1 << 20)),
+                           int(max_model_files_mb * (1 << 20)))
         self.jobs = JobManager(self.store.catalog, max_concurrent_jobs, max_queued_jobs,
                                job_timeout_s)
         # metrics outermost: calls refused for a token or for capacity are counted too
@@ -324,6 +326,7 @@ def serve(args: argparse.Namespace) -> int:
             max_request_memory_mb=args.max_request_memory_mb,
             idle_timeout_s=args.idle_timeout_s,
             metrics=metrics,
+            max_model_files_mb=args.max_model_files_mb,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)

@@ -120,6 +120,15 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
         return models_pb2.UploadModelResponse(model=convert.model(row), already_present=present)
 
     @rpc
+    def UploadModelFiles(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        h = streams.header(requests, "UploadModelFiles")
+        cancel = for_call(context)
+        row, present = uploads.store_model_files(
+            self.store, h.name, h.model_path, convert.model_files(h.files), h.files_sha256,
+            streams.file_chunks(requests, cancel), self.memory, cancel)
+        return models_pb2.UploadModelResponse(model=convert.model(row), already_present=present)
+
+    @rpc
     def GetModel(self, request: Any, context: grpc.ServicerContext) -> Any:
         return convert.model(self.store.catalog.model(request.id))
 

@@ -38,6 +38,16 @@ def chunks(requests: Iterator[Any], cancel: Cancellation) -> Iterator[tuple[int,
         yield req.chunk.offset, req.chunk.data
 
 
+def file_chunks(requests: Iterator[Any], cancel: Cancellation
+                ) -> Iterator[tuple[int, int, bytes]]:
+    """(file index, offset, data) of each chunk of an UploadModelFiles stream."""
+    for req in requests:
+        cancel.check()
+        if req.WhichOneof("part") != "chunk":
+            raise ValueError("after the header, every message must be a chunk")
+        yield req.chunk.file, req.chunk.offset, req.chunk.data
+
+
 def tensors(specs: list[dict[str, Any]], requests: Iterator[Any], limit: int,
             cancel: Cancellation, what: str = "ComputeIndices") -> dict[str, np.ndarray]:
     """The tensors ``specs`` describe, from the chunks that follow the header.

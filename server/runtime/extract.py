@@ -23,7 +23,7 @@ import onnx
 from ..cancellation import Cancellation, checker
 from ..graph.expose import expose, mean_output
 from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo, largest_activation_bytes
-from ..graph.load import session_bytes
+from ..graph.load import session_input
 from ..metrics.backend import get_backend
 from .reduce import (
     DEFAULT_PROJECTION,
@@ -142,6 +142,16 @@ def model_feeds(
     if not n:
         raise InputError(f"{role}: the input arrays hold no samples")
     return feeds, int(n)
+
+
+def mask_input(info: ModelInfo) -> str | None:
+    """The model's attention-mask input: named ``attention_mask`` (or ending so, any case)
+    and of rank 2 (batch, tokens); None when it has none."""
+    for t in info.inputs:
+        if t.name.lower().endswith("attention_mask") and t.shape is not None \
+                and len(t.shape) == 2:
+            return t.name
+    return None
 
 
 def _pad(arr: np.ndarray, n: int) -> np.ndarray:
@@ -268,14 +278,19 @@ def extract(
         for la in layers
     ]
     # `mean` of a tensor of known rank runs in the graph (a ReduceMean node): the runtime
-    # then hands over one value per channel instead of the whole activation.
+    # then hands over one value per channel instead of the whole activation. A sequence
+    # of a model with an attention mask is averaged over its unmasked positions, here.
+    mask_name = mask_input(info)
     means = {
         la.name: mean_axes(len(la.shape), la.channels_first)
         for la, red in zip(layers, requested, strict=True)
         if red.kind == "mean" and la.shape is not None and len(la.shape) >= 3
+        and not (mask_name and len(la.shape) == 3 and not la.channels_first)
     }
     outputs = [mean_output(n) if n in means else n for n in names]
-    session = make_session(session_bytes(expose(model, names, means)), device=dev)
+    model_bytes, folder = session_input(expose(model, names, means))
+    session = make_session(model_bytes, device=dev, external_folder=folder)
+    del model_bytes
     runner = _Runner(session, outputs, xp, dev, checker(cancel))
     budget = int(memory_budget_mb * MIB)
     fixed = _fixed_batch(info)
@@ -349,9 +364,10 @@ def extract(
             if fixed and pad:
                 batch = {k: _pad(v, fixed) for k, v in batch.items()}
             outs = runner(batch)
+            mask = xp.asarray(feed[mask_name][lo:hi]) if mask_name else None
             for data, proj, la, raw in zip(out, projectors, layers, outs, strict=True):
                 reduced = reduce_batch(xp, raw[: hi - lo] if pad else raw, data.reduction,
-                                       la.channels_first, proj)
+                                       la.channels_first, proj, mask)
                 target: Any = data.train if set_index == 0 else data.test
                 target[lo:hi] = reduced
             if progress is not None:

@@ -2,8 +2,12 @@
 
 - ``flatten``: the whole activation, the "dataflow" vector of the definitions.
 - ``mean``: the mean over the spatial or sequence axes: per channel for channels-first
-  tensors (N, C, ...), per feature for sequences (N, T, F).
-- ``first_token``: the first position of a sequence (N, T, F) -> (N, F).
+  tensors (N, C, ...), per feature for sequences (N, T, F). With an attention mask (a model
+  input ``attention_mask`` of shape (N, T)) a sequence's mean is over its unmasked
+  positions only: ``sum_t m[n, t] x[n, t, :] / sum_t m[n, t]`` (0 where every position is
+  masked).
+- ``first_token``: the first position of a sequence (N, T, F) -> (N, F) (position 0,
+  whatever the mask: the [CLS] token of encoder models).
 - ``project:N``: a seeded very sparse random projection (Li, Hastie and Church, 2006) of the
   flattened activation to N dimensions. Entries are ``+-sqrt(s / N)`` with probability
   ``1 / (2s)`` each and 0 otherwise, ``s = sqrt(D)``: squared distances are preserved in
@@ -122,12 +126,21 @@ def reduce_batch(
     reduction: Reduction,
     channels_first: bool,
     projector: Projector | None = None,
+    mask: Any = None,
 ) -> Any:
-    """Return the (b, width) float32 reduction of one batch of activations (b, ...)."""
+    """Return the (b, width) float32 reduction of one batch of activations (b, ...).
+
+    ``mask`` (b, T), the batch's attention mask, makes ``mean`` of a sequence (b, T, F)
+    whose T is the mask's a masked mean."""
     x = batch
     if reduction.kind == "mean":
         axes = mean_axes(x.ndim, channels_first)
-        if axes:
+        if mask is not None and x.ndim == 3 and not channels_first \
+                and tuple(mask.shape) == tuple(x.shape[:2]):
+            w = (mask != 0).astype(xp.float32)
+            x = (x * w[:, :, None]).sum(axis=1, dtype=xp.float32) / \
+                xp.maximum(w.sum(axis=1), 1.0)[:, None]
+        elif axes:
             x = x.mean(axis=axes, dtype=xp.float32)
     elif reduction.kind == "first_token":
         if x.ndim < 3:

@@ -32,17 +32,21 @@ def providers(device: str | None = None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(model: bytes, device: str | None = None, threads: int | None = None) -> Any:
+def make_session(model: bytes, device: str | None = None, threads: int | None = None,
+                 external_folder: str | os.PathLike[str] | None = None) -> Any:
     """Return an onnxruntime InferenceSession for serialized ``model`` bytes.
 
-    ``model`` must be self-contained (``graph.load.session_bytes``). Should a reference to
-    external data slip through anyway, onnxruntime resolves it against a folder that can
-    hold no file (the null device), not against the working directory.
+    ``model`` must be self-contained (``graph.load.session_bytes``), or name external data
+    checked to lie in ``external_folder`` (``graph.load.session_input``), which onnxruntime
+    then reads from there. Without a folder, should a reference to external data slip
+    through anyway, onnxruntime resolves it against a folder that can hold no file (the
+    null device), not against the working directory.
     """
     import onnxruntime as ort  # noqa: PLC0415
 
     opts = ort.SessionOptions()
-    opts.add_session_config_entry(EXTERNAL_DATA_FOLDER_KEY, os.devnull)
+    opts.add_session_config_entry(
+        EXTERNAL_DATA_FOLDER_KEY, os.fspath(external_folder) if external_folder else os.devnull)
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)

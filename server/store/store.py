@@ -29,7 +29,7 @@ import numpy as np
 from ...local import announce, default_data_dir, read_announcement, withdraw
 from ...protos.codec import dataset_id
 from ..field_limits import DTYPES
-from .blobs import DIR_MODE, FILE_MODE, BlobError, BlobStore, BlobWriter
+from .blobs import DIR_MODE, FILE_MODE, BlobError, BlobStore, BlobWriter, SetWriter
 from .catalog import Catalog, NotFound
 
 log = logging.getLogger("layerscope.store")
@@ -131,7 +131,8 @@ def make_private(root: Path) -> int:
 class Store:
     """The data directory of one server."""
 
-    def __init__(self, data_dir: Path, max_upload_bytes: int = 2 << 30) -> None:
+    def __init__(self, data_dir: Path, max_upload_bytes: int = 2 << 30,
+                 max_model_files_bytes: int = 64 << 30) -> None:
         self.dir = Path(data_dir).expanduser()
         self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         try:
@@ -157,6 +158,7 @@ class Store:
                 "connect to it with --server, or use another --data-dir"
             ) from None
         self.max_upload_bytes = int(max_upload_bytes)
+        self.max_model_files_bytes = int(max_model_files_bytes)
         tightened = make_private(self.dir)
         if tightened:
             log.warning("made %d file(s) and folder(s) of %s private (0600/0700)",
@@ -188,6 +190,18 @@ class Store:
         writer = self.blobs.writer(size, sha256, self.max_upload_bytes)
         try:
             with self._pinned(sha256):
+                yield writer
+        finally:
+            writer.abort()
+
+    @contextmanager
+    def upload_files(self, set_id: str, files: list[tuple[str, int, str]]
+                     ) -> Iterator[SetWriter]:
+        """A writer for the files of a model set (:meth:`upload`'s rules: pinned until the
+        block ends, nothing left behind that no row refers to)."""
+        writer = self.blobs.set_writer(set_id, files, self.max_model_files_bytes)
+        try:
+            with self._pinned(set_id):
                 yield writer
         finally:
             writer.abort()
@@ -272,6 +286,18 @@ class Store:
             return self.blobs.path(id).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no model with id {id!r} (deleted just now)") from None
+
+    def model_path(self, id: str) -> Path:
+        """The path of a stored model file: the blob, or the model file in its set's folder
+        (whose external data then lies beside it)."""
+        row = self.catalog.model(id)  # NotFound for an unknown id
+        path = self.blobs.path(id)
+        model_path = row["info"].get("model_path")
+        if model_path:
+            path = path / model_path
+        if not path.is_file():
+            raise NotFound(f"no model with id {id!r} (deleted just now)")
+        return path
 
     def dataset_arrays(self, id: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         row = self.catalog.dataset(id)

@@ -455,3 +455,59 @@ def convert_opset(src: Path, dst: Path, version: int) -> Path:
     onnx.checker.check_model(model)
     onnx.save_model(model, str(dst))
     return dst
+
+
+def build_matmul_chain(out_dir: Path, d: int, n_layers: int, seed: int = 0,
+                       folder: str = "weights", rows_per_write: int = 512) -> Path:
+    """Write ``out_dir/model.onnx``: x (batch, d) -> [MatMul W_i -> Relu] x ``n_layers``,
+    tensors ``h0``, ``h1``, ... after each Relu. Each W_i (d, d) float32 lies in its own
+    external file ``folder/w{i}.bin``, written ``rows_per_write`` rows at a time (never a
+    whole matrix in memory); :func:`chain_weight` reads it back."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / folder).mkdir(exist_ok=True)
+    scale = np.float32(np.sqrt(2.0 / d))
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(n_layers):
+        location = f"{folder}/w{i}.bin"
+        rng = np.random.default_rng(seed + i)
+        with open(out_dir / location, "wb") as f:
+            for lo in range(0, d, rows_per_write):
+                rows = min(rows_per_write, d - lo)
+                (rng.standard_normal((rows, d), dtype=np.float32) * scale).tofile(f)
+        w = TensorProto(name=f"W{i}", data_type=TensorProto.FLOAT, dims=[d, d], raw_data=b"")
+        onnx.external_data_helper.set_external_data(w, location, offset=0, length=d * d * 4)
+        w.ClearField("raw_data")  # the bytes are in the file
+        inits.append(w)
+        nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"], name=f"mm{i}"))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"h{i}"], name=f"relu{i}"))
+        prev = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", d])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = out_dir / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def chain_weight(out_dir: Path, i: int, d: int, folder: str = "weights") -> np.ndarray:
+    """W_i of :func:`build_matmul_chain`, memory-mapped read-only from its file."""
+    return np.memmap(out_dir / folder / f"w{i}.bin", dtype="<f4", mode="r", shape=(d, d))
+
+
+def chain_layers(out_dir: Path, x: np.ndarray, n_layers: int,
+                 folder: str = "weights", rows: int = 1024) -> list[np.ndarray]:
+    """relu(... relu(x @ W_0) ...) after each layer, in float64, reading each weight from
+    its file ``rows`` rows at a time."""
+    d = x.shape[1]
+    out, h = [], x.astype(np.float64)
+    for i in range(n_layers):
+        w = chain_weight(out_dir, i, d, folder)
+        acc = np.zeros((len(h), d))
+        for lo in range(0, d, rows):
+            acc += h[:, lo:lo + rows] @ np.asarray(w[lo:lo + rows], dtype=np.float64)
+        h = np.maximum(acc, 0.0)
+        out.append(h)
+    return out

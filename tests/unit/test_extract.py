@@ -411,3 +411,88 @@ def test_bad_test_set_is_named_as_test(cnn):
     with pytest.raises(InputError, match="^test: "):
         _run(cnn.path, "logits", [{"image": cnn.train["image"][:4]},
                                   {"picture": cnn.test["image"][:4]}])
+
+
+# ---------------------------------------------------------------------------------------
+# Token models with an attention mask: mean over the unmasked positions, first token
+# ---------------------------------------------------------------------------------------
+
+TOK_V, TOK_T, TOK_F = 11, 6, 8
+
+
+def _token_model(tmp_path):
+    """tokens (N, T) and attention_mask (N, T) -> embedding -> MatMul + Relu (``h``) ->
+    masked self-attention (``ctx``): scores h h^T, -1e4 where the key is masked, softmax."""
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((TOK_V, TOK_F)).astype(np.float32)
+    w = rng.standard_normal((TOK_F, TOK_F)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["E", "tokens"], ["e"]),
+        helper.make_node("MatMul", ["e", "W"], ["m"]),
+        helper.make_node("Relu", ["m"], ["h"]),
+        helper.make_node("Transpose", ["h"], ["hT"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["h", "hT"], ["s"]),
+        helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "mf"], ["pad"]),
+        helper.make_node("Mul", ["pad", "big"], ["bias"]),
+        helper.make_node("Unsqueeze", ["bias", "axis1"], ["bias3"]),
+        helper.make_node("Add", ["s", "bias3"], ["sm"]),
+        helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "h"], ["ctx"]),
+    ]
+    inits = [numpy_helper.from_array(emb, "E"), numpy_helper.from_array(w, "W"),
+             numpy_helper.from_array(np.float32(1.0), "one"),
+             numpy_helper.from_array(np.float32(-1e4), "big"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    graph = helper.make_graph(
+        nodes, "tokens",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", TOK_T]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", TOK_T])],
+        [helper.make_tensor_value_info("ctx", TensorProto.FLOAT, ["N", TOK_T, TOK_F])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "tokens.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path, emb, w
+
+
+def _token_layers(emb, w, tokens, mask):
+    """h and ctx of :func:`_token_model` in float64."""
+    h = np.maximum(emb.astype(np.float64)[tokens] @ w, 0.0)
+    s = h @ h.transpose(0, 2, 1) + (1.0 - mask[:, None, :]) * -1e4
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return {"h": h, "ctx": p @ h}
+
+
+def _token_data(n=40):
+    rng = np.random.default_rng(4)
+    tokens = rng.integers(1, TOK_V, size=(n, TOK_T))
+    lengths = rng.integers(1, TOK_T + 1, size=n)  # 1 .. T real tokens, the rest padding
+    mask = (np.arange(TOK_T)[None, :] < lengths[:, None]).astype(np.int64)
+    tokens[mask == 0] = 0
+    return tokens, mask
+
+
+def test_mean_of_a_token_model_averages_only_the_unmasked_positions(tmp_path):
+    path, emb, w = _token_model(tmp_path)
+    tokens, mask = _token_data()
+    got = _run(path, ["h", "ctx"], [{"tokens": tokens, "attention_mask": mask}],
+               reduce="mean", batch_size=7)
+    want = _token_layers(emb, w, tokens, mask)
+    for name in ("h", "ctx"):
+        masked = (want[name] * mask[:, :, None]).sum(1) / mask.sum(1)[:, None]
+        np.testing.assert_allclose(got[name].train, masked, rtol=RTOL, atol=ATOL)
+        assert got[name].reduction.kind == "mean" and got[name].dims == TOK_F
+
+
+def test_first_token_of_a_token_model_is_position_zero(tmp_path):
+    path, emb, w = _token_model(tmp_path)
+    tokens, mask = _token_data()
+    got = _run(path, ["h", "ctx"], [{"tokens": tokens, "attention_mask": mask}],
+               reduce="first_token", batch_size=7)
+    want = _token_layers(emb, w, tokens, mask)
+    for name in ("h", "ctx"):
+        np.testing.assert_allclose(got[name].train, want[name][:, 0], rtol=RTOL, atol=ATOL)

@@ -507,3 +507,22 @@ def test_max_ir_version_is_what_onnxruntime_accepts():
     assert loads(best)
     if best < onnx.IR_VERSION:
         assert not loads(best + 1)
+
+
+def test_a_model_cannot_choose_the_folder_its_weights_are_read_from(tmp_path):
+    # The folder of a stored set's weights is recorded by the server only: the same
+    # metadata key in an uploaded model is dropped, so onnxruntime gets no folder at all.
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    from layerscope.server.graph.load import FOLDER_KEY, external_folder, session_input  # noqa: PLC0415
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key=FOLDER_KEY, value=str(tmp_path))
+    loaded = load_model(model.SerializeToString())
+    assert external_folder(loaded) is None and session_input(loaded)[1] is None
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert external_folder(load_model(path, in_place=True)) is None  # no weights outside
