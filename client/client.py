@@ -143,17 +143,20 @@ class Client:
         data_dir: str | os.PathLike[str] | None = None,
         *,
         device: str | None = None,
+        ray: str | None = None,
         startup_timeout: float = 120.0,
     ) -> Client:
         """Connect to the embedded server of ``data_dir`` (default: the user's data home),
         starting one on a free loopback port if none is running; it stops with the client
-        when this client started it."""
+        when this client started it. ``ray`` (``auto``, ``HOST:PORT``, ``local``): the
+        server it starts runs k-NN, extraction and ranking on that Ray cluster."""
         folder = Path(data_dir) if data_dir is not None else default_data_dir()
         folder.mkdir(parents=True, exist_ok=True)
         running = _running_server(folder)
         if running:
             return cls(running)
-        server = ServerProcess(folder, *(["--device", device] if device else []))
+        server = ServerProcess(folder, *(["--device", device] if device else []),
+                               *(["--ray", ray] if ray else []))
         try:
             address = server.wait_ready(startup_timeout)
         except RuntimeError as exc:

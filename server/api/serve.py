@@ -31,6 +31,7 @@ from ...protos.stubs import (
     models_pb2_grpc,
 )
 from ..analysis.memory import MemoryBudget
+from ..cluster import connect
 from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
@@ -133,8 +134,13 @@ class Server:
         limits: Limits | None = None,
         job_timeout_s: float = DEFAULT_TIME_LIMIT_S,
         max_request_memory_mb: float | None = None,
+        ray: str | None = None,
+        ray_shards: int | None = None,
+        ray_gpus_per_task: float = 0.0,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
+        # ``ray``: the cluster that runs k-NN, extraction and ranking (None: this machine)
+        self.executor = connect(ray, shards=ray_shards, gpus_per_task=ray_gpus_per_task)
         self.limits = limits or Limits()
         budget = MemoryBudget.of(max_request_memory_mb)
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
@@ -157,7 +163,7 @@ class Server:
                                                      self.grpc)
         datasets_pb2_grpc.add_DatasetsServicer_to_server(DatasetsService(self.store), self.grpc)
         analysis_pb2_grpc.add_AnalysisServicer_to_server(
-            AnalysisService(self.store, self.jobs, device, budget), self.grpc)
+            AnalysisService(self.store, self.jobs, device, budget, self.executor), self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
@@ -197,6 +203,7 @@ class Server:
         self.workers_stopped = self.jobs.shutdown(grace)
         done.wait(grace)
         self.store.close()
+        self.executor.close()
         self.done.set()
 
     def wait(self) -> None:
@@ -272,11 +279,13 @@ def serve(args: argparse.Namespace) -> int:
             limits,
             args.job_timeout_s,
             args.max_request_memory_mb,
+            args.ray, args.ray_shards, args.ray_gpus_per_task,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
         return 2
     log.info("capacity: %s", limits.describe())
+    log.info("work runs on: %s", server.executor.describe())
     server.start()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -41,6 +41,14 @@ class Executor(Protocol):
         """``[fn(x) for x in items]`` in input order (one task per item on a cluster)."""
         ...
 
+    def describe(self) -> str:
+        """Where the work runs, in words (the server logs it)."""
+        ...
+
+    def close(self) -> None:
+        """Let the cluster go (the server's stop)."""
+        ...
+
 
 class LocalExecutor:
     """Everything on this machine: the functions as they are."""
@@ -77,6 +85,13 @@ class LocalExecutor:
         return out
 
 
+    def describe(self) -> str:
+        return "this machine"
+
+    def close(self) -> None:
+        pass
+
+
 LOCAL = LocalExecutor()
 
 
@@ -88,4 +103,11 @@ def connect(address: str | None, **kw: Any) -> Executor:
         return LOCAL
     from .ray_cluster import RayExecutor  # noqa: PLC0415 - the [ray] extra, only when asked for
 
-    return RayExecutor(address, **kw)
+    try:
+        return RayExecutor(address, **kw)
+    except ImportError:
+        raise ValueError(f"--ray {address}: the ray package is not installed; install the "
+                         "extra: pip install 'layerscope[ray]'") from None
+    except ConnectionError as exc:
+        raise ConnectionError(f"--ray {address}: cannot attach to the Ray cluster: {exc}"
+                              ) from None

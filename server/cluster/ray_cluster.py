@@ -113,7 +113,8 @@ class RayExecutor:
         import ray  # noqa: PLC0415 - the [ray] extra
 
         self._ray = ray
-        if not ray.is_initialized():
+        self._owns = not ray.is_initialized()
+        if self._owns:
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.address == "local":
                 if self.object_store_memory:
@@ -124,6 +125,17 @@ class RayExecutor:
         if self.shards is not None and (isinstance(self.shards, bool) or self.shards < 1):
             raise ValueError(f"shards must be an integer >= 1; got {self.shards!r}")
         self._remotes: dict[Any, Any] = {}
+
+    def describe(self) -> str:
+        res = self._ray.cluster_resources()
+        return (f"Ray cluster {self.address} ({int(res.get('CPU', 0))} CPUs, "
+                f"{int(res.get('GPU', 0))} GPUs; {self.n_shards()} shards, "
+                f"{self.gpus_per_task:g} GPUs per task)")
+
+    def close(self) -> None:
+        """Disconnect from the cluster when this executor connected (its tasks stop)."""
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
 
     # -- plumbing ---------------------------------------------------------------------------
 
