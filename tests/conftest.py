@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import models as M
+from helpers.cluster import ray_cluster  # noqa: F401 - the session's one Ray cluster
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +66,4 @@ def external_model(tmp_path_factory: pytest.TempPathFactory, resnet: M.Built) ->
 
     Tests must not modify these files (copy them first)."""
     return M.save_external(resnet.path, tmp_path_factory.mktemp("external") / "model")
+
