@@ -17,22 +17,20 @@ Progress = Callable[[int, int], None]
 
 
 class Executor(Protocol):
-    """Runs the block-parallel work of a job; every method returns what the local code
-    returns for the same arguments, bit for bit."""
+    """Runs the block-parallel work of a job; each callable takes the arguments of the local
+    function it stands for and returns what that function returns, bit for bit."""
 
     name: str
 
-    def knn(self, base: Any, k: int, **kw: Any) -> Neighbors:
+    def knn(self, *args: Any, **kw: Any) -> Neighbors:
         """:func:`layerscope.server.metrics.knn.knn`."""
         ...
 
-    def target_stats(self, xp: Any, y_query: Any, y_base: Any, r: int, *, self_mode: bool,
-                     memory_budget_mb: float) -> TargetStats:
+    def target_stats(self, *args: Any, **kw: Any) -> TargetStats:
         """:func:`layerscope.server.metrics.smoothness.target_stats`."""
         ...
 
-    def extract(self, model: Any, info: Any, layers: Sequence[Any],
-                sets: Sequence[Any], **kw: Any) -> list[LayerData]:
+    def extract(self, *args: Any, **kw: Any) -> list[LayerData]:
         """:func:`layerscope.server.runtime.extract.extract`."""
         ...
 
