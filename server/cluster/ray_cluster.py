@@ -18,6 +18,7 @@ the tasks still pending (``ray.cancel``).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,22 +49,25 @@ def merge_topk(dist: Sequence[Any], idx: Sequence[Any], k: int) -> tuple[Any, An
 
 
 def _knn_task(queries: Any, base: Any, k: int, diagonal: bool, offset: int,
-              opts: dict[str, Any]) -> tuple[Any, Any, tuple[int, int, int]]:
+              opts: dict[str, Any]) -> tuple[Any, Any, tuple[int, int, int], float]:
     """Exact top-k of ``queries`` among one shard (its own points left out on the diagonal),
-    with float64 distances and indices made global by ``offset``."""
+    with float64 distances and indices made global by ``offset``, the row counts and the
+    seconds the search took."""
     from ..metrics.knn import knn  # noqa: PLC0415
 
+    started = time.perf_counter()
     opts = dict(opts)
     _, xp = get_backend(opts.pop("device"))
     avail = len(base) - 1 if diagonal else len(base)
     kk = min(k, avail)
     n = len(base) if diagonal else len(queries)
     if kk < 1:
-        return np.empty((n, 0)), np.empty((n, 0), dtype=np.int64), (0, 0, 0)
+        return np.empty((n, 0)), np.empty((n, 0), dtype=np.int64), (0, 0, 0), 0.0
     nb = knn(base, kk, queries=None if diagonal else queries, return_distance=True, xp=xp,
              **opts)
     counts = (nb.certified_rows, nb.reranked_rows, nb.fallback_rows)
-    return to_host(nb.sqdist), to_host(nb.indices) + offset, counts
+    seconds = time.perf_counter() - started
+    return to_host(nb.sqdist), to_host(nb.indices) + offset, counts, seconds
 
 
 def _target_rows_task(y_query: Any, y_base: Any, r: int, self_mode: bool, budget: float,
@@ -125,6 +129,9 @@ class RayExecutor:
         if self.shards is not None and (isinstance(self.shards, bool) or self.shards < 1):
             raise ValueError(f"shards must be an integer >= 1; got {self.shards!r}")
         self._remotes: dict[Any, Any] = {}
+        # Where the last k-NN's time went (benchmarks/scale.py prints it): seconds putting
+        # shards in the object store, inside tasks (summed), merging, waiting in all.
+        self.last_timings: dict[str, float] = {}
 
     def describe(self) -> str:
         res = self._ray.cluster_resources()
@@ -192,6 +199,7 @@ class RayExecutor:
         if not 1 <= k <= avail:
             raise ValueError(f"k must be in 1..{avail} for {m} base points; got {k}")
         ray = self._ray
+        t0 = time.perf_counter()
         bounds = shard_bounds(m, self.n_shards())
         base_refs = [ray.put(b[s:e]) for s, e in bounds]  # once per shard, never per task
         if self_mode:
@@ -200,6 +208,7 @@ class RayExecutor:
             q = np.ascontiguousarray(to_host(queries))
             q_bounds = shard_bounds(q.shape[0], len(bounds))
             q_refs = [ray.put(q[s:e]) for s, e in q_bounds]
+        timings = {"put_s": time.perf_counter() - t0, "task_s": 0.0, "merge_s": 0.0}
         opts = {"precision": precision, "memory_budget_mb": memory_budget_mb,
                 "block_rows": block_rows, "candidate_search": candidate_search,
                 "device": self._device()}
@@ -215,12 +224,17 @@ class RayExecutor:
         counts = np.zeros(3, dtype=np.int64)
 
         def merge(ref: Any, value: Any) -> None:
+            started = time.perf_counter()
             qi = owner[ref]
-            dist, idx, c = value
+            dist, idx, c, seconds = value
             best_d[qi], best_i[qi] = merge_topk([best_d[qi], dist], [best_i[qi], idx], k)
             counts[:] += c
+            timings["task_s"] += seconds
+            timings["merge_s"] += time.perf_counter() - started
 
         self.gather(list(owner), merge, progress, cancel)
+        timings["total_s"] = time.perf_counter() - t0
+        self.last_timings = timings
         indices = np.concatenate(best_i)
         sqdist = np.concatenate(best_d) if return_distance else None
         return Neighbors(
