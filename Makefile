@@ -34,6 +34,7 @@ typecheck: $(STAMP)
 	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/layerscope
 	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p layerscope.server.metrics -p layerscope.server.graph \
 		-p layerscope.server.runtime -p layerscope.server.analysis -p layerscope.server.store \
+		-p layerscope.server.cluster \
 		-p layerscope.server.api -p layerscope.client -p layerscope.exporters \
 		-m layerscope.protos -p layerscope.protos.codec -p layerscope.protos.options -p layerscope.local \
 		-m layerscope.onnx_external -m layerscope.server.cancellation -m layerscope.server.field_limits

@@ -157,6 +157,7 @@ class Client:
         data_dir: str | os.PathLike[str] | None = None,
         *,
         device: str | None = None,
+        ray: str | None = None,
         startup_timeout: float = 120.0,
         keep_warm: float | None = None,
     ) -> Client:
@@ -169,13 +170,15 @@ class Client:
         server found running is replaced when it runs another layerscope (version or
         installation) or, with ``device`` given, another device; a server started by hand
         (``layerscope serve``) is used as it is. A crashed server, or a ``server.json`` left
-        by one, is detected and a new server started.
+        by one, is detected and a new server started. ``ray`` (``auto``, ``HOST:PORT``,
+        ``local``): the server it starts runs k-NN, extraction and ranking on that Ray
+        cluster.
         """
         if keep_warm is not None and not (math.isfinite(keep_warm) and keep_warm > 0):
             raise ValueError(f"keep_warm must be a number of seconds > 0; got {keep_warm}")
         folder = Path(data_dir) if data_dir is not None else default_data_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        dev = ["--device", device] if device else []
+        dev = [*(["--device", device] if device else []), *(["--ray", ray] if ray else [])]
         with start_lock(folder):
             running = _running_server(folder, startup_timeout)
             if running is not None:

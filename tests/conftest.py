@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import models as M
+from helpers.cluster import ray_cluster  # noqa: F401 - the session's one Ray cluster
 
 # Command-line runs in the tests stop their embedded server when they end, as a one-off
 # command would; the warm server's own tests (tests/e2e/test_warm_server.py) ask for it.
@@ -70,3 +71,4 @@ def external_model(tmp_path_factory: pytest.TempPathFactory, resnet: M.Built) ->
 
     Tests must not modify these files (copy them first)."""
     return M.save_external(resnet.path, tmp_path_factory.mktemp("external") / "model")
+

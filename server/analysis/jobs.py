@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..cancellation import Cancellation
+from ..cluster import LOCAL, Executor
 from ..graph import select_layers
 from ..graph.load import external_bytes
 from ..store import JobRow, Store
@@ -46,7 +47,8 @@ def readmitted(admit: Callable[[Store, Any], Any], store: Store, req: Any,
 
 def run_layer_analysis(job: admission.LayerAnalysis, progress: ProgressFn,
                        cancel: Cancellation, *, device: str | None = None,
-                       extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
+                       extract_memory_mb: float = EXTRACT_MEMORY_MB,
+                       executor: Executor = LOCAL) -> dict[str, Any]:
     """The layer table of an admitted layer analysis, as a dict."""
     progress(LOADING, 0, 1)
     req, train, test = job.request, job.train, job.test
@@ -57,14 +59,15 @@ def run_layer_analysis(job: admission.LayerAnalysis, progress: ProgressFn,
         job.model.proto, train.inputs, layers=list(req.layers), reduce=req.reduce,
         options=req.options, probe=req.probe, batch_size=req.batch_size,
         tolerance=req.tolerance, extract_memory_mb=extract_memory_mb, device=device,
-        progress=progress, cancel=cancel, **kw,
+        progress=progress, cancel=cancel, executor=executor, **kw,
     )
     return result.to_dict()
 
 
 def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellation, *,
                 device: str | None = None,
-                extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
+                extract_memory_mb: float = EXTRACT_MEMORY_MB,
+                executor: Executor = LOCAL) -> dict[str, Any]:
     """The ranking of an admitted request's models, as a dict."""
     progress(LOADING, 0, 1)
     req = job.request
@@ -73,7 +76,7 @@ def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellati
         names=list(req.model_ids), layers=dict(req.layers), reduce=req.reduce,
         order=req.order, baselines=req.baselines, batch_size=req.batch_size,
         options=req.options, extract_memory_mb=extract_memory_mb, device=device,
-        progress=progress, cancel=cancel,
+        progress=progress, cancel=cancel, executor=executor,
     )
     return result.to_dict()
 
@@ -83,8 +86,10 @@ class Jobs:
 
     def __init__(self, store: Store, manager: JobManager, references: References,
                  device: str | None, budget: memory.MemoryBudget,
-                 extract_memory_mb: float = EXTRACT_MEMORY_MB) -> None:
+                 extract_memory_mb: float = EXTRACT_MEMORY_MB,
+                 executor: Executor = LOCAL) -> None:
         self.store, self.manager, self.references = store, manager, references
+        self.executor = executor
         self.device, self.extract_memory_mb = device, extract_memory_mb
         self.budget = budget
 
@@ -98,7 +103,8 @@ class Jobs:
             weights_bytes=external_bytes(job.model.proto))
         del job  # nothing admission loaded is held while the job waits
         work = readmitted(admission.layer_analysis, self.store, req, run_layer_analysis,
-                          device=self.device, extract_memory_mb=self.extract_memory_mb)
+                          device=self.device, extract_memory_mb=self.extract_memory_mb,
+                          executor=self.executor)
         return self.manager.submit("layer_analysis", req.to_json(),
                                    self.budget.job(est, work))
 
@@ -112,7 +118,8 @@ class Jobs:
             budget_mb=req.options.memory_budget_mb)
         del job
         work = readmitted(admission.ranking, self.store, req, run_ranking,
-                          device=self.device, extract_memory_mb=self.extract_memory_mb)
+                          device=self.device, extract_memory_mb=self.extract_memory_mb,
+                          executor=self.executor)
         return self.manager.submit("ranking", req.to_json(), self.budget.job(est, work))
 
     def reference(self, req: ReferenceRequest) -> JobRow:

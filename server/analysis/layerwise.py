@@ -19,13 +19,14 @@ import onnx
 
 from ...protos.options import DEFAULT_ORDERS, IndexOptions
 from ..cancellation import Cancellation, checker
+from ..cluster import LOCAL, Executor
 from ..graph.inspect import LayerInfo, ModelInfo, describe
 from ..graph.load import load_model
 from ..graph.select import select_layers
 from ..metrics import check_index_options, compute_indices
 from ..metrics.backend import to_host
 from ..metrics.validation import as_orders
-from ..runtime.extract import LayerData, extract, model_feeds
+from ..runtime.extract import LayerData, model_feeds
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
 from .options import LAYER_ANALYSIS, check_options, check_probe, with_options
@@ -143,6 +144,7 @@ def analyze_layers(
     device: str | None = None,
     progress: Progress | None = None,
     cancel: Cancellation | None = None,
+    executor: Executor = LOCAL,
     **option_kw: Any,
 ) -> LayerwiseResult:
     """Return the indices of every chosen layer of ``model`` on ``data`` (and ``test``).
@@ -155,7 +157,8 @@ def analyze_layers(
     that ``probe`` fits per layer (``probe_alpha`` fixes the ridge penalty instead of
     choosing it by leave-one-out); the others are refused. ``extract_memory_mb`` bounds one batch of
     raw activations. ``cancel`` stops the work between batches, layers and blocks, and
-    terminates a model run under way.
+    terminates a model run under way. ``executor`` runs the extraction and the k-NN
+    searches (``LOCAL``: here; a Ray executor: on its cluster, the same numbers).
     """
     started = time.perf_counter()
     if (labels is None) == (targets is None):
@@ -189,7 +192,7 @@ def analyze_layers(
     engine = opts.engine_kwargs() | {"orders": orders_t}
     sets = [feeds] if test_feeds is None else [feeds, test_feeds]
     cancel = checker(cancel)
-    extracted = extract(
+    extracted = executor.extract(
         proto, info, run_layers, sets, reduce=reduce, batch_size=batch_size,
         memory_budget_mb=extract_memory_mb, device=device, progress=progress, cancel=cancel,
     )
@@ -225,7 +228,8 @@ def analyze_layers(
             if test_x is not None:
                 kw["test_features"] = test_x
                 kw["test_labels" if task == "classification" else "test_targets"] = yt
-            res = compute_indices(train_x, device=device, cancel=cancel, **engine, **kw)
+            res = compute_indices(train_x, device=device, cancel=cancel, **engine, **kw,
+                                  executor=None if executor is LOCAL else executor)
             full = res.to_dict(per_class=False)
             row.values = {k: v for k, v in full.items()
                           if k not in ("task", "n_features", "n_samples", "options", "warnings",

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import onnx
 
 from ...protos.options import IndexOptions
 from ..cancellation import Cancellation, checker
+from ..cluster import LOCAL, Executor
 from ..graph.head import classifier_output, feature_layer
 from ..graph.inspect import LayerInfo, describe
 from ..graph.load import load_model
@@ -113,6 +115,7 @@ def rank_models(
     device: str | None = None,
     progress: Progress | None = None,
     cancel: Cancellation | None = None,
+    executor: Executor = LOCAL,
     **option_kw: Any,
 ) -> RankingResult:
     """Rank ``models`` by how well their features separate (or smooth) the target data.
@@ -126,7 +129,8 @@ def rank_models(
     ``cancel`` stops the work between batches, blocks and models, and terminates a model
     run under way. ``baselines`` names the transferability scores to compute beside
     (registry names of :mod:`..metrics.baselines`, a comma list, or ``all``); ``True`` is
-    LogME, LEEP, NCE and H-score.
+    LogME, LEEP, NCE and H-score. ``executor`` runs one task per model on a cluster
+    (results in input order; ``LOCAL``: one after the other here).
     """
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels (classification) or targets (regression)")
@@ -139,7 +143,6 @@ def rank_models(
         raise ValueError(f"{len(names)} names for {len(models)} models")
     wanted_baselines = resolve_baselines(
         LEGACY if baselines is True else None if baselines is False else baselines)
-    needs_probs = any(BASELINES[b].needs == "probabilities" for b in wanted_baselines)
     arrays = dict(data) if isinstance(data, Mapping) else {"inputs": data}
     opts = with_options(options, option_kw)
     indices = ranking_indices(task, opts)
@@ -148,63 +151,17 @@ def rank_models(
     engine = opts.engine_kwargs() | {"indices": list(indices), "orders": [order],
                                      "criterion": criterion}
     cancel = checker(cancel)
-    rows: list[ModelScore] = []
-    for j, (name, source) in enumerate(zip(names, models, strict=True)):
-        cancel.check()
-        started = time.perf_counter()
-        proto = source if isinstance(source, onnx.ModelProto) else load_model(source)
-        info = describe(proto)
-        try:
-            layer, rule = feature_layer(proto, info, _override(layers, name, j))
-        except LayerSelectionError as exc:
-            raise LayerSelectionError(f"model {name!r}: {exc}") from None
-        wanted: list[LayerInfo] = [layer]
-        output = None
-        if needs_probs and task == "classification":
-            output = classifier_output(info)
-            if output is not None and output.name != layer.name:
-                wanted.append(output)
-        reductions: dict[str, str | Reduction] = {layer.name: reduce}
-        if output is not None:
-            reductions[output.name] = "flatten"
-
-        def report(stage: str, done: int, total: int, _n: str = name) -> None:
-            if progress is not None:
-                progress(f"{_n}:{stage}", done, total)
-
-        got = extract(proto, info, wanted, [arrays], reduce=reductions, batch_size=batch_size,
-                      memory_budget_mb=extract_memory_mb, device=device, progress=report,
-                      cancel=cancel)
-        feats = to_host(got[0].train)
-        target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
-        res = compute_indices(feats, **target, device=device, cancel=cancel, **engine)
-        fr = res.feature_ranking
-        assert fr is not None
-        if task == "classification":
-            ties = {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
-                    "center_si": float(res["center_si"])}
-        else:
-            ties = {f"soft_order_smi_linear[{order}]":
-                    float(res["soft_order_smi_linear"][order])}
-        row = ModelScore(
-            model=name, layer=layer.name, layer_rule=rule,
-            reduction=got[0].reduction.describe(), features=int(feats.shape[1]),
-            index=criterion, all_features=float(res[criterion]),
-            selected=max(fr.scores) if fr.scores else float("nan"),
-            subset_size=len(fr.best_subset), selection_order=list(fr.order),
-            selection_scores=[float(s) for s in fr.scores], tie_breakers=ties,
-            notes=list(got[0].notes) + list(res.warnings),
-        )
-        if wanted_baselines:
-            cancel.check()
-            probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
-            row.baselines = compute_baselines(wanted_baselines, feats, **target,
-                                              probabilities=probs)
-        row.seconds = round(time.perf_counter() - started, 3)
-        rows.append(row)
-        if progress is not None:
-            progress("models", j + 1, len(models))
-    if wanted_baselines:
+    shared = _Shared(arrays, y, task, layers, reduce, order, tuple(wanted_baselines),
+                     batch_size, extract_memory_mb, device, engine, criterion)
+    local = executor is LOCAL
+    # On a cluster each model is one task: extraction and selection run on its worker, with
+    # their own progress and stops; the driver reports models done and cancels the tasks.
+    one = partial(_score_model, shared, progress=progress if local else None,
+                  cancel=cancel if local else None)
+    report = None if progress is None else (lambda done, total: progress("models", done, total))
+    rows: list[ModelScore] = executor.map(
+        one, list(enumerate(zip(names, models, strict=True))), progress=report, cancel=cancel)
+    if wanted_baselines:  # scores normalised across the models (NCTI)
         combine_across_models([r.baselines for r in rows if r.baselines is not None])
     order_key = sorted(range(len(rows)), key=lambda i: (
         -rows[i].selected, *(-v for v in rows[i].tie_breakers.values()), i))
@@ -222,6 +179,87 @@ def rank_models(
     if task == "regression":
         applied["gamma"] = opts.gamma
     return RankingResult(task, rows, applied)
+
+
+@dataclass
+class _Shared:
+    """What every model's scoring shares (sent once to a cluster)."""
+
+    arrays: dict[str, Any]
+    y: np.ndarray
+    task: str
+    layers: Mapping[str, str] | Sequence[str | None] | None
+    reduce: str | Reduction
+    order: int
+    baselines: tuple[str, ...]  # registry names (metrics.baselines)
+    batch_size: int | None
+    extract_memory_mb: float
+    device: str | None
+    engine: dict[str, Any]
+    criterion: str
+
+
+def _score_model(sh: _Shared, item: tuple[int, tuple[str, ModelSource]], *,
+                 progress: Progress | None, cancel: Cancellation | None) -> ModelScore:
+    """The row of one model (``item``: its position, name and source), not yet ranked."""
+    j, (name, source) = item
+    arrays, y, task, reduce, order, baselines = (sh.arrays, sh.y, sh.task, sh.reduce,
+                                                  sh.order, sh.baselines)
+    batch_size, extract_memory_mb, device = sh.batch_size, sh.extract_memory_mb, sh.device
+    engine, criterion = sh.engine, sh.criterion
+    started = time.perf_counter()
+    proto = source if isinstance(source, onnx.ModelProto) else load_model(source)
+    info = describe(proto)
+    try:
+        layer, rule = feature_layer(proto, info, _override(sh.layers, name, j))
+    except LayerSelectionError as exc:
+        raise LayerSelectionError(f"model {name!r}: {exc}") from None
+    wanted: list[LayerInfo] = [layer]
+    output = None
+    needs_probs = any(BASELINES[b].needs == "probabilities" for b in baselines)
+    if needs_probs and task == "classification":
+        output = classifier_output(info)
+        if output is not None and output.name != layer.name:
+            wanted.append(output)
+    reductions: dict[str, str | Reduction] = {layer.name: reduce}
+    if output is not None:
+        reductions[output.name] = "flatten"
+
+    def report(stage: str, done: int, total: int, _n: str = name) -> None:
+        if progress is not None:
+            progress(f"{_n}:{stage}", done, total)
+
+    got = extract(proto, info, wanted, [arrays], reduce=reductions, batch_size=batch_size,
+                  memory_budget_mb=extract_memory_mb, device=device, progress=report,
+                  cancel=cancel)
+    feats = to_host(got[0].train)
+    target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
+    res = compute_indices(feats, **target, device=device, cancel=cancel, **engine)
+    fr = res.feature_ranking
+    assert fr is not None
+    if task == "classification":
+        ties = {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
+                "center_si": float(res["center_si"])}
+    else:
+        ties = {f"soft_order_smi_linear[{order}]":
+                float(res["soft_order_smi_linear"][order])}
+    row = ModelScore(
+        model=name, layer=layer.name, layer_rule=rule,
+        reduction=got[0].reduction.describe(), features=int(feats.shape[1]),
+        index=criterion, all_features=float(res[criterion]),
+        selected=max(fr.scores) if fr.scores else float("nan"),
+        subset_size=len(fr.best_subset), selection_order=list(fr.order),
+        selection_scores=[float(s) for s in fr.scores], tie_breakers=ties,
+        notes=list(got[0].notes) + list(res.warnings),
+    )
+    if baselines:
+        if cancel is not None:
+            cancel.check()
+        probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
+        row.baselines = compute_baselines(list(baselines), feats, **target,
+                                          probabilities=probs)
+    row.seconds = round(time.perf_counter() - started, 3)
+    return row
 
 
 def _override(layers: Mapping[str, str] | Sequence[str | None] | None, name: str,

@@ -53,6 +53,7 @@ _positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
 _count = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _seconds = _checked(float, lambda v: math.isfinite(v) and v >= 0,
                     "a finite number of seconds >= 0")
+_nonneg_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 _positive_mb = _checked(float, lambda v: math.isfinite(v) and v > 0,
                         "a finite number of MiB > 0")
 
@@ -87,6 +88,18 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address of the metrics endpoint (default: %(default)s); it has no "
                         "authentication, so a non-loopback address needs --insecure")
+    r = p.add_argument_group("scale-out on Ray (see docs/scale.md; the [ray] extra)")
+    r.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run k-NN, extraction and ranking on a Ray cluster: 'auto' (the "
+                        "cluster this machine joined with `ray start`), HOST:PORT, "
+                        "ray://HOST:PORT, or 'local' (a new one on this machine); default: "
+                        "everything here")
+    r.add_argument("--ray-shards", type=_positive_int, default=None, metavar="N",
+                   help="shards of the samples per k-NN and extraction (default: the "
+                        "cluster's CPUs, at least 2)")
+    r.add_argument("--ray-gpus-per-task", type=_nonneg_float, default=0.0, metavar="G",
+                   help="GPUs each task asks Ray for (0: CPU tasks; 1: a GPU each, where "
+                        "onnxruntime and the k-NN then use CUDA) (default: %(default)s)")
     g = p.add_argument_group("limits (see docs/security.md)")
     g.add_argument("--max-upload-mb", type=_positive_mb, default=2048.0, metavar="MB",
                    help="largest upload or ComputeIndices payload, MiB (default: %(default)s)")

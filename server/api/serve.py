@@ -33,6 +33,7 @@ from ...protos.stubs import (
     models_pb2_grpc,
 )
 from ..analysis.memory import MemoryBudget
+from ..cluster import connect
 from ..runtime.check import check_onnxruntime
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
@@ -139,6 +140,9 @@ class Server:
         idle_timeout_s: float = 0.0,
         metrics: tuple[str, int] | None = None,
         max_model_files_mb: float = 65536,
+        ray: str | None = None,
+        ray_shards: int | None = None,
+        ray_gpus_per_task: float = 0.0,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
         if not (math.isfinite(idle_timeout_s) and idle_timeout_s >= 0):
@@ -146,6 +150,8 @@ class Server:
                              f"(0: never); got {idle_timeout_s}")
         self.device = device or os.environ.get("LAYERSCOPE_DEVICE") or "auto"
         self.idle_timeout_s = float(idle_timeout_s)
+        # ``ray``: the cluster that runs k-NN, extraction and ranking (None: this machine)
+        self.executor = connect(ray, shards=ray_shards, gpus_per_task=ray_gpus_per_task)
         self.limits = limits or Limits()
         budget = MemoryBudget.of(max_request_memory_mb)
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)),
@@ -175,7 +181,7 @@ class Server:
                                                      self.grpc)
         datasets_pb2_grpc.add_DatasetsServicer_to_server(DatasetsService(self.store), self.grpc)
         analysis_pb2_grpc.add_AnalysisServicer_to_server(
-            AnalysisService(self.store, self.jobs, device, budget), self.grpc)
+            AnalysisService(self.store, self.jobs, device, budget, self.executor), self.grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
@@ -240,6 +246,7 @@ class Server:
         if self.monitoring is not None:
             self.monitoring.close()
         self.store.close()
+        self.executor.close()
         self.done.set()
 
     def wait(self) -> None:
@@ -327,6 +334,7 @@ def serve(args: argparse.Namespace) -> int:
             idle_timeout_s=args.idle_timeout_s,
             metrics=metrics,
             max_model_files_mb=args.max_model_files_mb,
+            ray=args.ray, ray_shards=args.ray_shards, ray_gpus_per_task=args.ray_gpus_per_task,
         )
     except (DataDirBusy, OSError, ValueError) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
@@ -335,6 +343,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
         return 2
     log.info("capacity: %s", limits.describe())
+    log.info("work runs on: %s", server.executor.describe())
     try:
         server.start()
     except OSError as exc:  # the metrics port is taken

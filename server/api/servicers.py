@@ -28,6 +28,7 @@ from ..analysis.admission import FailedPrecondition
 from ..analysis.jobs import Jobs
 from ..analysis.references import References
 from ..cancellation import Stopped, for_call
+from ..cluster import LOCAL, Executor
 from ..field_limits import checked
 from ..metrics import compute_indices
 from ..runtime.extract import InputError
@@ -179,11 +180,13 @@ class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
 
 class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
     def __init__(self, store: Store, jobs: JobManager, device: str | None,
-                 budget: memory.MemoryBudget) -> None:
+                 budget: memory.MemoryBudget, executor: Executor = LOCAL) -> None:
         self.store, self.jobs, self.device = store, jobs, device
         self.memory = budget
+        self.executor = None if executor is LOCAL else executor
         self.references = References(store, device, self.memory)
-        self.start = Jobs(store, jobs, self.references, device, self.memory)
+        self.start = Jobs(store, jobs, self.references, device, self.memory,
+                          executor=executor)
 
     @rpc
     def ComputeIndices(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -197,7 +200,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                 specs, requests, self.store.max_upload_bytes, cancel)
             resize(memory.with_classes(est, options, arrays))
             result = compute_indices(device=self.device, cancel=cancel, **arrays,
-                                     **options.engine_kwargs())
+                                     **options.engine_kwargs(), executor=self.executor)
         return convert.indices_result(result, per_sample=options.per_sample)
 
     @rpc

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from .separation import (
     si_per_sample,
 )
 from .smoothness import pair_distance, smi_per_sample, target_stats
+
+if TYPE_CHECKING:
+    from ..cluster import Executor
 
 # The names and defaults are the contract's (protos/options.py), imported, never copied.
 ORDERED = frozenset(ORDERED_SI + ORDERED_SMI)
@@ -178,6 +181,7 @@ def compute_indices(
     candidate_search: str = "auto",
     progress: ProgressFn | None = None,
     cancel: Cancellation | None = None,
+    executor: Executor | None = None,
 ) -> IndexResult:
     """Return the SI (``labels``) or SmI (``targets``) indices of a set of feature vectors.
 
@@ -202,6 +206,8 @@ def compute_indices(
     progress : called as ``progress(stage, done, total)``.
     cancel : checked between blocks of the k-NN search and the feature-level indices, and
         between steps of the forward selection; raises ``Stopped``.
+    executor : where the k-NN searches and target statistics run (None: here; a Ray
+        executor gives the same numbers, see docs/scale.md).
     """
     started = time.perf_counter()
     if (labels is None) == (targets is None):
@@ -264,7 +270,11 @@ def compute_indices(
     common = dict(memory_budget_mb=memory_budget_mb, precision=precision, xp=xp,
                   candidate_search=candidate_search, cancel=cancel)
     ctx = _Context(orders_t, margin_cap, gamma, max_features, patience, candidates, criterion,
-                   common, report, warnings, options)
+                   common, report, warnings, options,
+                   knn if executor is None else executor.knn,
+                   target_stats if executor is None else executor.target_stats)
+    if executor is not None:
+        options["executor"] = executor.name
     if task == "classification":
         result = _classification(x, v.as_labels(labels, m), xt, test_labels, names, ctx)
     else:
@@ -288,6 +298,8 @@ class _Context:
     report: Callable[[str], Callable[[int, int], None] | None]
     warnings: list[str]
     options: dict[str, Any]
+    knn: Callable[..., Any] = knn
+    target_stats: Callable[..., Any] = target_stats
 
 
 def _knn_stats(options: dict[str, Any], key: str, nb: Any) -> None:
@@ -389,7 +401,7 @@ def _classification(
         k = max(orders) if knn_names - {"margin_order"} else 1
         if "margin_order" in names:
             k = max(k, cap)
-        nb = knn(x_x, k, progress=report("knn"), **common)
+        nb = ctx.knn(x_x, k, progress=report("knn"), **common)
         _knn_stats(options, "train", nb)
         per_sample.update(
             si_per_sample(xp, labels_x[nb.indices], labels_x, orders, knn_names, cap)
@@ -422,7 +434,7 @@ def _classification(
         xt_x, lt_x = xp.asarray(xt), xp.asarray(lt)
         cross_ps: dict[str, Any] = {}
         if cross_names - {"center_si"}:
-            nbt = knn(x_x, max(orders), queries=xt_x, progress=report("cross_knn"), **common)
+            nbt = ctx.knn(x_x, max(orders), queries=xt_x, progress=report("cross_knn"), **common)
             _knn_stats(options, "cross", nbt)
             cross_ps.update(si_per_sample(xp, labels_x[nbt.indices], lt_x, orders, cross_names))
         if "center_si" in cross_names and means is not None:
@@ -466,11 +478,11 @@ def _regression(
                          warnings=warnings, options=options)
     ordered = names & set(ORDERED_SMI)
     knn_names = names & {"smi_linear", "smi_exp", *ORDERED_SMI}
-    stats = target_stats(xp, y_x, y_x, max(orders) if ordered else 0, self_mode=True,
+    stats = ctx.target_stats(xp, y_x, y_x, max(orders) if ordered else 0, self_mode=True,
                          memory_budget_mb=budget)
     per_sample: dict[str, Any] = {}
     if knn_names:
-        nb = knn(x_x, max(orders) if ordered else 1, progress=report("knn"), **common)
+        nb = ctx.knn(x_x, max(orders) if ordered else 1, progress=report("knn"), **common)
         _knn_stats(options, "train", nb)
         d_star = pair_distance(xp, y_x, y_x, nb.indices)
         per_sample.update(smi_per_sample(xp, d_star, stats, orders, knn_names, gamma))
@@ -496,9 +508,9 @@ def _regression(
         result.cross = IndexSet(xt.shape[0])
         if cross_names:
             xt_x, yt_x = xp.asarray(xt), xp.asarray(yt)
-            nbt = knn(x_x, 1, queries=xt_x, progress=report("cross_knn"), **common)
+            nbt = ctx.knn(x_x, 1, queries=xt_x, progress=report("cross_knn"), **common)
             _knn_stats(options, "cross", nbt)
-            tstats = target_stats(xp, yt_x, y_x, 0, self_mode=False, memory_budget_mb=budget)
+            tstats = ctx.target_stats(xp, yt_x, y_x, 0, self_mode=False, memory_budget_mb=budget)
             d_star = pair_distance(xp, yt_x, y_x, nbt.indices)
             _fill(result.cross, smi_per_sample(xp, d_star, tstats, (), cross_names, gamma),
                   None, None)

@@ -239,29 +239,20 @@ class ExtractionStats:
 EXTRACTION = ExtractionStats()
 
 
-def extract(
+def _prepare(
     model: onnx.ModelProto,
     info: ModelInfo,
     layers: Sequence[LayerInfo],
     sets: Sequence[Mapping[str, Any]],
-    *,
-    reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
-    batch_size: int | None = None,
-    memory_budget_mb: float = 1024.0,
-    device: str | None = None,
-    progress: Progress | None = None,
-    cancel: Cancellation | None = None,
-    projection_seed: int = 0,
-) -> list[LayerData]:
-    """Return each layer's reduced activations for each set of inputs.
-
-    ``sets`` is ``[train]`` or ``[train, test]``, each a mapping of input name to array.
-    ``reduce`` is one reduction for all layers or a mapping ``{layer name: reduction}``
-    (missing names take ``"auto"``). The same projection serves train and test.
-    ``cancel`` stops the work between batches and terminates a model run under way
-    (:class:`~layerscope.server.cancellation.Stopped` is raised).
-    """
-
+    reduce: str | Reduction | Mapping[str, str | Reduction],
+    batch_size: int | None,
+    memory_budget_mb: float,
+    device: str | None,
+    cancel: Cancellation | None,
+    projection_seed: int,
+    allocate: bool = True,
+) -> _Prepared:
+    """Validate, open the session, probe the shapes, decide batch size and reductions."""
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1 (or None for auto); got "
@@ -346,13 +337,87 @@ def extract(
             Projector(xp, int(np.prod(shp[1:], dtype=np.int64)), width, red.seed)
             if red.kind == "project" else None
         )
-        accs = [xp.empty((n, width), dtype=xp.float32) for _, n in feeds]
+        accs = [xp.empty((n if allocate else 0, width), dtype=xp.float32)
+                for _, n in feeds]
         raw_shape = shp[1:]
         if la.name in means and la.shape is not None:  # report the activation's own shape
             raw_shape = tuple(d if isinstance(d, int) else -1 for d in la.shape[1:])
         out.append(LayerData(la.name, la.op_type, raw_shape, red, accs[0],
                              accs[1] if len(accs) > 1 else None, notes))
 
+    return _Prepared(xp, feeds, runner, batch_size, fixed, out, projectors, mask_name)
+
+
+@dataclass
+class ExtractionPlan:
+    """What :func:`extract` decides before its first batch: the batch size, each layer's
+    resolved reduction (never ``auto``), its notes and activation shape. A cluster cuts the
+    samples at these batch boundaries so that every task runs the local batches."""
+
+    batch_size: int
+    reductions: dict[str, Reduction]
+    notes: dict[str, list[str]]
+    shapes: list[tuple[int, ...]]
+
+
+@dataclass
+class _Prepared:
+    xp: ModuleType
+    feeds: list[tuple[dict[str, np.ndarray], int]]
+    runner: _Runner
+    batch_size: int
+    fixed: int | None
+    out: list[LayerData]
+    projectors: list[Projector | None]
+    mask_name: str | None  # the attention-mask input a masked mean reads
+
+
+def plan_extraction(
+    model: onnx.ModelProto,
+    info: ModelInfo,
+    layers: Sequence[LayerInfo],
+    sets: Sequence[Mapping[str, Any]],
+    *,
+    reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
+    batch_size: int | None = None,
+    memory_budget_mb: float = 1024.0,
+    projection_seed: int = 0,
+) -> ExtractionPlan:
+    """Return the plan :func:`extract` follows for these arguments (one probe batch runs
+    here, on the CPU)."""
+    p = _prepare(model, info, layers, sets, reduce, batch_size, memory_budget_mb, "cpu",
+                 None, projection_seed, allocate=False)
+    return ExtractionPlan(p.batch_size, {d.name: d.reduction for d in p.out},
+                          {d.name: list(d.notes) for d in p.out},
+                          [d.shape for d in p.out])
+
+
+def extract(
+    model: onnx.ModelProto,
+    info: ModelInfo,
+    layers: Sequence[LayerInfo],
+    sets: Sequence[Mapping[str, Any]],
+    *,
+    reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
+    batch_size: int | None = None,
+    memory_budget_mb: float = 1024.0,
+    device: str | None = None,
+    progress: Progress | None = None,
+    cancel: Cancellation | None = None,
+    projection_seed: int = 0,
+) -> list[LayerData]:
+    """Return each layer's reduced activations for each set of inputs.
+
+    ``sets`` is ``[train]`` or ``[train, test]``, each a mapping of input name to array.
+    ``reduce`` is one reduction for all layers or a mapping ``{layer name: reduction}``
+    (missing names take ``"auto"``). The same projection serves train and test.
+    ``cancel`` stops the work between batches and terminates a model run under way
+    (:class:`~layerscope.server.cancellation.Stopped` is raised).
+    """
+    p = _prepare(model, info, layers, sets, reduce, batch_size, memory_budget_mb, device,
+                 cancel, projection_seed)
+    xp, feeds, runner, batch_size, fixed, out, projectors, mask_name = (
+        p.xp, p.feeds, p.runner, p.batch_size, p.fixed, p.out, p.projectors, p.mask_name)
     for set_index, (feed, n) in enumerate(feeds):
         stage = "extract:" + ("train" if set_index == 0 else "test")
         nb = math.ceil(n / batch_size)
