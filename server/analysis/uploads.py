@@ -8,7 +8,7 @@ away) leaves nothing behind, and never touches bytes that another upload shares.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,21 @@ def store_model(store: Store, name: str, size: int, sha256: str, chunks: Chunks,
         except ModelError as exc:
             raise ModelError(f"UploadModel: {exc}") from None
         return store.add_model(sha256, name or sha256[:12], size, info.to_dict()), False
+
+
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def model_chunks(store: Store, model_id: str, chunk_bytes: int = 0
+                 ) -> Iterator[tuple[int, bytes]]:
+    """Yield the stored model's bytes as (offset, data) pieces of at most ``chunk_bytes``
+    (0: 1 MiB, also the most); NotFound for an unknown id, before any piece."""
+    if chunk_bytes < 0:
+        raise ValueError(f"chunk_bytes must be >= 0 (0 = 1 MiB); got {chunk_bytes}")
+    size = min(chunk_bytes or DOWNLOAD_CHUNK, DOWNLOAD_CHUNK)
+    view = memoryview(store.model_bytes(model_id))
+    for s in range(0, len(view), size):
+        yield s, bytes(view[s:s + size])
 
 
 def store_dataset(store: Store, name: str, specs: list[dict[str, Any]], size: int,

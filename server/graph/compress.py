@@ -9,7 +9,7 @@ estimate what a graph keeps and costs from its initializers and inferred shapes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,30 +224,44 @@ def parameters(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto] | None = 
     return total
 
 
-def node_macs(model: onnx.ModelProto) -> list[int]:
+COST_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def cost_tensors(model: onnx.ModelProto) -> list[str]:
+    """Return the tensors whose shapes :func:`node_macs` reads: the data input and the
+    output of each Conv, Gemm and MatMul node."""
+    inits = {t.name for t in model.graph.initializer}
+    names: list[str] = []
+    for n in model.graph.node:
+        if n.op_type in COST_OPS and n.output:
+            names += [x for x in (n.input[0], n.output[0]) if x and x not in inits]
+    return list(dict.fromkeys(names))
+
+
+def node_macs(model: onnx.ModelProto,
+              shapes: Mapping[str, Sequence[int | None]] | None = None) -> list[int]:
     """Return the multiply-accumulates per sample of each node of the graph, in order.
 
-    From inferred shapes: Conv costs (output values) x (C_in / groups) x (kernel size),
-    Gemm and MatMul (output values) x (the reduced dimension K). Other ops are left out;
-    nodes whose shapes are unknown count 0.
+    Conv costs (output values) x (C_in / groups) x (kernel size), Gemm and MatMul (output
+    values) x (the reduced dimension K); other ops count 0. Shapes come from ``shapes``
+    (measured: :func:`cost_tensors` of one sample) where given, else from shape inference;
+    a node whose shapes stay unknown counts 0.
     """
     g = infer(model).graph
-    shapes: dict[str, list[int | None]] = {}
+    known: dict[str, list[int | None]] = {}
     for vi in [*g.value_info, *g.output, *g.input]:
         t = vi.type.tensor_type
         if t.HasField("shape"):
-            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None
-                               for d in t.shape.dim]
-    for t in g.initializer:
-        shapes[t.name] = list(t.dims)
-    costs = []
-    for n in model.graph.node:
-        costs.append(_node_macs(n, shapes))
-    return costs
+            known[vi.name] = [d.dim_value if d.HasField("dim_value") else None
+                              for d in t.shape.dim]
+    for t in model.graph.initializer:
+        known[t.name] = list(t.dims)
+    known.update({k: list(v) for k, v in (shapes or {}).items()})
+    return [_node_macs(n, known) for n in model.graph.node]
 
 
 def _node_macs(n: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int:
-    if n.op_type not in ("Conv", "Gemm", "MatMul") or not n.output:
+    if n.op_type not in COST_OPS or not n.output:
         return 0
     out = shapes.get(n.output[0])
     if not out or any(d is None for d in out[1:]):
@@ -263,4 +277,4 @@ def _node_macs(n: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int:
         return 0
     trans_a = any(at.name == "transA" and at.i for at in n.attribute)
     k = a[0] if n.op_type == "Gemm" and trans_a else a[-1]
-    return per_sample * int(k or 0)
+    return per_sample * int(k or 0)  # a Gemm's K is A's second axis unless transA
