@@ -27,6 +27,7 @@ from ..graph.compress import (
     OutputSpec,
     cost_tensors,
     cut_model,
+    kept_name,
     node_macs,
     parameters,
     slice_positions,
@@ -255,10 +256,10 @@ def compare(original: onnx.ModelProto, small: onnx.ModelProto, cut: str, task: s
         }
     few = {k: v[:PREFIX_SAMPLES] for k, v in feeds.items()}
     cuts = []
-    for proto in (original, small):
-        session = make_session(session_bytes(expose(proto, [cut])), device="cpu",
+    for proto, tensor in ((original, cut), (small, kept_name(cut, names))):
+        session = make_session(session_bytes(expose(proto, [tensor])), device="cpu",
                                threads=threads)
-        cuts.append(_run(session, [cut], few, batch)[0].astype(np.float64))
+        cuts.append(_run(session, [tensor], few, batch)[0].astype(np.float64))
     out["prefix_max_abs_diff"] = float(np.max(np.abs(cuts[0] - cuts[1]))) if cuts[0].size else 0.0
     o, c = out["original"], out["compressed"]
     out["ratios"] = {k: (c[k] / o[k] if o[k] else None)
@@ -379,6 +380,7 @@ def compress_model(
         "metric": metric, "reference": {"score": reference, "source": "the model's outputs"},
         "candidates": rows,
         "cut": {"layer": cut.name, "position": pick, "reduction": reductions[cut.name],
+                "tensor_in_compressed": kept_name(cut.name, out_names),
                 "features": int(train_x.shape[1]), "selected_features": selected,
                 key: rows[pick][key], "probe_test": rows[pick]["probe_test"]},
         "head": {"kind": "ridge on one-hot labels" if task == "classification" else "ridge",

@@ -82,10 +82,10 @@ def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellati
 
 
 def run_compression(job: admission.Compression, progress: ProgressFn, cancel: Cancellation, *,
-                    store: Store, device: str | None = None,
+                    target: Store, device: str | None = None,
                     extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
-    """The compression report, with the compressed model stored as a new model
-    (``model_id``, ``size_bytes``)."""
+    """The compression report, with the compressed model stored in ``target`` as a new
+    model (``model_id``, ``size_bytes``)."""
     progress(LOADING, 0, 1)
     req = job.request
     result = compress_model(
@@ -96,8 +96,8 @@ def run_compression(job: admission.Compression, progress: ProgressFn, cancel: Ca
         device=device, progress=progress, cancel=cancel)
     cancel.check()
     raw = result.model
-    name = req.name or f"{store.catalog.model(req.model_id)['name']}-compressed"
-    row, _ = store_model(store, name, len(raw), hashlib.sha256(raw).hexdigest(), [(0, raw)])
+    name = req.name or f"{target.catalog.model(req.model_id)['name']}-compressed"
+    row, _ = store_model(target, name, len(raw), hashlib.sha256(raw).hexdigest(), [(0, raw)])
     return result.to_dict() | {"model_id": row["id"], "size_bytes": len(raw)}
 
 
@@ -158,6 +158,6 @@ class Jobs:
             extract_mb=self.extract_memory_mb)
         del job
         work = readmitted(admission.compression, self.store, req, run_compression,
-                          store=self.store, device=self.device,
+                          target=self.store, device=self.device,
                           extract_memory_mb=self.extract_memory_mb)
         return self.manager.submit("compression", req.to_json(), self.budget.job(est, work))

@@ -76,6 +76,12 @@ def _outer_names(graph: onnx.GraphProto) -> Iterable[str]:
         yield from (x for x in n.input if x and x not in local)
 
 
+def kept_name(tensor: str, outputs: Iterable[str]) -> str:
+    """The cut tensor's name in the compressed model: its own, unless an output of the
+    compressed model takes that name (a cut at an original output), then a suffixed one."""
+    return f"{tensor}::{PREFIX}_cut" if tensor in set(outputs) else tensor
+
+
 def tensor_rank(model: onnx.ModelProto, tensor: str) -> int | None:
     """Return the rank of ``tensor`` from shape inference (None when unknown)."""
     g = infer(model).graph
@@ -125,6 +131,9 @@ def cut_model(
         raise CompressionError(f"reduction {reduction!r} cannot be put in the graph; use "
                                "flatten or mean")
     kept = backward_slice(model, tensor)
+    renamed = kept_name(tensor, [o.name for o in outputs])
+    if renamed != tensor:  # the head's output takes the name: the kept tensor gets another
+        kept = [_renamed(n, tensor, renamed) for n in kept]
     opset = _default_opset(model)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
@@ -132,7 +141,7 @@ def cut_model(
     def name(part: str) -> str:
         return f"{PREFIX}/{part}"
 
-    x = tensor
+    x = renamed
     if reduction == "mean" and rank >= 3:
         if channels_first:
             nodes.append(helper.make_node("GlobalAveragePool", [x], [name("pooled")],
@@ -183,6 +192,18 @@ def cut_model(
     g.output.extend(graph_outputs)
     out.ir_version = min(out.ir_version, max_ir_version())
     onnx.checker.check_model(out)
+    return out
+
+
+def _renamed(node: onnx.NodeProto, old: str, new: str) -> onnx.NodeProto:
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    for i, x in enumerate(out.input):
+        if x == old:
+            out.input[i] = new
+    for i, x in enumerate(out.output):
+        if x == old:
+            out.output[i] = new
     return out
 
 
