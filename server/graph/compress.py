@@ -231,18 +231,20 @@ def _output_nodes(spec: OutputSpec, scores: str, inits: list[onnx.TensorProto],
     raise CompressionError(f"output {out!r}: unknown kind {spec.kind!r}")
 
 
+FLOAT_ELEMS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                         onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+
+
 def parameters(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto] | None = None) -> int:
-    """Return the number of values in the initializers and Constant nodes that ``nodes``
-    (default: the whole graph) use."""
+    """Return the number of float values (weights) in the initializers and Constant nodes
+    that ``nodes`` (default: the whole graph) use; integer constants (shapes, pads, axes)
+    are not parameters."""
     nodes = list(model.graph.node) if nodes is None else nodes
-    inits = model.graph.initializer if nodes is None else _used_initializers(model, nodes)
-    total = sum(int(np.prod(t.dims, dtype=np.int64)) for t in inits)
-    for n in nodes:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    total += int(np.prod(a.t.dims, dtype=np.int64))
-    return total
+    tensors = list(_used_initializers(model, nodes))
+    tensors += [a.t for n in nodes if n.op_type == "Constant" for a in n.attribute
+                if a.name == "value"]
+    return sum(int(np.prod(t.dims, dtype=np.int64)) for t in tensors
+               if t.data_type in FLOAT_ELEMS)
 
 
 COST_OPS = ("Conv", "Gemm", "MatMul")
