@@ -315,8 +315,9 @@ def run_compress(args: argparse.Namespace, client: Client) -> dict[str, Any]:
         criterion=args.criterion, reduce=args.reduce,
         progress=not args.json and sys.stderr.isatty(),
         **_given(args, ("tolerance", "select_features", "batch_size", "alpha")))
-    assert result.model is not None
-    written = write_atomic(args.out, lambda f: f.write(result.model))
+    raw = result.model
+    assert raw is not None  # Client.compress downloads it
+    written = write_atomic(args.out, lambda f: f.write(raw))
     return result.to_dict() | {"out": str(written), "model_path": str(args.model)}
 
 

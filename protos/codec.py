@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -351,8 +352,9 @@ def progress_dict(msg: common_pb2.Progress) -> dict[str, Any]:
 _RESULT_ENCODERS = {"layer_analysis": ("layerwise", layerwise), "ranking": ("ranking", ranking),
                     "reference": ("reference", reference),
                     "compression": ("compression", compression)}
-_RESULT_DECODERS = {"layerwise": layerwise_dict, "ranking": ranking_dict,
-                    "reference": reference_dict, "compression": compression_dict}
+_RESULT_DECODERS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "layerwise": layerwise_dict, "ranking": ranking_dict, "reference": reference_dict,
+    "compression": compression_dict}
 
 
 def job(id: str, kind: str, state: str, message: str, created: float, started: float | None,

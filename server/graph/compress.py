@@ -9,6 +9,7 @@ estimate what a graph keeps and costs from its initializers and inferred shapes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -289,12 +290,12 @@ def _node_macs(n: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int:
     out = shapes.get(n.output[0])
     if not out or any(d is None for d in out[1:]):
         return 0
-    per_sample = int(np.prod(out[1:], dtype=np.int64))
+    per_sample = math.prod(int(d or 0) for d in out[1:])
     if n.op_type == "Conv":
         w = shapes.get(n.input[1])
         if w is None or any(d is None for d in w):
             return 0
-        return per_sample * int(np.prod(w[1:], dtype=np.int64))
+        return per_sample * math.prod(int(d or 0) for d in w[1:])
     a = shapes.get(n.input[0])
     if not a:
         return 0
