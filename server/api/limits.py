@@ -29,6 +29,7 @@ CONTROL, UPLOAD, WATCH, COMPUTE, PROBE = "control", "upload", "watch", "compute"
 KIND_OF_METHOD = {
     "/layerscope.v1.Models/UploadModel": UPLOAD,
     "/layerscope.v1.Datasets/UploadDataset": UPLOAD,
+    "/layerscope.v1.Models/DownloadModel": UPLOAD,  # a transfer of stored bytes, like one
     "/layerscope.v1.Analysis/WatchJob": WATCH,
     "/grpc.health.v1.Health/Watch": PROBE,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PROBE,
@@ -90,7 +91,8 @@ def flag(field: str) -> str:
 
 KIND_FLAG = {UPLOAD: "max_uploads", WATCH: "max_watchers", COMPUTE: "max_compute_calls",
              PROBE: "max_probe_streams"}
-KIND_WHAT = {UPLOAD: "uploads (UploadModel, UploadDataset)", WATCH: "WatchJob streams",
+KIND_WHAT = {UPLOAD: "uploads and downloads (UploadModel, UploadDataset, DownloadModel)",
+             WATCH: "WatchJob streams",
              COMPUTE: "computations (ComputeIndices, Certify, CertifyStream, Start*, "
                       "BuildReference)",
              PROBE: "health Watch and reflection streams"}
