@@ -199,6 +199,23 @@ def test_a_loose_tolerance_cuts_at_the_earliest_layer_and_a_zero_one_at_the_outp
     np.testing.assert_allclose(tensor_of(res.model, kept, {"x": xor["xt"]}), want, atol=1e-6)
 
 
+def test_criterion_si_cuts_where_si_stops_rising_by_more_than_the_tolerance(xor):
+    from helpers.server import brute_si
+
+    m = np.array([[1, -1, 1, -1], [1, -1, -1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.float32)
+    w = np.array([[-1, 1], [-1, 1], [1, -1], [1, -1]], np.float32)
+    mix = xor["x"] @ m
+    layers = {"mix": mix, "folded": np.maximum(mix, 0), "logits": np.maximum(mix, 0) @ w}
+    si = [brute_si(f, xor["y"]) for f in layers.values()]
+    for tolerance in (0.0, 0.02, 0.5):
+        # the first layer after which SI never rises by more than the tolerance
+        want = next(name for i, name in enumerate(layers)
+                    if all(v - si[i] <= tolerance for v in si[i + 1:]))
+        report = compress_xor(xor, tolerance=tolerance, criterion="si").to_dict()
+        assert [r["si"] for r in report["candidates"]] == pytest.approx(si, abs=1e-12)
+        assert report["cut"]["layer"] == want, (tolerance, si)
+
+
 def test_select_features_gathers_the_selected_subset_before_the_head(xor):
     res = compress_xor(xor, tolerance=0.01, select_features=2)
     report = res.to_dict()
