@@ -11,6 +11,7 @@ from ..protos.options import IndexOptions, OptionError
 from .client import Client, LayerscopeError
 from .results import (
     CertifyResult,
+    CompressionResult,
     Dataset,
     IndicesResult,
     Job,
@@ -24,7 +25,7 @@ from .results import (
 )
 
 __all__ = [
-    "CertifyResult", "Client", "Dataset", "IndexOptions", "IndicesResult", "Job", "LayerInfo",
-    "LayerscopeError", "LayerwiseResult", "Model", "OptionError", "RankingResult", "Reference",
-    "TensorInfo", "TensorSpec",
+    "CertifyResult", "Client", "CompressionResult", "Dataset", "IndexOptions", "IndicesResult",
+    "Job", "LayerInfo", "LayerscopeError", "LayerwiseResult", "Model", "OptionError",
+    "RankingResult", "Reference", "TensorInfo", "TensorSpec",
 ]

@@ -35,6 +35,7 @@ from .html_report import report_from_json, write_report
 from .npz import DataFileError, check_input, load_npz, save_npz
 from .report import (
     format_certify,
+    format_compression,
     format_export,
     format_layer_table,
     format_model,
@@ -349,6 +350,25 @@ def run_certify(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     return {"reference": reference.to_dict(), **result.to_dict()}
 
 
+def run_compress(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """Compress the model, write the smaller one to --out; return the report."""
+    data = load_npz(args.data, required_any=("labels|targets",))
+    key, y = _split_labels(args.data, data)
+    test = load_npz(args.test, required_any=("labels|targets",))
+    tkey, yt = _split_labels(args.test, test)
+    if tkey != key:
+        raise DataFileError(f"{args.test}: holds '{tkey}' but {args.data} holds '{key}'")
+    result = client.compress(
+        args.model, data, test, **{key: y, f"test_{key}": yt}, layers=[args.layers],
+        criterion=args.criterion, reduce=args.reduce,
+        progress=not args.json and sys.stderr.isatty(),
+        **_given(args, ("tolerance", "select_features", "batch_size", "alpha")))
+    raw = result.model
+    assert raw is not None  # Client.compress downloads it
+    written = write_atomic(args.out, lambda f: f.write(raw))
+    return result.to_dict() | {"out": str(written), "model_path": str(args.model)}
+
+
 FILE_EXPORTERS = {
     "keras": ("layerscope.exporters.keras", "export_keras_file"),
     "tf": ("layerscope.exporters.keras", "export_saved_model"),
@@ -614,6 +634,50 @@ COMMANDS: tuple[Command, ...] = (
         run=run_certify,
         render=lambda out, args: format_certify(out),
         inputs=(("model", "onnx"), ("reference", "npz"), ("queries", "npz")),
+    ),
+    Command(
+        name="compress",
+        help="cut a model where a linear probe matches it, and write the smaller model",
+        description=(
+            "Analyse the chosen layers of MODEL.onnx with a ridge probe, cut the model at the "
+            "earliest layer whose test probe accuracy (R^2 for regression) is within "
+            "--tolerance of the model's own test score, close it with the layer's reduction "
+            "and a ridge head fitted on TRAIN.npz, and write it to --out with the original "
+            "input and output names. Both models are run side by side on TEST.npz: scores, "
+            "parameters, size, MACs and latency (docs/compress.md)."
+        ),
+        example="layerscope compress model.onnx --data train.npz --test test.npz "
+                "--tolerance 0.01 --out small.onnx",
+        args=(
+            arg("model", metavar="MODEL.onnx", help="the ONNX model (or a stored model's id)"),
+            arg("--data", required=True, metavar="TRAIN.npz",
+                help="model inputs and labels or targets: the head is fitted on it"),
+            arg("--test", required=True, metavar="TEST.npz",
+                help="a test set: the cut is chosen and both models are scored on it"),
+            arg("--out", required=True, metavar="SMALL.onnx",
+                help="the compressed model to write"),
+            arg("--tolerance", type=float, default=None,
+                help="how far below the model's own test score the cut may be, in [0, 1] "
+                     "(default 0.01)"),
+            arg("--criterion", choices=("probe", "si"), default="probe",
+                help="probe (default): the earliest layer within tolerance; si: where SI "
+                     "(SmI) stops rising by more than the tolerance"),
+            arg("--layers", default="auto",
+                help="the candidate cuts: auto (default), all, tensor names or globs "
+                     "(comma-separated), or op:Conv,Gemm"),
+            arg("--select-features", type=int, default=None, metavar="N",
+                help="keep only the N features the SI forward selection picks first"),
+            arg("--reduce", choices=("auto", "mean", "flatten"), default="auto",
+                help="reduction at the cut (auto: mean over spatial axes, flatten vectors)"),
+            arg("--alpha", type=float, default=None,
+                help="ridge regulariser of the head and the probe (default 1.0)"),
+            arg("--batch-size", type=int, default=None,
+                help="samples per model run (default: chosen by the server)"),
+            JSON, *CONNECTION,
+        ),
+        run=run_compress,
+        render=lambda out, args: format_compression(out),
+        inputs=(("model", "onnx"), ("data", "npz"), ("test", "npz")),
     ),
     Command(
         name="export",

@@ -38,6 +38,7 @@ from .modelfile import FOLD_MAX_BYTES, ModelFiles, model_file_bytes, model_files
 from .progress import ProgressLine
 from .results import (
     CertifyResult,
+    CompressionResult,
     Dataset,
     IndicesResult,
     Job,
@@ -353,6 +354,27 @@ class Client:
         self._call(self._models.DeleteModel, models_pb2.DeleteModelRequest(id=_id(model)))
 
     # datasets ---------------------------------------------------------------------------
+    def download_model(self, model: str | Model) -> bytes:
+        """Return the stored model's ONNX bytes (fetched in chunks, sha256-checked against
+        its id)."""
+        model_id = _id(model)
+        parts, offset = [], 0
+        try:
+            for chunk in self._models.DownloadModel(models_pb2.DownloadModelRequest(id=model_id),
+                                                    metadata=self._metadata):
+                if chunk.offset != offset:
+                    raise LayerscopeError("DATA_LOSS", f"model {model_id}: chunk at offset "
+                                          f"{chunk.offset}, expected {offset}")
+                parts.append(chunk.data)
+                offset += len(chunk.data)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+        data = b"".join(parts)
+        if hashlib.sha256(data).hexdigest() != model_id:
+            raise LayerscopeError("DATA_LOSS", f"model {model_id}: the downloaded bytes do not "
+                                  "hash to its id")
+        return data
+
     def upload_dataset(
         self,
         inputs: Mapping[str, Any] | Any,
@@ -474,6 +496,59 @@ class Client:
         if tolerance is not None:
             req.tolerance = tolerance
         return Job.from_proto(self._call(self._analysis.StartLayerAnalysis, req))
+
+    def start_compression(
+        self,
+        model: str | Model,
+        train: str | Dataset,
+        test: str | Dataset,
+        *,
+        layers: str | Iterable[str] = "auto",
+        tolerance: float | None = None,
+        criterion: str = "probe",
+        select_features: int | None = None,
+        reduce: str = "auto",
+        batch_size: int | None = None,
+        name: str = "",
+        alpha: float | None = None,
+    ) -> Job:
+        """Start a compression job (docs/compress.md) on stored model and datasets (or
+        their ids); return it at once."""
+        req = analysis_pb2.StartCompressionRequest(
+            model_id=_id(model), dataset_id=_id(train), test_dataset_id=_id(test),
+            layers=[layers] if isinstance(layers, str) else list(layers), criterion=criterion,
+            reduce=reduce, batch_size=batch_size or 0, name=name)
+        if tolerance is not None:
+            req.tolerance = tolerance
+        if select_features is not None:
+            req.select_features = select_features
+        if alpha is not None:
+            req.alpha = alpha
+        return Job.from_proto(self._call(self._analysis.StartCompression, req))
+
+    def compress(
+        self,
+        model: str | os.PathLike[str] | bytes | Model,
+        train: Mapping[str, Any] | Dataset | str,
+        test: Mapping[str, Any] | Dataset | str,
+        *,
+        labels: Any = None,
+        targets: Any = None,
+        test_labels: Any = None,
+        test_targets: Any = None,
+        progress: bool = False,
+        **kw: Any,
+    ) -> CompressionResult:
+        """Compress ``model`` and wait: the report, with the compressed model's ONNX bytes
+        in ``.model``. Arguments as :meth:`analyze_layers`; other keywords as
+        :meth:`start_compression`."""
+        stored = self._model(model)
+        train_ds = self._dataset(train, labels, targets)
+        test_ds = self._dataset(test, test_labels, test_targets)
+        if "name" not in kw:
+            kw["name"] = f"{stored.name}-compressed"
+        result = self.wait(self.start_compression(stored, train_ds, test_ds, **kw), progress)
+        return CompressionResult(result.data, self.download_model(result.model_id))
 
     def watch(self, job: str | Job) -> Iterator[Job]:
         """Yield the job as it changes, ending in a final state."""

@@ -276,3 +276,41 @@ def format_export(out: dict[str, Any]) -> str:
                  f"{p['max_rel']:.3g} (tolerance {out['tolerance']:g})" for p in out["parity"])
     lines.extend(f"  note: {n}" for n in out.get("notes", []))
     return "\n".join(lines)
+
+
+def format_compression(out: dict[str, Any]) -> str:
+    """Every candidate cut (the chosen one marked), then original vs compressed."""
+    key, metric = out["index"], out["metric"]
+    head = (f"  {'layer':<32} {'dims':>6} {key:>10} {'probe ' + metric:>14} "
+            f"{'parameters':>11} {'MACs':>12}")
+    lines = [f"compression of {out.get('model_path', out.get('model_id', ''))} ({out['task']}, "
+             f"criterion {out['criterion']}, tolerance {out['tolerance']}); the model's own "
+             f"test {metric}: {out['reference']['score']:.4f}", head, "-" * len(head)]
+    for c in out["candidates"]:
+        mark = "*" if c["layer"] == out["cut"]["layer"] else " "
+        lines.append(
+            f"{mark} {c['layer'][-32:]:<32} {c['dims']:>6} {_fmt(c.get(key)):>10} "
+            f"{_fmt(c.get('probe_test')):>14} {c['kept_parameters']:>11} {c['macs']:>12}")
+    cmp = out["comparison"]
+    lines.append("")
+    lines.append(f"{'':<12} {'test ' + metric:>12} {'parameters':>11} {'bytes':>11} "
+                 f"{'MACs':>12} {'ms/batch':>9}")
+    for name in ("original", "compressed"):
+        m = cmp[name]
+        lines.append(f"{name:<12} {m['score']:>12.4f} {m['parameters']:>11} "
+                     f"{m['size_bytes']:>11} {m['macs']:>12} {m['latency_ms']:>9.3f}")
+    r = cmp["ratios"]
+    lines.append(f"{'ratio':<12} {'':>12} {_ratio(r['parameters']):>11} "
+                 f"{_ratio(r['size_bytes']):>11} {_ratio(r['macs']):>12} "
+                 f"{_ratio(r['latency_ms']):>9}")
+    lines.append(f"cut at {out['cut']['layer']} ({out['cut']['reduction']}, "
+                 f"{out['cut']['features']} features); the kept part differs from the "
+                 f"original by at most {cmp['prefix_max_abs_diff']:.3g}; batch of "
+                 f"{cmp['latency_batch']}")
+    if out.get("out"):
+        lines.append(f"wrote {out['out']} (stored as model {out['model_id'][:12]})")
+    return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

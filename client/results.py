@@ -227,9 +227,10 @@ class IndicesResult:
 
 @dataclass(frozen=True)
 class Job:
-    """A server-side job: id, kind (``layer_analysis``, ``ranking``, ``reference``), state,
-    progress, and once it succeeded its result (a :class:`LayerwiseResult`, a
-    :class:`RankingResult` or a :class:`Reference`)."""
+    """A server-side job: id, kind (``layer_analysis``, ``ranking``, ``reference``,
+    ``compression``), state, progress, and once it succeeded its result (a
+    :class:`LayerwiseResult`, a :class:`RankingResult`, a :class:`Reference` or a
+    :class:`CompressionResult`)."""
 
     id: str
     kind: str
@@ -251,6 +252,8 @@ class Job:
             result = RankingResult.of(d or {})
         elif which == "reference":
             result = Reference(**(d or {}))
+        elif which == "compression":
+            result = CompressionResult(d or {})
         return cls(
             id=msg.id, kind=msg.kind, state=codec.state_name(msg.state),
             progress=codec.progress_dict(msg.progress), message=msg.message,
@@ -362,6 +365,28 @@ class RankingResult:
             row.pop("baselines", None)
             rows.append(row)
         return _to_pandas(sorted(rows, key=lambda r: r["rank"]))
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """A compression report (``layerscope compress --json``): ``candidates`` (one row per
+    layer), ``cut``, ``head``, ``comparison`` (original vs compressed, measured side by
+    side) and ``model_id``, the stored compressed model. :meth:`Client.compress` fills
+    ``model`` with its ONNX bytes."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    model: bytes | None = None
+
+    @property
+    def model_id(self) -> str:
+        return str(self.data["model_id"])
+
+    @property
+    def cut_layer(self) -> str:
+        return str(self.data["cut"]["layer"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.data)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -324,6 +325,26 @@ def reference_dict(msg: analysis_pb2.ReferenceInfo) -> dict[str, Any]:
             "summary": json.loads(msg.summary_json or "{}")}
 
 
+# compression ----------------------------------------------------------------------------
+def compression(report: dict[str, Any]) -> analysis_pb2.CompressionResult:
+    """The report of a compression job; the whole report travels as JSON beside the
+    fields a caller reads first."""
+    cmp = report.get("comparison", {})
+    return analysis_pb2.CompressionResult(
+        model_id=report["model_id"], size_bytes=int(report["size_bytes"]),
+        task=report["task"], cut_layer=report["cut"]["layer"],
+        original_score=float(cmp.get("original", {}).get("score", math.nan)),
+        compressed_score=float(cmp.get("compressed", {}).get("score", math.nan)),
+        report_json=json.dumps(report),
+    )
+
+
+def compression_dict(msg: analysis_pb2.CompressionResult) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(msg.report_json or "{}")
+    return report | {"model_id": msg.model_id, "size_bytes": int(msg.size_bytes),
+                     "task": msg.task}
+
+
 # jobs -----------------------------------------------------------------------------------
 def progress(p: dict[str, Any] | None) -> common_pb2.Progress:
     p = p or {}
@@ -345,9 +366,11 @@ def progress_dict(msg: common_pb2.Progress) -> dict[str, Any]:
 
 
 _RESULT_ENCODERS = {"layer_analysis": ("layerwise", layerwise), "ranking": ("ranking", ranking),
-                    "reference": ("reference", reference)}
-_RESULT_DECODERS = {"layerwise": layerwise_dict, "ranking": ranking_dict,
-                    "reference": reference_dict}
+                    "reference": ("reference", reference),
+                    "compression": ("compression", compression)}
+_RESULT_DECODERS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "layerwise": layerwise_dict, "ranking": ranking_dict, "reference": reference_dict,
+    "compression": compression_dict}
 
 
 def job(id: str, kind: str, state: str, message: str, created: float, started: float | None,

@@ -7,6 +7,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StartCompressionRequest(_message.Message):
+    __slots__ = ("model_id", "dataset_id", "test_dataset_id", "layers", "tolerance", "criterion", "select_features", "reduce", "batch_size", "name", "alpha")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    TEST_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    CRITERION_FIELD_NUMBER: _ClassVar[int]
+    SELECT_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REDUCE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    dataset_id: str
+    test_dataset_id: str
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    tolerance: float
+    criterion: str
+    select_features: int
+    reduce: str
+    batch_size: int
+    name: str
+    alpha: float
+    def __init__(self, model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., test_dataset_id: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., tolerance: _Optional[float] = ..., criterion: _Optional[str] = ..., select_features: _Optional[int] = ..., reduce: _Optional[str] = ..., batch_size: _Optional[int] = ..., name: _Optional[str] = ..., alpha: _Optional[float] = ...) -> None: ...
+
+class CompressionResult(_message.Message):
+    __slots__ = ("model_id", "size_bytes", "task", "cut_layer", "original_score", "compressed_score", "report_json")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CUT_LAYER_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    size_bytes: int
+    task: str
+    cut_layer: str
+    original_score: float
+    compressed_score: float
+    report_json: str
+    def __init__(self, model_id: _Optional[str] = ..., size_bytes: _Optional[int] = ..., task: _Optional[str] = ..., cut_layer: _Optional[str] = ..., original_score: _Optional[float] = ..., compressed_score: _Optional[float] = ..., report_json: _Optional[str] = ...) -> None: ...
+
 class StartRankingRequest(_message.Message):
     __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size", "options", "baseline_names")
     class LayersEntry(_message.Message):
@@ -352,7 +396,7 @@ class LayerwiseResult(_message.Message):
     def __init__(self, task: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerRow, _Mapping]]] = ..., plateau: _Optional[_Union[Plateau, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., options_json: _Optional[str] = ..., model_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "state", "progress", "message", "created", "started", "finished", "request_json", "layerwise", "ranking", "reference")
+    __slots__ = ("id", "kind", "state", "progress", "message", "created", "started", "finished", "request_json", "layerwise", "ranking", "reference", "compression")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -365,6 +409,7 @@ class Job(_message.Message):
     LAYERWISE_FIELD_NUMBER: _ClassVar[int]
     RANKING_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     state: _common_pb2.JobState
@@ -377,7 +422,8 @@ class Job(_message.Message):
     layerwise: LayerwiseResult
     ranking: RankingResult
     reference: ReferenceInfo
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., message: _Optional[str] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., request_json: _Optional[str] = ..., layerwise: _Optional[_Union[LayerwiseResult, _Mapping]] = ..., ranking: _Optional[_Union[RankingResult, _Mapping]] = ..., reference: _Optional[_Union[ReferenceInfo, _Mapping]] = ...) -> None: ...
+    compression: CompressionResult
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., message: _Optional[str] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., request_json: _Optional[str] = ..., layerwise: _Optional[_Union[LayerwiseResult, _Mapping]] = ..., ranking: _Optional[_Union[RankingResult, _Mapping]] = ..., reference: _Optional[_Union[ReferenceInfo, _Mapping]] = ..., compression: _Optional[_Union[CompressionResult, _Mapping]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("id",)

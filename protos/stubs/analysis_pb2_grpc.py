@@ -85,6 +85,11 @@ class AnalysisStub:
                 request_serializer=layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.SerializeToString,
                 response_deserializer=layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.FromString,
                 _registered_method=True)
+        self.StartCompression = channel.unary_unary(
+                '/layerscope.v1.Analysis/StartCompression',
+                request_serializer=layerscope_dot_v1_dot_analysis__pb2.StartCompressionRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class AnalysisServicer:
@@ -170,6 +175,19 @@ class AnalysisServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartCompression(self, request, context):
+        """Compresses a model (docs/compress.md): cuts it at the earliest layer whose test probe
+        score is within `tolerance` of the model's own, closes it with a ridge head, and
+        measures both side by side. The job's result is a CompressionResult; the smaller model
+        is stored as a new model (download it with Models.DownloadModel). NOT_FOUND for unknown
+        ids; INVALID_ARGUMENT for an unknown layer, a layer without a batch axis, a tolerance
+        outside [0, 1] or an unknown criterion; FAILED_PRECONDITION when the datasets do not
+        fit the model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalysisServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +240,11 @@ def add_AnalysisServicer_to_server(servicer, server):
                     servicer.CertifyStream,
                     request_deserializer=layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.FromString,
                     response_serializer=layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.SerializeToString,
+            ),
+            'StartCompression': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartCompression,
+                    request_deserializer=layerscope_dot_v1_dot_analysis__pb2.StartCompressionRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_analysis__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +517,33 @@ class Analysis:
             '/layerscope.v1.Analysis/CertifyStream',
             layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.SerializeToString,
             layerscope_dot_v1_dot_analysis__pb2.CertifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCompression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/layerscope.v1.Analysis/StartCompression',
+            layerscope_dot_v1_dot_analysis__pb2.StartCompressionRequest.SerializeToString,
+            layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

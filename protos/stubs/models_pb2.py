@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as layerscope_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alayerscope/v1/models.proto\x12\rlayerscope.v1\x1a\x1alayerscope/v1/common.proto\"E\n\x11UploadModelHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"w\n\x12UploadModelRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .layerscope.v1.UploadModelHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.layerscope.v1.ChunkH\x00\x42\x06\n\x04part\"=\n\tModelFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"y\n\x16UploadModelFilesHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\'\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x18.layerscope.v1.ModelFile\x12\x14\n\x0c\x66iles_sha256\x18\x04 \x01(\t\"7\n\tFileChunk\x12\x0c\n\x04\x66ile\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x85\x01\n\x17UploadModelFilesRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.layerscope.v1.UploadModelFilesHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.layerscope.v1.FileChunkH\x00\x42\x06\n\x04part\"S\n\x13UploadModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"\xa3\x01\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07op_type\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\t\x12\x1b\n\x13\x65lements_per_sample\x18\x06 \x01(\x03\x12\x10\n\x08position\x18\x07 \x01(\x05\x12\x0c\n\x04\x61uto\x18\x08 \x01(\x08\x12\x0e\n\x06layout\x18\t \x01(\t\"\xfb\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\x12\x12\n\nir_version\x18\x05 \x01(\x03\x12\x30\n\x06opsets\x18\x06 \x03(\x0b\x32 .layerscope.v1.Model.OpsetsEntry\x12)\n\x06inputs\x18\x07 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12*\n\x07outputs\x18\x08 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12(\n\x06layers\x18\t \x03(\x0b\x32\x18.layerscope.v1.LayerInfo\x12\x13\n\nmodel_path\x18\xaa\x01 \x01(\t\x12(\n\x05\x66iles\x18\xab\x01 \x03(\x0b\x32\x18.layerscope.v1.ModelFile\x1a-\n\x0bOpsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse2\xad\x03\n\x06Models\x12V\n\x0bUploadModel\x12!.layerscope.v1.UploadModelRequest\x1a\".layerscope.v1.UploadModelResponse(\x01\x12`\n\x10UploadModelFiles\x12&.layerscope.v1.UploadModelFilesRequest\x1a\".layerscope.v1.UploadModelResponse(\x01\x12@\n\x08GetModel\x12\x1e.layerscope.v1.GetModelRequest\x1a\x14.layerscope.v1.Model\x12Q\n\nListModels\x12 .layerscope.v1.ListModelsRequest\x1a!.layerscope.v1.ListModelsResponse\x12T\n\x0b\x44\x65leteModel\x12!.layerscope.v1.DeleteModelRequest\x1a\".layerscope.v1.DeleteModelResponseB\x1eP\x01Z\x1alayerscope/v1;layerscopev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alayerscope/v1/models.proto\x12\rlayerscope.v1\x1a\x1alayerscope/v1/common.proto\"7\n\x14\x44ownloadModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_bytes\x18\x02 \x01(\x05\"E\n\x11UploadModelHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"w\n\x12UploadModelRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .layerscope.v1.UploadModelHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.layerscope.v1.ChunkH\x00\x42\x06\n\x04part\"=\n\tModelFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"y\n\x16UploadModelFilesHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\'\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x18.layerscope.v1.ModelFile\x12\x14\n\x0c\x66iles_sha256\x18\x04 \x01(\t\"7\n\tFileChunk\x12\x0c\n\x04\x66ile\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x85\x01\n\x17UploadModelFilesRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.layerscope.v1.UploadModelFilesHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.layerscope.v1.FileChunkH\x00\x42\x06\n\x04part\"S\n\x13UploadModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"\xa3\x01\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07op_type\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\t\x12\x1b\n\x13\x65lements_per_sample\x18\x06 \x01(\x03\x12\x10\n\x08position\x18\x07 \x01(\x05\x12\x0c\n\x04\x61uto\x18\x08 \x01(\x08\x12\x0e\n\x06layout\x18\t \x01(\t\"\xfb\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\x12\x12\n\nir_version\x18\x05 \x01(\x03\x12\x30\n\x06opsets\x18\x06 \x03(\x0b\x32 .layerscope.v1.Model.OpsetsEntry\x12)\n\x06inputs\x18\x07 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12*\n\x07outputs\x18\x08 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12(\n\x06layers\x18\t \x03(\x0b\x32\x18.layerscope.v1.LayerInfo\x12\x13\n\nmodel_path\x18\xaa\x01 \x01(\t\x12(\n\x05\x66iles\x18\xab\x01 \x03(\x0b\x32\x18.layerscope.v1.ModelFile\x1a-\n\x0bOpsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse2\xfb\x03\n\x06Models\x12V\n\x0bUploadModel\x12!.layerscope.v1.UploadModelRequest\x1a\".layerscope.v1.UploadModelResponse(\x01\x12`\n\x10UploadModelFiles\x12&.layerscope.v1.UploadModelFilesRequest\x1a\".layerscope.v1.UploadModelResponse(\x01\x12@\n\x08GetModel\x12\x1e.layerscope.v1.GetModelRequest\x1a\x14.layerscope.v1.Model\x12Q\n\nListModels\x12 .layerscope.v1.ListModelsRequest\x1a!.layerscope.v1.ListModelsResponse\x12T\n\x0b\x44\x65leteModel\x12!.layerscope.v1.DeleteModelRequest\x1a\".layerscope.v1.DeleteModelResponse\x12L\n\rDownloadModel\x12#.layerscope.v1.DownloadModelRequest\x1a\x14.layerscope.v1.Chunk0\x01\x42\x1eP\x01Z\x1alayerscope/v1;layerscopev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +35,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z\032layerscope/v1;layerscopev1'
   _globals['_MODEL_OPSETSENTRY']._loaded_options = None
   _globals['_MODEL_OPSETSENTRY']._serialized_options = b'8\001'
-  _globals['_UPLOADMODELHEADER']._serialized_start=73
-  _globals['_UPLOADMODELHEADER']._serialized_end=142
-  _globals['_UPLOADMODELREQUEST']._serialized_start=144
-  _globals['_UPLOADMODELREQUEST']._serialized_end=263
-  _globals['_MODELFILE']._serialized_start=265
-  _globals['_MODELFILE']._serialized_end=326
-  _globals['_UPLOADMODELFILESHEADER']._serialized_start=328
-  _globals['_UPLOADMODELFILESHEADER']._serialized_end=449
-  _globals['_FILECHUNK']._serialized_start=451
-  _globals['_FILECHUNK']._serialized_end=506
-  _globals['_UPLOADMODELFILESREQUEST']._serialized_start=509
-  _globals['_UPLOADMODELFILESREQUEST']._serialized_end=642
-  _globals['_UPLOADMODELRESPONSE']._serialized_start=644
-  _globals['_UPLOADMODELRESPONSE']._serialized_end=727
-  _globals['_TENSORINFO']._serialized_start=729
-  _globals['_TENSORINFO']._serialized_end=785
-  _globals['_LAYERINFO']._serialized_start=788
-  _globals['_LAYERINFO']._serialized_end=951
-  _globals['_MODEL']._serialized_start=954
-  _globals['_MODEL']._serialized_end=1333
-  _globals['_MODEL_OPSETSENTRY']._serialized_start=1288
-  _globals['_MODEL_OPSETSENTRY']._serialized_end=1333
-  _globals['_GETMODELREQUEST']._serialized_start=1335
-  _globals['_GETMODELREQUEST']._serialized_end=1364
-  _globals['_LISTMODELSREQUEST']._serialized_start=1366
-  _globals['_LISTMODELSREQUEST']._serialized_end=1424
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1426
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1509
-  _globals['_DELETEMODELREQUEST']._serialized_start=1511
-  _globals['_DELETEMODELREQUEST']._serialized_end=1543
-  _globals['_DELETEMODELRESPONSE']._serialized_start=1545
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1566
-  _globals['_MODELS']._serialized_start=1569
-  _globals['_MODELS']._serialized_end=1998
+  _globals['_DOWNLOADMODELREQUEST']._serialized_start=73
+  _globals['_DOWNLOADMODELREQUEST']._serialized_end=128
+  _globals['_UPLOADMODELHEADER']._serialized_start=130
+  _globals['_UPLOADMODELHEADER']._serialized_end=199
+  _globals['_UPLOADMODELREQUEST']._serialized_start=201
+  _globals['_UPLOADMODELREQUEST']._serialized_end=320
+  _globals['_MODELFILE']._serialized_start=322
+  _globals['_MODELFILE']._serialized_end=383
+  _globals['_UPLOADMODELFILESHEADER']._serialized_start=385
+  _globals['_UPLOADMODELFILESHEADER']._serialized_end=506
+  _globals['_FILECHUNK']._serialized_start=508
+  _globals['_FILECHUNK']._serialized_end=563
+  _globals['_UPLOADMODELFILESREQUEST']._serialized_start=566
+  _globals['_UPLOADMODELFILESREQUEST']._serialized_end=699
+  _globals['_UPLOADMODELRESPONSE']._serialized_start=701
+  _globals['_UPLOADMODELRESPONSE']._serialized_end=784
+  _globals['_TENSORINFO']._serialized_start=786
+  _globals['_TENSORINFO']._serialized_end=842
+  _globals['_LAYERINFO']._serialized_start=845
+  _globals['_LAYERINFO']._serialized_end=1008
+  _globals['_MODEL']._serialized_start=1011
+  _globals['_MODEL']._serialized_end=1390
+  _globals['_MODEL_OPSETSENTRY']._serialized_start=1345
+  _globals['_MODEL_OPSETSENTRY']._serialized_end=1390
+  _globals['_GETMODELREQUEST']._serialized_start=1392
+  _globals['_GETMODELREQUEST']._serialized_end=1421
+  _globals['_LISTMODELSREQUEST']._serialized_start=1423
+  _globals['_LISTMODELSREQUEST']._serialized_end=1481
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1483
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1566
+  _globals['_DELETEMODELREQUEST']._serialized_start=1568
+  _globals['_DELETEMODELREQUEST']._serialized_end=1600
+  _globals['_DELETEMODELRESPONSE']._serialized_start=1602
+  _globals['_DELETEMODELRESPONSE']._serialized_end=1623
+  _globals['_MODELS']._serialized_start=1626
+  _globals['_MODELS']._serialized_end=2133
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DownloadModelRequest(_message.Message):
+    __slots__ = ("id", "chunk_bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    chunk_bytes: int
+    def __init__(self, id: _Optional[str] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
 class UploadModelHeader(_message.Message):
     __slots__ = ("name", "size_bytes", "sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from . import common_pb2 as layerscope_dot_v1_dot_common__pb2
 from . import models_pb2 as layerscope_dot_v1_dot_models__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
@@ -59,6 +60,11 @@ class ModelsStub:
                 request_serializer=layerscope_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=layerscope_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
                 _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/layerscope.v1.Models/DownloadModel',
+                request_serializer=layerscope_dot_v1_dot_models__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_common__pb2.Chunk.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -111,6 +117,15 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadModel(self, request, context):
+        """Server stream: the model's bytes in order, as chunks of at most `chunk_bytes`
+        (default and maximum 1 MiB); their sha256 is the model's id. NOT_FOUND for an unknown
+        id; INVALID_ARGUMENT for a negative chunk size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +153,11 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=layerscope_dot_v1_dot_models__pb2.DeleteModelRequest.FromString,
                     response_serializer=layerscope_dot_v1_dot_models__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=layerscope_dot_v1_dot_models__pb2.DownloadModelRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_common__pb2.Chunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +295,33 @@ class Models:
             '/layerscope.v1.Models/DeleteModel',
             layerscope_dot_v1_dot_models__pb2.DeleteModelRequest.SerializeToString,
             layerscope_dot_v1_dot_models__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/layerscope.v1.Models/DownloadModel',
+            layerscope_dot_v1_dot_models__pb2.DownloadModelRequest.SerializeToString,
+            layerscope_dot_v1_dot_common__pb2.Chunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,7 @@ from ..runtime.extract import InputError, model_feeds
 from ..runtime.reduce import parse_reduction
 from ..store import Store
 from . import data
+from .compress import check_request, cut_candidates
 from .data import Labelled
 from .options import (
     CERTIFICATION,
@@ -34,7 +35,12 @@ from .options import (
     check_probe,
     ranking_indices,
 )
-from .requests import LayerAnalysisRequest, RankingRequest, ReferenceRequest
+from .requests import (
+    CompressionRequest,
+    LayerAnalysisRequest,
+    RankingRequest,
+    ReferenceRequest,
+)
 
 
 class FailedPrecondition(ValueError):
@@ -197,3 +203,34 @@ def reference(store: Store, req: ReferenceRequest) -> Reference:
                              f"confidence index's); got {list(req.options.orders)}")
         _orders_fit(req.options, len(dataset.y))
     return Reference(req, model, dataset)
+
+
+@dataclass(frozen=True)
+class Compression:
+    request: CompressionRequest
+    model: LoadedModel
+    train: Labelled
+    test: Labelled
+
+
+def compression(store: Store, req: CompressionRequest) -> Compression:
+    """The model and datasets of a compression, checked to fit together; every candidate
+    cut a layer with the batch axis first."""
+    check_request(req.tolerance, req.criterion, req.select_features, req.reduce)
+    if not (math.isfinite(req.alpha) and req.alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0; got {req.alpha}")
+    if not req.test_dataset_id:
+        raise ValueError("test_dataset_id is empty: the cut is chosen on a test set's scores")
+    model = loaded_model(store, req.model_id)
+    train = data.load(store, req.dataset_id)
+    test = data.load(store, req.test_dataset_id)
+    try:
+        cut_candidates(model.info, list(req.layers))
+    except LayerSelectionError as exc:
+        raise ValueError(f"layers: {exc}") from None
+    _fits(model, train, "dataset")
+    _fits(model, test, "test dataset")
+    if test.task != train.task:
+        raise FailedPrecondition("the dataset and the test dataset are of different tasks")
+    _batch_size(req.batch_size)
+    return Compression(req, model, train, test)

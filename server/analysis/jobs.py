@@ -10,9 +10,11 @@ full queue costs no more memory than an empty one.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...protos.options import IndexOptions
 from ..cancellation import Cancellation
 from ..cluster import LOCAL, Executor
 from ..graph import select_layers
@@ -20,10 +22,12 @@ from ..graph.load import external_bytes
 from ..store import JobRow, Store
 from ..store.jobs import JobManager
 from . import admission, memory
+from .compress import compress_model, cut_candidates
 from .data import EXTRACT_MEMORY_MB
 from .layerwise import analyze_layers
 from .ranking import rank_models
-from .requests import LayerAnalysisRequest, RankingRequest, ReferenceRequest
+from .requests import CompressionRequest, LayerAnalysisRequest, RankingRequest, ReferenceRequest
+from .uploads import store_model
 
 if TYPE_CHECKING:
     from .references import References
@@ -81,6 +85,26 @@ def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellati
     return result.to_dict()
 
 
+def run_compression(job: admission.Compression, progress: ProgressFn, cancel: Cancellation, *,
+                    target: Store, device: str | None = None,
+                    extract_memory_mb: float = EXTRACT_MEMORY_MB) -> dict[str, Any]:
+    """The compression report, with the compressed model stored in ``target`` as a new
+    model (``model_id``, ``size_bytes``)."""
+    progress(LOADING, 0, 1)
+    req = job.request
+    result = compress_model(
+        job.model.proto, job.train.inputs, **job.train.target(), test=job.test.inputs,
+        **job.test.target("test_"), layers=list(req.layers), tolerance=req.tolerance,
+        criterion=req.criterion, select_features=req.select_features, reduce=req.reduce,
+        alpha=req.alpha, batch_size=req.batch_size, extract_memory_mb=extract_memory_mb,
+        device=device, progress=progress, cancel=cancel)
+    cancel.check()
+    raw = result.model
+    name = req.name or f"{target.catalog.model(req.model_id)['name']}-compressed"
+    row, _ = store_model(target, name, len(raw), hashlib.sha256(raw).hexdigest(), [(0, raw)])
+    return result.to_dict() | {"model_id": row["id"], "size_bytes": len(raw)}
+
+
 class Jobs:
     """Starts the analysis jobs of one store: admission errors reach the caller at once."""
 
@@ -132,3 +156,17 @@ class Jobs:
         work = readmitted(admission.reference, self.store, req, self.references.build,
                           extract_memory_mb=self.extract_memory_mb)
         return self.manager.submit("reference", req.to_json(), self.budget.job(est, work))
+
+    def compression(self, req: CompressionRequest) -> JobRow:
+        job = admission.compression(self.store, req)
+        # the layer analysis with the probe, then the cut's features once more
+        est = memory.layer_analysis_estimate(
+            job.model.info, cut_candidates(job.model.info, list(req.layers)), job.train,
+            job.test, reduce=req.reduce, batch_size=req.batch_size, probe=True,
+            opts=IndexOptions(), model_bytes=job.model.proto.ByteSize(),
+            extract_mb=self.extract_memory_mb)
+        del job
+        work = readmitted(admission.compression, self.store, req, run_compression,
+                          target=self.store, device=self.device,
+                          extract_memory_mb=self.extract_memory_mb)
+        return self.manager.submit("compression", req.to_json(), self.budget.job(est, work))

@@ -82,6 +82,28 @@ class ReferenceRequest:
 
 
 @dataclass(frozen=True)
+class CompressionRequest:
+    model_id: str
+    dataset_id: str
+    test_dataset_id: str
+    layers: tuple[str, ...] = ("auto",)
+    tolerance: float = DEFAULT_TOLERANCE
+    criterion: str = "probe"
+    select_features: int | None = None
+    reduce: str = "auto"
+    batch_size: int | None = None
+    name: str = ""
+    alpha: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "dataset_id": self.dataset_id,
+                "test_dataset_id": self.test_dataset_id, "layers": list(self.layers),
+                "tolerance": self.tolerance, "criterion": self.criterion,
+                "select_features": self.select_features, "reduce": self.reduce,
+                "batch_size": self.batch_size, "name": self.name, "alpha": self.alpha}
+
+
+@dataclass(frozen=True)
 class CertifyRequest:
     """Queries as features at the reference's layer, or as raw model inputs; ``order`` 0
     is the reference's own order."""

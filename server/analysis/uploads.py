@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -129,6 +129,19 @@ def store_model_files(store: Store, name: str, model_path: str, files: ModelFile
         writer.commit()
         total = sum(n for _, n, _ in files)
         return store.add_model(files_sha256, name or files_sha256[:12], total, row), False
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def model_chunks(store: Store, model_id: str, chunk_bytes: int = 0
+                 ) -> Iterator[tuple[int, bytes]]:
+    """Yield the stored model's bytes as (offset, data) pieces of at most ``chunk_bytes``
+    (0: 1 MiB, also the most); NotFound for an unknown id, before any piece."""
+    if chunk_bytes < 0:
+        raise ValueError(f"chunk_bytes must be >= 0 (0 = 1 MiB); got {chunk_bytes}")
+    size = min(chunk_bytes or DOWNLOAD_CHUNK, DOWNLOAD_CHUNK)
+    view = memoryview(store.model_bytes(model_id))
+    for s in range(0, len(view), size):
+        yield s, bytes(view[s:s + size])
 
 
 def store_dataset(store: Store, name: str, specs: list[dict[str, Any]], size: int,

@@ -23,6 +23,7 @@ from ..analysis.requests import (
     RANKING_MAX_FEATURES,
     RANKING_ORDER,
     CertifyRequest,
+    CompressionRequest,
     LayerAnalysisRequest,
     RankingRequest,
     ReferenceRequest,
@@ -152,6 +153,17 @@ def reference_request(msg: analysis_pb2.BuildReferenceRequest) -> ReferenceReque
         model_id=msg.model_id, dataset_id=msg.dataset_id, layer=msg.layer or None,
         reduce=msg.reduce or "auto", batch_size=msg.batch_size or None,
         uncertainty=msg.uncertainty, options=codec.options_from_message(msg.options))
+
+
+def compression_request(msg: analysis_pb2.StartCompressionRequest) -> CompressionRequest:
+    return CompressionRequest(
+        model_id=msg.model_id, dataset_id=msg.dataset_id, test_dataset_id=msg.test_dataset_id,
+        layers=tuple(msg.layers) or ("auto",),
+        tolerance=msg.tolerance if msg.HasField("tolerance") else DEFAULT_TOLERANCE,
+        criterion=msg.criterion or "probe",
+        select_features=msg.select_features if msg.HasField("select_features") else None,
+        reduce=msg.reduce or "auto", batch_size=msg.batch_size or None, name=msg.name,
+        alpha=msg.alpha if msg.HasField("alpha") else 1.0)
 
 
 def certify_request(msg: analysis_pb2.CertifyRequest) -> CertifyRequest:

@@ -31,6 +31,7 @@ KIND_OF_METHOD = {
     "/layerscope.v1.Models/UploadModel": UPLOAD,
     "/layerscope.v1.Models/UploadModelFiles": UPLOAD,
     "/layerscope.v1.Datasets/UploadDataset": UPLOAD,
+    "/layerscope.v1.Models/DownloadModel": UPLOAD,  # a transfer of stored bytes, like one
     "/layerscope.v1.Analysis/WatchJob": WATCH,
     "/grpc.health.v1.Health/Watch": PROBE,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PROBE,
@@ -92,7 +93,8 @@ def flag(field: str) -> str:
 
 KIND_FLAG = {UPLOAD: "max_uploads", WATCH: "max_watchers", COMPUTE: "max_compute_calls",
              PROBE: "max_probe_streams"}
-KIND_WHAT = {UPLOAD: "uploads (UploadModel, UploadModelFiles, UploadDataset)",
+KIND_WHAT = {UPLOAD: "uploads and downloads (UploadModel, UploadModelFiles, UploadDataset, "
+                     "DownloadModel)",
              WATCH: "WatchJob streams",
              COMPUTE: "computations (ComputeIndices, Certify, CertifyStream, Start*, "
                       "BuildReference)",

