@@ -32,6 +32,7 @@ from ..protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from .loaders import Source, open_source
 from .modelfile import model_file_bytes
 from .progress import ProgressLine
 from .results import (
@@ -81,6 +82,29 @@ def _views(arrays: list[np.ndarray]) -> Iterator[memoryview]:
             yield buf[s : s + CHUNK]
 
 
+def _block_views(blocks: Iterable[np.ndarray]) -> Iterator[memoryview]:
+    """The raw bytes of each block (C order; the loaders yield little-endian blocks)."""
+    for b in blocks:
+        yield memoryview(np.ascontiguousarray(b).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+
+
+def _rechunk(views: Iterable[memoryview]) -> Iterator[bytes]:
+    """``views`` cut and joined into pieces of CHUNK bytes (the last one shorter)."""
+    pending: list[bytes] = []
+    held = 0
+    for v in views:
+        while len(v):
+            take = v[: CHUNK - held]
+            pending.append(take.tobytes())
+            held += len(take)
+            v = v[len(take) :]
+            if held == CHUNK:
+                yield b"".join(pending)
+                pending, held = [], 0
+    if held:
+        yield b"".join(pending)
+
+
 def _chunks(arrays: list[np.ndarray]) -> Iterator[common_pb2.Chunk]:
     offset = 0
     for view in _views(arrays):
@@ -119,6 +143,7 @@ class Client:
         token: str | None = None,
         *,
         root_certificates: bytes | None = None,
+        server_name: str | None = None,
         timeout: float | None = None,
     ) -> None:
         self.address = address
@@ -126,6 +151,8 @@ class Client:
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
         options = [("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 16 << 20)]
+        if server_name:  # the name the server's certificate holds, when not the address's
+            options.append(("grpc.ssl_target_name_override", server_name))
         if root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(address, creds, options=options)
@@ -294,6 +321,41 @@ class Client:
 
         return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
 
+    def upload_source(self, source: Source, name: str | None = None) -> Dataset:
+        """Upload a :class:`~layerscope.client.loaders.Source` (a data file or image folder
+        read by :func:`~layerscope.client.loaders.open_source`); return the stored dataset.
+
+        The source is read twice, a block at a time: once to hash it (which also checks
+        every file, so a broken one stops the upload before anything is sent), once to
+        send it. Memory stays at one block whatever the data's size."""
+        sha, size = _sha256_of(_block_views(source.blocks()))
+        if size != source.size_bytes:
+            raise ValueError(f"the source yielded {size} bytes; its tensors take "
+                             f"{source.size_bytes}")
+        header = datasets_pb2.UploadDatasetHeader(
+            name=name or "", size_bytes=size, sha256=sha,
+            tensors=[common_pb2.TensorSpec(name=n, dtype=d, shape=list(s))
+                     for n, d, s in source.specs])
+
+        def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
+            yield datasets_pb2.UploadDatasetRequest(header=header)
+            offset = 0
+            for data in _rechunk(_block_views(source.blocks())):
+                yield datasets_pb2.UploadDatasetRequest(
+                    chunk=common_pb2.Chunk(offset=offset, data=data))
+                offset += len(data)
+
+        return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
+
+    def upload_file(self, path: str | os.PathLike[str], name: str | None = None,
+                    **loader_options: Any) -> Dataset:
+        """Upload a data file or image folder (``.npz``, ``.npy`` with ``labels=`` or
+        ``targets=``, ``.csv`` and ``.parquet`` with ``columns=Columns(label=...)``, an
+        image folder with ``images=ImageOptions(...)``: see
+        :func:`~layerscope.client.loaders.open_source`); return the stored dataset."""
+        source = open_source(path, **loader_options)
+        return self.upload_source(source, name or Path(path).name)
+
     def get_dataset(self, dataset: str | Dataset) -> Dataset:
         """The stored dataset (by id, or a Dataset to refresh)."""
         return Dataset.from_proto(self._call(self._datasets.GetDataset,
@@ -459,6 +521,8 @@ class Client:
             return value
         if isinstance(value, datasets_pb2.Dataset):
             return Dataset.from_proto(value)
+        if isinstance(value, Source):
+            return self.upload_source(value)
         if isinstance(value, str):
             return self.get_dataset(value)
         return self.upload_dataset(value, labels=labels, targets=targets)
