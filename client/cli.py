@@ -329,13 +329,15 @@ def run_analyze(args: argparse.Namespace, client: Client) -> dict[str, Any]:
 
 
 def _demo_model(out_dir: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    """Train a small MLP on the digits and export it with skl2onnx (reused when present)."""
+    """Train a small MLP on the digits and export it through layerscope's scikit-learn
+    exporter (hidden layers named hidden1, hidden2; reused when present)."""
     path = out_dir / "digits-mlp.onnx"
     if path.is_file():
         return path
     try:
-        from skl2onnx import to_onnx  # noqa: PLC0415
         from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
+
+        from ..exporters.sklearn import export_sklearn  # noqa: PLC0415
     except ImportError:
         raise UsageError(
             "the demo trains a scikit-learn model and exports it with skl2onnx: "
@@ -343,8 +345,8 @@ def _demo_model(out_dir: Path, x: np.ndarray, y: np.ndarray) -> Path:
         ) from None
     clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=400, random_state=0)
     clf.fit(x, y)
-    onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
-    return write_atomic(path, lambda f: f.write(onx.SerializeToString()))
+    export_sklearn(clf, x[:64], path, opset=17)
+    return path
 
 
 def run_demo(args: argparse.Namespace, client: Client) -> dict[str, Any]:

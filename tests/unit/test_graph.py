@@ -507,3 +507,29 @@ def test_max_ir_version_is_what_onnxruntime_accepts():
     assert loads(best)
     if best < onnx.IR_VERSION:
         assert not loads(best + 1)
+
+
+def test_head_rule_takes_the_penultimate_layer_of_an_exported_sklearn_regressor(tmp_path):
+    """MLPRegressor through our exporter ends in MatMul, Add, Reshape (to (N,)): the walk
+    passes the Reshape and, every layer being fully connected, takes the last hidden
+    activation, as docs/exporters.md names it."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    from layerscope.exporters import export
+    from layerscope.server.graph.head import head_layer
+    from layerscope.server.graph.inspect import describe
+
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg = MLPRegressor(hidden_layer_sizes=(8, 4), max_iter=30, random_state=0).fit(
+            x, x[:, 0] - x[:, 1])
+    export(reg, x[:2], tmp_path / "reg.onnx")
+    model = onnx.load(tmp_path / "reg.onnx")
+    assert model.graph.node[-1].op_type == "Reshape"
+    name, why = head_layer(model, describe(model))
+    assert name == "hidden2"
+    assert "penultimate" in why
