@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -577,8 +578,9 @@ class Client:
                               ("order", order)):
             if value is not None:
                 setattr(req, option, value)
-        job = Job.from_proto(self._call(self._analysis.StartRanking, req))
-        result: RankingResult = self.wait(job, progress)
+        with _models_named(seen):
+            job = Job.from_proto(self._call(self._analysis.StartRanking, req))
+            result: RankingResult = self.wait(job, progress)
         return result.named(seen)
 
     def build_reference(
@@ -605,8 +607,9 @@ class Client:
             model_id=stored.id, dataset_id=ds.id, layer=layer or "", reduce=reduce,
             batch_size=batch_size or 0, uncertainty=uncertainty,
             options=_options(None, options))
-        job = Job.from_proto(self._call(self._analysis.BuildReference, req))
-        reference: Reference = self.wait(job, progress)
+        with _models_named({stored.id: _name_of(model, stored)}):
+            job = Job.from_proto(self._call(self._analysis.BuildReference, req))
+            reference: Reference = self.wait(job, progress)
         return reference
 
     def _certify_request(self, reference: str | Reference, features: Any, inputs: Any,
@@ -672,6 +675,19 @@ def _name_of(given: Any, stored: Model) -> str:
     if isinstance(given, (Model, models_pb2.Model)):
         return given.name or given.id
     return stored.id
+
+
+@contextlib.contextmanager
+def _models_named(names: Mapping[str, str]) -> Iterator[None]:
+    """Errors inside name each model as the caller knows it (its path), not by its id."""
+    try:
+        yield
+    except LayerscopeError as exc:
+        details = exc.details
+        for model_id, name in names.items():
+            if name != model_id:
+                details = details.replace(f"'{model_id}'", repr(name)).replace(model_id, name)
+        raise LayerscopeError(exc.code, details) from None
 
 
 def _unique(names: list[str]) -> list[str]:
