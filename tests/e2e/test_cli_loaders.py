@@ -234,3 +234,29 @@ def test_a_several_gb_image_folder_uploads_with_bounded_client_memory(tmp_path):
         peak_kib = int(proc.stderr.split("PEAK_KIB")[1].split()[0])
         assert peak_kib * 1024 < data_bytes / 10, (peak_kib, data_bytes)
         server.stop()
+
+
+def documented_stages() -> set[str]:
+    """The job stages docs/api.md lists (the sentence that starts 'stage (')."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    listed = text.split("stage (", 1)[1].split(")", 1)[0]
+    import re
+
+    return set(re.findall(r"`([^`]+)`", listed))
+
+
+def test_jobs_watch_follows_a_job_to_its_end_through_documented_stages(cnn, capsys,
+                                                                       embedded_server):
+    model = embedded_server.upload_model(cnn.path)
+    data = embedded_server.upload_dataset({"image": cnn.train["image"][:60]},
+                                          labels=cnn.y[:60])
+    job = embedded_server.start_layer_analysis(model, data)
+    stages = {str(j.progress.get("stage")) for j in embedded_server.watch(job)
+              if j.progress.get("stage")}
+    assert "done" in stages
+    assert stages <= documented_stages(), stages - documented_stages()
+    code, out, err = run_cli(["jobs", "watch", job.id, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["job"]["state"] == "succeeded"
+    code, out, _ = run_cli(["jobs"], capsys)
+    assert job.id in out and "succeeded" in out
