@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..local import write_atomic
 from ..protos import write_protos
 from ..protos.options import IndexOptions
 from .client import Client, LayerscopeError, _is_id
