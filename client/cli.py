@@ -174,6 +174,8 @@ CONNECTION = (
         help="device of the embedded server (default auto: the GPU when one is usable)"),
 )
 JSON = arg("--json", action="store_true", help="print one JSON object instead of the report")
+NO_PROGRESS = arg("--no-progress", action="store_true",
+                  help="no progress bar on stderr (shown on a terminal, unless --json)")
 
 
 def _image_options(args: argparse.Namespace, shape: Sequence[str] = ()) -> ImageOptions:
@@ -281,7 +283,8 @@ def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     options = _index_options(args, ("indices", "orders", "gamma", "normalize", "margin_cap",
                                     "max_features", "patience", "precision",
                                     "memory_budget_mb", "per_sample"))
-    result = client.compute_indices(arrays["features"], options=options, **kwargs)
+    result = client.compute_indices(arrays["features"], options=options,
+                                    progress=_show_progress(args), **kwargs)
     out = result.to_dict()
     out["data"] = str(args.data)
     if args.test:
@@ -295,6 +298,17 @@ def _with_features(path: str, source: Source) -> dict[str, Any]:
         found = ", ".join(repr(n) for n in arrays)
         raise DataFileError(f"{path}: missing array 'features' (found: {found})")
     return arrays
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar on stderr: a terminal's, unless --json or --no-progress."""
+    return not getattr(args, "json", False) and not getattr(args, "no_progress", False) \
+        and sys.stderr.isatty()
+
+
+def _upload(client: Client, args: argparse.Namespace, source: Source, path: str) -> Any:
+    """The stored dataset of ``source`` (read and uploaded a block at a time)."""
+    return client.upload_source(source, Path(path).name, progress=_show_progress(args))
 
 
 def _stored_model(client: Client, given: str) -> Any:
@@ -312,10 +326,12 @@ def run_layers(args: argparse.Namespace, client: Client) -> dict[str, Any]:
 def run_analyze(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the result dict of the ``analyze`` command."""
     model = _stored_model(client, args.model)
-    data, test = _train_and_test(args, args.data, args.test, model)
+    train_source, test_source = _train_and_test(args, args.data, args.test, model)
+    data = _upload(client, args, train_source, args.data)
+    test = _upload(client, args, test_source, args.test) if test_source else None
     options = _index_options(args, ("indices", "orders", "gamma", "normalize",
                                     "memory_budget_mb"))
-    show = not args.json and not args.no_progress and sys.stderr.isatty()
+    show = _show_progress(args)
     result = client.analyze_layers(
         model, data, test, layers=[args.layers], reduce=args.reduce, probe=args.probe,
         options=options, progress=show, **_given(args, ("batch_size", "tolerance")),
@@ -391,7 +407,7 @@ def run_rank(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     first = None
     if kind_of(args.data) == "images" and args.image_size is None:
         first = _stored_model(client, args.models[0])  # the image size of the first model
-    data = read_data(args, args.data, model=first)
+    data = _upload(client, args, read_data(args, args.data, model=first), args.data)
     layers: dict[str, str] = {}
     for item in args.layer:
         model, sep, tensor = item.partition("=")
@@ -403,14 +419,15 @@ def run_rank(args: argparse.Namespace, client: Client) -> dict[str, Any]:
         args.models, data, layers=layers, reduce=args.reduce,
         max_features=args.max_features, patience=args.patience, order=args.order,
         baselines=args.baselines, batch_size=args.batch_size,
-        progress=not args.json and sys.stderr.isatty())
+        progress=_show_progress(args))
     return result.to_dict()
 
 
 def run_certify(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     model = _stored_model(client, args.model)
-    ref_data = read_data(args, args.reference, input_name=_input_name(model, args.reference),
-                         model=model)
+    ref_data = _upload(client, args, read_data(
+        args, args.reference, input_name=_input_name(model, args.reference), model=model),
+        args.reference)
     if kind_of(args.queries) == "npy":
         queries = {_input_name(model, args.queries): np.asarray(load_npy(Path(args.queries)))}
     else:
@@ -419,7 +436,7 @@ def run_certify(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     queries.pop("targets", None)
     reference = client.build_reference(
         model, ref_data, layer=args.layer, reduce=args.reduce, uncertainty=args.uncertainty,
-        progress=not args.json and sys.stderr.isatty())
+        progress=_show_progress(args))
     if "features" in queries:
         result = client.certify(reference, queries["features"], uncertainty=args.uncertainty,
                                 order=args.order, mode=args.mode)
@@ -509,7 +526,7 @@ def run_jobs(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     if args.action == "cancel":
         return {"job": _job_row(client.cancel(job_id))}
     try:
-        client.wait(client.job(job_id), progress=not args.json and sys.stderr.isatty())
+        client.wait(client.job(job_id), progress=_show_progress(args))
     except LayerscopeError as exc:
         if exc.code in ("FAILED", "CANCELLED"):
             return {"job": _job_row(client.job(job_id))}
@@ -545,7 +562,7 @@ def run_datasets(args: argparse.Namespace, client: Client) -> dict[str, Any]:
         model = _stored_model(client, args.model) if args.model else None
         name = _input_name(model, args.id) if model is not None else "inputs"
         source = read_data(args, args.id, input_name=name, model=model)
-        return {"dataset": client.upload_source(source, Path(args.id).name).to_dict()}
+        return {"dataset": _upload(client, args, source, args.id).to_dict()}
     return {"datasets": [d.to_dict() for d in client.datasets()]}
 
 
@@ -619,7 +636,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="the engine's working memory beyond the inputs (default 256)"),
             arg("--per-class", action="store_true", help="also show per-class values"),
             arg("--per-sample", action="store_true", help="with --json: per-sample arrays"),
-            *DATA_ARGS, JSON, *CONNECTION,
+            *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION,
         ),
         run=run_indices,
         render=lambda out, args: format_table(out, per_class=args.per_class),
@@ -679,8 +696,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="rise below which the index counts as no longer improving (0.01)"),
             JSON,
             arg("--plot", metavar="FILE.png", help="write a plot of the indices per layer"),
-            arg("--no-progress", action="store_true", help="no progress bar on stderr"),
-            *DATA_ARGS, *CONNECTION,
+            NO_PROGRESS, *DATA_ARGS, *CONNECTION,
         ),
         run=run_analyze,
         render=lambda out, args: format_layer_table(out),
@@ -715,7 +731,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="also LogME, LEEP, NCE and H-score on the same features"),
             arg("--batch-size", type=int, default=None,
                 help="samples per model run (default: chosen by the server)"),
-            *DATA_ARGS, JSON, *CONNECTION,
+            *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION,
         ),
         run=run_rank,
         render=lambda out, args: format_ranking(out),
@@ -747,7 +763,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="neighbours the confidence counts (default 1)"),
             arg("--mode", choices=("conservative", "exact"), default="conservative",
                 help="regression: the set of cells that the uncertainty ball may reach"),
-            *DATA_ARGS, JSON, *CONNECTION,
+            *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION,
         ),
         run=run_certify,
         render=lambda out, args: format_certify(out),
@@ -817,7 +833,7 @@ COMMANDS: tuple[Command, ...] = (
         args=(arg("action", nargs="?", choices=("list", "watch", "cancel"), default="list",
                   help="list (default), watch or cancel"),
               arg("id", nargs="?", help="the job's id (watch, cancel)"),
-              JSON, *CONNECTION),
+              JSON, NO_PROGRESS, *CONNECTION),
         run=run_jobs,
         render=render_listing,
     ),
@@ -849,7 +865,7 @@ COMMANDS: tuple[Command, ...] = (
               arg("--model", metavar="MODEL.onnx",
                   help="upload: name the data by this model's input; image folders take "
                        "its input size and layout"),
-              *DATA_ARGS, JSON, *CONNECTION),
+              *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION),
         run=run_datasets,
         render=render_listing,
     ),

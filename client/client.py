@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from ..protos.stubs import (
 )
 from .loaders import Source, open_source
 from .modelfile import model_file_bytes
-from .progress import ProgressLine
+from .progress import ProgressLine, job_line
 from .results import (
     CertifyResult,
     Dataset,
@@ -87,6 +88,17 @@ def _block_views(blocks: Iterable[np.ndarray]) -> Iterator[memoryview]:
     """The raw bytes of each block (C order; the loaders yield little-endian blocks)."""
     for b in blocks:
         yield memoryview(np.ascontiguousarray(b).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+
+
+def _counted(views: Iterable[memoryview], stage: str, total: int, bar: ProgressLine
+             ) -> Iterator[memoryview]:
+    """``views`` as they are, drawing ``bar`` at the bytes passed."""
+    seen = 0
+    for v in views:
+        yield v
+        seen += len(v)
+        bar(stage, seen / total if total else 1.0, None,
+            f"{seen / 2**20:,.0f}/{total / 2**20:,.0f} MiB")
 
 
 def _rechunk(views: Iterable[memoryview]) -> Iterator[bytes]:
@@ -322,14 +334,26 @@ class Client:
 
         return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
 
-    def upload_source(self, source: Source, name: str | None = None) -> Dataset:
+    def upload_source(self, source: Source, name: str | None = None,
+                      progress: bool = False) -> Dataset:
         """Upload a :class:`~layerscope.client.loaders.Source` (a data file or image folder
         read by :func:`~layerscope.client.loaders.open_source`); return the stored dataset.
 
         The source is read twice, a block at a time: once to hash it (which also checks
         every file, so a broken one stops the upload before anything is sent), once to
         send it. Memory stays at one block whatever the data's size."""
-        sha, size = _sha256_of(_block_views(source.blocks()))
+        total = source.size_bytes
+        bar = ProgressLine(progress)
+        try:
+            sha, size = _sha256_of(_counted(_block_views(source.blocks()), "reading", total,
+                                            bar))
+            bar.close()
+            return self._send_source(source, name, sha, size, bar)
+        finally:
+            bar.close()
+
+    def _send_source(self, source: Source, name: str | None, sha: str, size: int,
+                     bar: ProgressLine) -> Dataset:
         if size != source.size_bytes:
             raise ValueError(f"the source yielded {size} bytes; its tensors take "
                              f"{source.size_bytes}")
@@ -341,7 +365,9 @@ class Client:
         def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
             yield datasets_pb2.UploadDatasetRequest(header=header)
             offset = 0
-            for data in _rechunk(_block_views(source.blocks())):
+            bar.started = time.monotonic()
+            for data in _rechunk(_counted(_block_views(source.blocks()), "uploading", size,
+                                          bar)):
                 yield datasets_pb2.UploadDatasetRequest(
                     chunk=common_pb2.Chunk(offset=offset, data=data))
                 offset += len(data)
@@ -384,13 +410,15 @@ class Client:
         test_labels: Any = None,
         test_targets: Any = None,
         options: IndexOptions | None = None,
+        progress: bool = False,
         **keywords: Any,
     ) -> IndicesResult:
         """The engine's indices of ``features`` (see METRICS.md), computed by the server.
 
         Options as an :class:`IndexOptions` or as its keywords: indices, orders, gamma,
         normalize, margin_cap, max_features, patience, candidates, criterion, precision,
-        memory_budget_mb, per_sample.
+        memory_budget_mb, per_sample. ``progress=True`` shows the upload and then the
+        elapsed time of the computation on stderr (the call reports no progress of its own).
         """
         named = {"features": features, "labels": labels, "targets": targets,
                  "test_features": test_features, "test_labels": test_labels,
@@ -403,10 +431,35 @@ class Client:
 
         def requests() -> Iterator[analysis_pb2.ComputeIndicesRequest]:
             yield analysis_pb2.ComputeIndicesRequest(header=header)
+            sent = 0
             for chunk in _chunks(order):
                 yield analysis_pb2.ComputeIndicesRequest(chunk=chunk)
+                sent += len(chunk.data)
+                bar("uploading", sent / total if total else 1.0)
+            uploaded.append(True)
 
-        return IndicesResult.from_proto(self._call(self._analysis.ComputeIndices, requests()))
+        total = sum(a.nbytes for a in order)
+        bar = ProgressLine(progress)
+        uploaded: list[bool] = []
+        try:
+            call = self._analysis.ComputeIndices.future(
+                requests(), metadata=self._metadata, timeout=self.timeout)
+            while True:
+                try:
+                    response = call.result(timeout=0.5)
+                    break
+                except grpc.FutureTimeoutError:
+                    if uploaded:  # the server computes in one call: elapsed, no ETA
+                        bar("indices", 0.0, None, "computing on the server")
+                except KeyboardInterrupt:
+                    call.cancel()
+                    raise
+            bar("indices", 1.0)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+        finally:
+            bar.close()
+        return IndicesResult.from_proto(response)
 
     # jobs -------------------------------------------------------------------------------
     def start_layer_analysis(
@@ -493,9 +546,7 @@ class Client:
         last = job
         try:
             for last in self.watch(job):
-                p = last.progress
-                bar(str(p.get("stage", last.state)), int(p.get("done", 0)),
-                    int(p.get("total", 0)) or 1, f"{float(p.get('fraction', 0)) * 100:5.1f}%")
+                bar(*job_line(dict(last.progress), last.state))
         except KeyboardInterrupt:
             self.cancel(job)
             raise

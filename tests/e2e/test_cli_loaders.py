@@ -260,3 +260,35 @@ def test_jobs_watch_follows_a_job_to_its_end_through_documented_stages(cnn, caps
     assert json.loads(out)["job"]["state"] == "succeeded"
     code, out, _ = run_cli(["jobs"], capsys)
     assert job.id in out and "succeeded" in out
+
+
+def test_the_progress_bar_ends_on_the_final_stage_at_100_percent(cnn, capsys,
+                                                                 embedded_server):
+    embedded_server.analyze_layers(cnn.path, {"image": cnn.train["image"][:50]},
+                                   labels=cnn.y[:50], progress=True)
+    err = capsys.readouterr().err
+    final = err.rstrip("\n").split("\r")[-1]
+    assert final.startswith("done") and "100.0%" in final, final
+    assert "0/1" not in final
+
+
+def test_a_parquet_upload_shows_reading_and_uploading_with_an_eta(tmp_path, table, capsys,
+                                                                  embedded_server):
+    from layerscope.client.loaders import Columns, open_source
+
+    x, y = table
+    pq.write_table(pa.table({"a": x[:, 0], "y": y}), tmp_path / "p.parquet")
+    source = open_source(tmp_path / "p.parquet", columns=Columns(label="y"))
+    embedded_server.upload_source(source, progress=True)
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(s.startswith("reading") and "100.0%" in s for s in lines)
+    assert any(s.startswith("uploading") and "100.0%" in s for s in lines)
+
+
+def test_indices_show_the_upload_and_end_at_100_percent(table, capsys, embedded_server):
+    x, y = table
+    res = embedded_server.compute_indices(x, labels=y, progress=True)
+    assert res.to_dict()["si"] == pytest.approx(H.si(x.astype(np.float64), y), abs=0)
+    parts = capsys.readouterr().err.rstrip("\n").split("\r")
+    assert any(p.startswith("uploading") for p in parts)
+    assert parts[-1].startswith("indices") and "100.0%" in parts[-1]

@@ -243,3 +243,14 @@ def test_image_folder_without_a_size_asks_for_one(tmp_path):
     image_folder(tmp_path / "imgs")
     with pytest.raises(DataFileError, match="--image-size"):
         open_source(tmp_path / "imgs")
+
+
+def test_progress_line_of_a_finished_job_is_its_final_stage_at_100_percent():
+    from layerscope.client.progress import duration, job_line
+
+    final = {"stage": "done", "fraction": 1.0, "remaining_seconds": 0.0}
+    assert job_line(final, "succeeded") == ("done", 1.0, 0.0, "")
+    running = {"stage": "extract:train", "done": 3, "total": 8, "fraction": 0.25,
+               "remaining_seconds": 65.0, "layer": ""}
+    assert job_line(running, "running") == ("extract:train", 0.25, 65.0, "3/8")
+    assert (duration(65), duration(5), duration(3720)) == ("1m05s", "5s", "1h02m")
