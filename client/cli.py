@@ -566,6 +566,14 @@ def run_datasets(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     return {"datasets": [d.to_dict() for d in client.datasets()]}
 
 
+def run_references(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """list: the stored certification references; delete ID: remove one."""
+    if args.action == "delete":
+        client.delete_reference(_need_id(args, "reference"))
+        return {"deleted": args.id}
+    return {"references": [r.to_dict() for r in client.references()]}
+
+
 def render_listing(out: dict[str, Any], args: argparse.Namespace) -> str:
     """The management commands' output: one line per item."""
     if "deleted" in out:
@@ -588,6 +596,9 @@ def render_listing(out: dict[str, Any], args: argparse.Namespace) -> str:
     for d in out.get("datasets", []):
         rows.append(f"{d['id']}  {d['n_samples']:>8} samples  {d['task']:<14} "
                     f"{_size_text(d['size_bytes']):>9}  {d['name']}")
+    for r in out.get("references", []):
+        rows.append(f"{r['id']}  model {r['model_id'][:12]}  {r['layer']}  {r['task']}  "
+                    f"{r['n_samples']} samples x {r['features']} features")
     return "\n".join(rows) if rows else f"no {args.command}"
 
 
@@ -867,6 +878,20 @@ COMMANDS: tuple[Command, ...] = (
                        "its input size and layout"),
               *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION),
         run=run_datasets,
+        render=render_listing,
+    ),
+    Command(
+        name="references",
+        help="list or delete stored certification references",
+        description="list (default): the certification references that certify built, "
+                    "newest first; delete ID: remove one (certify builds it again when "
+                    "needed).",
+        example="layerscope references delete 5be0...",
+        args=(arg("action", nargs="?", choices=("list", "delete"), default="list",
+                  help="list (default) or delete"),
+              arg("id", nargs="?", help="the reference's id (delete)"),
+              JSON, *CONNECTION),
+        run=run_references,
         render=render_listing,
     ),
     Command(

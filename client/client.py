@@ -663,6 +663,17 @@ class Client:
             reference: Reference = self.wait(job, progress)
         return reference
 
+    def references(self, page_size: int = 0) -> list[Reference]:
+        """The stored certification references, newest first (read in pages of
+        ``page_size``, 0: the server's default)."""
+        return [Reference.from_proto(r) for r in self._listing(
+            self._analysis.ListReferences, analysis_pb2.ListReferencesRequest, "references",
+            page_size)]
+
+    def delete_reference(self, reference: str | Reference) -> None:
+        self._call(self._analysis.DeleteReference,
+                   analysis_pb2.DeleteReferenceRequest(id=_id(reference)))
+
     def _certify_request(self, reference: str | Reference, features: Any, inputs: Any,
                          uncertainty: float, order: int, mode: str
                          ) -> analysis_pb2.CertifyRequest:

@@ -255,13 +255,20 @@ def format_model(model: dict[str, Any], path: str) -> str:
         lines.extend(f"  {t['name']}  {t['dtype']}  [{', '.join(t['shape'])}]"
                      for t in model[title])
     layers = model["layers"]
-    lines.append(f"candidate layers ({len(layers)}; * = auto):")
+    lines.append(f"candidate layers ({len(layers)}; * = auto; params: the weights that "
+                 "compute the layer):")
     width = max([len(la["name"]) for la in layers] + [4])
+    lines.append(f"    {'pos':>4}  {'name':<{width}}  {'op':<20} {'shape':<24} "
+                 f"{'values':>8} {'params':>12}")
     for la in layers:
         shape = f"[{', '.join(la['shape'])}]"
         per = la["elements_per_sample"] or "?"
         lines.append(f"  {'*' if la['auto'] else ' '} {la['position']:>4}  "
-                     f"{la['name']:<{width}}  {la['op_type']:<20} {shape:<24} {per}")
+                     f"{la['name']:<{width}}  {la['op_type']:<20} {shape:<24} {per:>8} "
+                     f"{la.get('parameters', 0):>12,}")
+    total = model.get("parameters", 0)
+    in_layers = sum(la.get("parameters", 0) for la in layers)
+    lines.append(f"parameters: {total:,} in total ({in_layers:,} in the candidate layers)")
     return "\n".join(lines)
 
 

@@ -78,12 +78,14 @@ class LayerInfo:
     position: int
     auto: bool
     layout: str
+    parameters: int = 0
 
     @classmethod
     def from_proto(cls, msg: models_pb2.LayerInfo) -> LayerInfo:
         return cls(name=msg.name, node=msg.node, op_type=msg.op_type, dtype=msg.dtype,
                    shape=tuple(msg.shape), elements_per_sample=int(msg.elements_per_sample),
-                   position=int(msg.position), auto=bool(msg.auto), layout=msg.layout)
+                   position=int(msg.position), auto=bool(msg.auto), layout=msg.layout,
+                   parameters=int(msg.parameters))
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Model:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     layers: tuple[LayerInfo, ...]
+    parameters: int = 0
 
     @classmethod
     def from_proto(cls, msg: models_pb2.Model) -> Model:
@@ -108,7 +111,8 @@ class Model:
                    opsets={k: int(v) for k, v in sorted(msg.opsets.items())},
                    inputs=tuple(TensorInfo.from_proto(t) for t in msg.inputs),
                    outputs=tuple(TensorInfo.from_proto(t) for t in msg.outputs),
-                   layers=tuple(LayerInfo.from_proto(la) for la in msg.layers))
+                   layers=tuple(LayerInfo.from_proto(la) for la in msg.layers),
+                   parameters=int(msg.parameters))
 
     def __hash__(self) -> int:  # the id is the content: equal models have equal ids
         return hash(self.id)

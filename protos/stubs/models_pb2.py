@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as layerscope_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alayerscope/v1/models.proto\x12\rlayerscope.v1\x1a\x1alayerscope/v1/common.proto\"E\n\x11UploadModelHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"w\n\x12UploadModelRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .layerscope.v1.UploadModelHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.layerscope.v1.ChunkH\x00\x42\x06\n\x04part\"S\n\x13UploadModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"\xa3\x01\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07op_type\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\t\x12\x1b\n\x13\x65lements_per_sample\x18\x06 \x01(\x03\x12\x10\n\x08position\x18\x07 \x01(\x05\x12\x0c\n\x04\x61uto\x18\x08 \x01(\x08\x12\x0e\n\x06layout\x18\t \x01(\t\"\xbc\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\x12\x12\n\nir_version\x18\x05 \x01(\x03\x12\x30\n\x06opsets\x18\x06 \x03(\x0b\x32 .layerscope.v1.Model.OpsetsEntry\x12)\n\x06inputs\x18\x07 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12*\n\x07outputs\x18\x08 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12(\n\x06layers\x18\t \x03(\x0b\x32\x18.layerscope.v1.LayerInfo\x1a-\n\x0bOpsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse2\xcb\x02\n\x06Models\x12V\n\x0bUploadModel\x12!.layerscope.v1.UploadModelRequest\x1a\".layerscope.v1.UploadModelResponse(\x01\x12@\n\x08GetModel\x12\x1e.layerscope.v1.GetModelRequest\x1a\x14.layerscope.v1.Model\x12Q\n\nListModels\x12 .layerscope.v1.ListModelsRequest\x1a!.layerscope.v1.ListModelsResponse\x12T\n\x0b\x44\x65leteModel\x12!.layerscope.v1.DeleteModelRequest\x1a\".layerscope.v1.DeleteModelResponseB\x1eP\x01Z\x1alayerscope/v1;layerscopev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alayerscope/v1/models.proto\x12\rlayerscope.v1\x1a\x1alayerscope/v1/common.proto\"E\n\x11UploadModelHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"w\n\x12UploadModelRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .layerscope.v1.UploadModelHeaderH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.layerscope.v1.ChunkH\x00\x42\x06\n\x04part\"S\n\x13UploadModelResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"\xb8\x01\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07op_type\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\t\x12\x1b\n\x13\x65lements_per_sample\x18\x06 \x01(\x03\x12\x10\n\x08position\x18\x07 \x01(\x05\x12\x0c\n\x04\x61uto\x18\x08 \x01(\x08\x12\x0e\n\x06layout\x18\t \x01(\t\x12\x13\n\nparameters\x18\x82\x01 \x01(\x03\"\xd1\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\x12\x12\n\nir_version\x18\x05 \x01(\x03\x12\x30\n\x06opsets\x18\x06 \x03(\x0b\x32 .layerscope.v1.Model.OpsetsEntry\x12)\n\x06inputs\x18\x07 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12*\n\x07outputs\x18\x08 \x03(\x0b\x32\x19.layerscope.v1.TensorInfo\x12(\n\x06layers\x18\t \x03(\x0b\x32\x18.layerscope.v1.LayerInfo\x12\x13\n\nparameters\x18\x82\x01 \x01(\x03\x1a-\n\x0bOpsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1d\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.layerscope.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse2\xcb\x02\n\x06Models\x12V\n\x0bUploadModel\x12!.layerscope.v1.UploadModelRequest\x1a\".layerscope.v1.UploadModelResponse(\x01\x12@\n\x08GetModel\x12\x1e.layerscope.v1.GetModelRequest\x1a\x14.layerscope.v1.Model\x12Q\n\nListModels\x12 .layerscope.v1.ListModelsRequest\x1a!.layerscope.v1.ListModelsResponse\x12T\n\x0b\x44\x65leteModel\x12!.layerscope.v1.DeleteModelRequest\x1a\".layerscope.v1.DeleteModelResponseB\x1eP\x01Z\x1alayerscope/v1;layerscopev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,21 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORINFO']._serialized_start=350
   _globals['_TENSORINFO']._serialized_end=406
   _globals['_LAYERINFO']._serialized_start=409
-  _globals['_LAYERINFO']._serialized_end=572
-  _globals['_MODEL']._serialized_start=575
-  _globals['_MODEL']._serialized_end=891
-  _globals['_MODEL_OPSETSENTRY']._serialized_start=846
-  _globals['_MODEL_OPSETSENTRY']._serialized_end=891
-  _globals['_GETMODELREQUEST']._serialized_start=893
-  _globals['_GETMODELREQUEST']._serialized_end=922
-  _globals['_LISTMODELSREQUEST']._serialized_start=924
-  _globals['_LISTMODELSREQUEST']._serialized_end=982
-  _globals['_LISTMODELSRESPONSE']._serialized_start=984
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1067
-  _globals['_DELETEMODELREQUEST']._serialized_start=1069
-  _globals['_DELETEMODELREQUEST']._serialized_end=1101
-  _globals['_DELETEMODELRESPONSE']._serialized_start=1103
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1124
-  _globals['_MODELS']._serialized_start=1127
-  _globals['_MODELS']._serialized_end=1458
+  _globals['_LAYERINFO']._serialized_end=593
+  _globals['_MODEL']._serialized_start=596
+  _globals['_MODEL']._serialized_end=933
+  _globals['_MODEL_OPSETSENTRY']._serialized_start=888
+  _globals['_MODEL_OPSETSENTRY']._serialized_end=933
+  _globals['_GETMODELREQUEST']._serialized_start=935
+  _globals['_GETMODELREQUEST']._serialized_end=964
+  _globals['_LISTMODELSREQUEST']._serialized_start=966
+  _globals['_LISTMODELSREQUEST']._serialized_end=1024
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1026
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1109
+  _globals['_DELETEMODELREQUEST']._serialized_start=1111
+  _globals['_DELETEMODELREQUEST']._serialized_end=1143
+  _globals['_DELETEMODELRESPONSE']._serialized_start=1145
+  _globals['_DELETEMODELRESPONSE']._serialized_end=1166
+  _globals['_MODELS']._serialized_start=1169
+  _globals['_MODELS']._serialized_end=1500
 # @@protoc_insertion_point(module_scope)

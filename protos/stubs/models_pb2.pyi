@@ -44,7 +44,7 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LayerInfo(_message.Message):
-    __slots__ = ("name", "node", "op_type", "dtype", "shape", "elements_per_sample", "position", "auto", "layout")
+    __slots__ = ("name", "node", "op_type", "dtype", "shape", "elements_per_sample", "position", "auto", "layout", "parameters")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class LayerInfo(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     AUTO_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     node: str
     op_type: str
@@ -63,10 +64,11 @@ class LayerInfo(_message.Message):
     position: int
     auto: bool
     layout: str
-    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., op_type: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., elements_per_sample: _Optional[int] = ..., position: _Optional[int] = ..., auto: _Optional[bool] = ..., layout: _Optional[str] = ...) -> None: ...
+    parameters: int
+    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., op_type: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., elements_per_sample: _Optional[int] = ..., position: _Optional[int] = ..., auto: _Optional[bool] = ..., layout: _Optional[str] = ..., parameters: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "name", "size_bytes", "created", "ir_version", "opsets", "inputs", "outputs", "layers")
+    __slots__ = ("id", "name", "size_bytes", "created", "ir_version", "opsets", "inputs", "outputs", "layers", "parameters")
     class OpsetsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +85,7 @@ class Model(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     size_bytes: int
@@ -92,7 +95,8 @@ class Model(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[float] = ..., ir_version: _Optional[int] = ..., opsets: _Optional[_Mapping[str, int]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ...) -> None: ...
+    parameters: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[float] = ..., ir_version: _Optional[int] = ..., opsets: _Optional[_Mapping[str, int]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., parameters: _Optional[int] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("id",)

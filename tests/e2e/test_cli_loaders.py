@@ -292,3 +292,32 @@ def test_indices_show_the_upload_and_end_at_100_percent(table, capsys, embedded_
     parts = capsys.readouterr().err.rstrip("\n").split("\r")
     assert any(p.startswith("uploading") for p in parts)
     assert parts[-1].startswith("indices") and "100.0%" in parts[-1]
+
+
+def test_references_list_and_delete(cnn, capsys, embedded_server):
+    model = embedded_server.upload_model(cnn.path)
+    ref = embedded_server.build_reference(model, {"image": cnn.train["image"][:40]},
+                                          labels=cnn.y[:40])
+    code, out, _ = run_cli(["references", "--json"], capsys)
+    assert code == 0
+    listed = {r["id"]: r for r in json.loads(out)["references"]}
+    assert listed[ref.id]["model_id"] == model.id and listed[ref.id]["n_samples"] == 40
+    code, _, _ = run_cli(["references", "delete", ref.id], capsys)
+    assert code == 0
+    assert ref.id not in [r.id for r in embedded_server.references()]
+    code, _, err = run_cli(["references", "delete", ref.id], capsys)
+    assert code == 2 and "NOT_FOUND" in err
+    with pytest.raises(Exception, match="NOT_FOUND"):
+        embedded_server.certify(ref, np.zeros((1, listed[ref.id]["features"]), np.float32))
+
+
+def test_layers_shows_parameters_per_layer_and_in_total(cnn, capsys):
+    code, out, _ = run_cli(["layers", str(cnn.path), "--json"], capsys)
+    assert code == 0
+    d = json.loads(out)
+    total = sum(p.numel() for p in cnn.model.parameters())
+    assert d["parameters"] == total
+    fc1 = next(la for la in d["layers"] if la["name"] == "/fc1/Gemm_output_0")
+    assert fc1["parameters"] == 256 * 64 + 64
+    code, out, _ = run_cli(["layers", str(cnn.path)], capsys)
+    assert f"parameters: {total:,} in total" in out and "16,448" in out

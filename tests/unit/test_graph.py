@@ -533,3 +533,16 @@ def test_head_rule_takes_the_penultimate_layer_of_an_exported_sklearn_regressor(
     name, why = head_layer(model, describe(model))
     assert name == "hidden2"
     assert "penultimate" in why
+
+
+def test_parameters_per_layer_are_the_torch_modules_weights(cnn):
+    """Each convolution or Gemm output owns its module's weight and bias (torch's numel);
+    activations and pooling own none; the total is every float weight of the model."""
+    from layerscope.server.graph.inspect import describe as describe_model
+
+    info = describe_model(onnx.load(cnn.path))
+    got = {la.name: la.parameters for la in info.layers}
+    for name, _, module in M.CNN_LAYERS:
+        want = sum(p.numel() for p in getattr(cnn.model, module).parameters())
+        assert got[name] == want, name
+    assert info.parameters == sum(p.numel() for p in cnn.model.parameters())
