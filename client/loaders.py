@@ -378,9 +378,6 @@ def image_folder(path: Path, given: ImageOptions, input_name: str,
     """An ImageFolder layout (one subfolder per class, sorted names are the labels 0..k-1),
     decoded with Pillow a batch at a time."""
     o = image_options_for([], given)
-    if o.size is None:
-        raise DataFileError(f"{path}: the image size is unknown: give --image-size H[,W] "
-                            "(or a model whose input has a fixed height and width)")
     found = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not found:
         raise DataFileError(f"{path}: no class subfolders; expected an image folder with one "
@@ -398,6 +395,9 @@ def image_folder(path: Path, given: ImageOptions, input_name: str,
     if not files:
         raise DataFileError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its "
                             "class folders")
+    if o.size is None:
+        raise DataFileError(f"{path}: the image size is unknown: give --image-size H[,W] "
+                            "(or a model whose input has a fixed height and width)")
     channels = int(o.channels or 3)
     mean, std = _per_channel(o.mean, channels, "mean"), _per_channel(o.std, channels, "std")
     h, w = o.size

@@ -255,8 +255,7 @@ def format_model(model: dict[str, Any], path: str) -> str:
         lines.extend(f"  {t['name']}  {t['dtype']}  [{', '.join(t['shape'])}]"
                      for t in model[title])
     layers = model["layers"]
-    lines.append(f"candidate layers ({len(layers)}; * = auto; params: the weights that "
-                 "compute the layer):")
+    lines.append(f"candidate layers ({len(layers)}; * = auto):")
     width = max([len(la["name"]) for la in layers] + [4])
     lines.append(f"    {'pos':>4}  {'name':<{width}}  {'op':<20} {'shape':<24} "
                  f"{'values':>8} {'params':>12}")
@@ -268,7 +267,8 @@ def format_model(model: dict[str, Any], path: str) -> str:
                      f"{la.get('parameters', 0):>12,}")
     total = model.get("parameters", 0)
     in_layers = sum(la.get("parameters", 0) for la in layers)
-    lines.append(f"parameters: {total:,} in total ({in_layers:,} in the candidate layers)")
+    lines.append(f"parameters: {total:,} in total ({in_layers:,} in the candidate layers; "
+                 "a layer's params are the weights that compute it)")
     return "\n".join(lines)
 
 
