@@ -116,7 +116,8 @@ def test_not_an_npz_file_is_reported(tmp_path, capsys):
     path.write_bytes(b"this is not a zip archive")
     code, _, err = run_cli(["indices", str(path)], capsys)
     assert code == 2
-    assert "not a readable .npz" in err
+    assert "is not an .npz archive" in err
+    assert "pickle" not in err  # a text file is not "pickled data"
 
 
 def test_missing_file_is_reported(tmp_path, capsys):

@@ -321,3 +321,36 @@ def test_layers_shows_parameters_per_layer_and_in_total(cnn, capsys):
     assert fc1["parameters"] == 256 * 64 + 64
     code, out, _ = run_cli(["layers", str(cnn.path)], capsys)
     assert f"parameters: {total:,} in total" in out and "16,448" in out
+
+
+def test_the_regression_table_fits_100_columns_and_shows_every_value(tmp_path, capsys):
+    """The SmI family has 20 columns at two orders: the table splits into panels of at
+    most 100 characters, each value of the JSON result still shown."""
+    import warnings
+
+    from sklearn.neural_network import MLPRegressor
+
+    from layerscope.exporters import export
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 5)).astype(np.float32)
+    y = (2 * x[:, 0] + np.sin(x[:, 1])).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = MLPRegressor(hidden_layer_sizes=(8, 4), max_iter=100, random_state=0).fit(x, y)
+    export(reg, x[:4], tmp_path / "reg.onnx")
+    np.savez(tmp_path / "tr.npz", inputs=x[:120], targets=y[:120])
+    np.savez(tmp_path / "te.npz", inputs=x[120:], targets=y[120:])
+    argv = ["analyze", str(tmp_path / "reg.onnx"), "--data", str(tmp_path / "tr.npz"),
+            "--test", str(tmp_path / "te.npz"), "--orders", "1,5", "--probe"]
+    code, table, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert max(len(line) for line in table.splitlines()) <= 100
+    code, out, _ = run_cli([*argv, "--json"], capsys)
+    tokens = set(table.split())
+    for la in json.loads(out)["layers"]:
+        for key in ("smi_linear", "high_order_smi_linear", "anti_smi_exp"):
+            values = la[key].values() if isinstance(la[key], dict) else [la[key]]
+            for v in values:
+                assert f"{v:.4f}" in tokens, (la["name"], key, v)
+        assert f"{la['probe']['test_r2']:.4f}" in tokens
