@@ -162,7 +162,7 @@ class Client:
         self.address = address
         self.timeout = timeout
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
-        options = [("grpc.max_receive_message_length", 64 << 20),
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 16 << 20)]
         if server_name:  # the name the server's certificate holds, when not the address's
             options.append(("grpc.ssl_target_name_override", server_name))

@@ -177,8 +177,8 @@ def format_layer_table(out: dict[str, Any]) -> str:
     # wider than TABLE_WIDTH: the column groups go into panels, each repeating the layer
     panels: list[list[int]] = [[]]
     width = len(first_left)
-    for g, (head, _) in enumerate(groups):
-        gw = sum(len(h) + 1 for h in head)
+    for g, (heads, _) in enumerate(groups):
+        gw = sum(len(h) + 1 for h in heads)
         if panels[-1] and width + gw > TABLE_WIDTH:
             panels.append([])
             width = 3 + nw
