@@ -288,7 +288,7 @@ def parquet_source(path: Path, columns: Columns, input_name: str) -> Source:
 
     key, ycol = columns.key_and_name(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as exc:
         raise DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
     schema = pf.schema_arrow
@@ -328,8 +328,11 @@ def parquet_source(path: Path, columns: Columns, input_name: str) -> Source:
     def blocks() -> Iterator[np.ndarray]:
         start = 0
         try:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_CHUNK,
-                                                           columns=feats):
+            # pre_buffer would read ahead whole row groups of every column (several times
+            # the data of one batch); without it memory stays at about one row group
+            reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+            for batch in reader.iter_batches(batch_size=ROWS_PER_CHUNK, columns=feats,
+                                             use_threads=False):
                 cols = []
                 for n, col in zip(feats, batch.columns, strict=True):
                     if col.null_count:
