@@ -32,6 +32,15 @@ from ..protos import write_protos
 from ..protos.options import IndexOptions
 from .client import Client, LayerscopeError, _is_id
 from .html_report import report_from_json, write_report
+from .loaders import (
+    Columns,
+    ImageOptions,
+    Source,
+    image_options_for,
+    kind_of,
+    load_npy,
+    open_source,
+)
 from .npz import DataFileError, check_input, load_npz, save_npz
 from .report import (
     format_certify,
@@ -143,11 +152,61 @@ def keep_warm_of(args: argparse.Namespace) -> float:
         raise UsageError(f"$LAYERSCOPE_KEEP_WARM: {exc}") from None
 
 
+def _float_tuple(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers like 0.485,0.456,0.406; got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    values = _int_list(text)
+    if len(values) > 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected H or H,W (positive); got {text!r}")
+    return (values[0], values[-1])
+
+
+# how data files are read (client/loaders.py); every command that takes data has these
+DATA_ARGS = (
+    arg("--labels", metavar="LABELS.npy",
+        help="with an .npy of inputs as the data: the .npy of labels (classification)"),
+    arg("--targets", metavar="TARGETS.npy",
+        help="with an .npy of inputs as the data: the .npy of targets (regression)"),
+    arg("--test-labels", metavar="LABELS.npy", help="the same for an .npy test set"),
+    arg("--test-targets", metavar="TARGETS.npy", help="the same for an .npy test set"),
+    arg("--label-column", metavar="NAME",
+        help="CSV/Parquet: the column of labels; the other (numeric) columns are features"),
+    arg("--target-column", metavar="NAME",
+        help="CSV/Parquet: the column of regression targets"),
+    arg("--image-size", type=_size, metavar="H[,W]",
+        help="image folders: the crop size (default: the model input's height and width)"),
+    arg("--resize", type=int, metavar="N",
+        help="image folders: shorter side before the centre crop (default: the crop's "
+             "larger side)"),
+    arg("--scale", type=float, default=1 / 255,
+        help="image folders: factor applied to pixel values 0..255 (default 1/255)"),
+    arg("--mean", type=_float_tuple, default=(0.0,), metavar="M[,M,M]",
+        help="image folders: per-channel mean subtracted after scaling (default 0)"),
+    arg("--std", type=_float_tuple, default=(1.0,), metavar="S[,S,S]",
+        help="image folders: per-channel std divided by (default 1)"),
+    arg("--layout", choices=("NCHW", "NHWC"), default=None,
+        help="image folders: tensor layout (default: guessed from the model's input shape)"),
+)
+
+
 CONNECTION = (
     arg("--server", metavar="HOST:PORT", default=os.environ.get("LAYERSCOPE_SERVER"),
         help="use this server (default: the embedded one; $LAYERSCOPE_SERVER)"),
     arg("--token", default=os.environ.get("LAYERSCOPE_TOKEN"),
         help="bearer token for --server ($LAYERSCOPE_TOKEN)"),
+    arg("--tls-ca", metavar="CA.pem", default=os.environ.get("LAYERSCOPE_TLS_CA"),
+        help="reach --server over TLS, trusting this CA certificate ($LAYERSCOPE_TLS_CA)"),
+    arg("--tls-server-name", metavar="NAME", default=None,
+        help="the name the server's certificate holds, when it is not --server's host"),
     arg("--data-dir", type=Path, default=None,
         help="data directory of the embedded server (default: the user's data home)"),
     arg("--device", choices=("auto", "cpu", "gpu"), default=None,
@@ -161,12 +220,87 @@ JSON = arg("--json", action="store_true", help="print one JSON object instead of
 REPORT = arg("--report", metavar="FILE.html", default=None,
              help="also write a self-contained HTML report (tables and plots, no network)")
 
+NO_PROGRESS = arg("--no-progress", action="store_true",
+                  help="no progress bar on stderr (shown on a terminal, unless --json)")
+
+
+def _image_options(args: argparse.Namespace, shape: Sequence[str] = ()) -> ImageOptions:
+    given = ImageOptions(size=getattr(args, "image_size", None),
+                         resize=getattr(args, "resize", None),
+                         scale=getattr(args, "scale", 1 / 255),
+                         mean=getattr(args, "mean", (0.0,)), std=getattr(args, "std", (1.0,)),
+                         layout=getattr(args, "layout", None))
+    return image_options_for(list(shape), given)
+
+
+def read_data(args: argparse.Namespace, path: str, *, test: bool = False,
+              input_name: str = "inputs", model: Any = None,
+              classes: Sequence[str] | None = None) -> Source:
+    """The source of a data argument (``test``: the --test one), read with the data flags;
+    an image folder takes its defaults from ``model``'s single input. What was assumed
+    (the preprocessing, class names) is printed on stderr."""
+    pre = "test_" if test else ""
+    shape: Sequence[str] = ()
+    if model is not None and kind_of(path) == "images" and len(model.inputs) == 1:
+        shape = model.inputs[0].shape
+    source = open_source(
+        path, input_name=input_name, labels=getattr(args, pre + "labels", None),
+        targets=getattr(args, pre + "targets", None),
+        columns=Columns(getattr(args, "label_column", None),
+                        getattr(args, "target_column", None)),
+        images=_image_options(args, shape), classes=classes)
+    if source.note:
+        print(f"note: {path}: {source.note}", file=sys.stderr)
+    return source
+
+
+def _input_name(model: Any, path: str) -> str:
+    """The tensor name for the inputs of a one-array data file: the model's single input."""
+    if len(model.inputs) == 1:
+        return str(model.inputs[0].name)
+    if kind_of(path) != "npz":
+        names = ", ".join(t.name for t in model.inputs)
+        raise DataFileError(f"{path}: the model has {len(model.inputs)} inputs ({names}); give "
+                            "an .npz with one array per input name")
+    return "inputs"
+
+
+def _train_and_test(args: argparse.Namespace, data: str, test: str | None, model: Any = None,
+                    input_name: str | None = None) -> tuple[Source, Source | None]:
+    name = input_name or (_input_name(model, data) if model is not None else "inputs")
+    train = read_data(args, data, input_name=name, model=model)
+    if not test:
+        return train, None
+    held = read_data(args, test, test=True, input_name=name, model=model,
+                     classes=train.classes or None)
+    if held.key != train.key:
+        raise DataFileError(f"{test}: holds '{held.key}' but {data} holds '{train.key}'; "
+                            "both sets must be of the same task")
+    return train, held
+
 
 @contextlib.contextmanager
 def connect(args: argparse.Namespace) -> Iterator[Client]:
     """The client of ``--server``, or of the embedded server."""
+    if args.tls_ca or args.tls_server_name:
+        if not args.server:
+            raise UsageError("--tls-ca and --tls-server-name are for --server HOST:PORT (the "
+                             "embedded server listens on loopback without TLS)")
+        if not args.tls_ca:
+            raise UsageError("--tls-server-name needs --tls-ca CA.pem")
     if args.server:
-        client = Client(args.server, token=args.token)
+        ca = None
+        if args.tls_ca:
+            try:
+                ca = Path(args.tls_ca).read_bytes()
+            except OSError as exc:
+                raise DataFileError(f"{args.tls_ca}: {exc.strerror or exc}; --tls-ca takes "
+                                    "a PEM file of CA certificates") from None
+            if b"-----BEGIN CERTIFICATE-----" not in ca:
+                raise DataFileError(f"{args.tls_ca}: holds no PEM certificate; --tls-ca takes "
+                                    "a PEM file of CA certificates")
+        client = Client(args.server, token=args.token, root_certificates=ca,
+                        server_name=args.tls_server_name)
     else:
         warm = keep_warm_of(args)
         client = Client.local(args.data_dir, device=args.device, keep_warm=warm or None)
@@ -179,16 +313,6 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
 
 
 # handlers -------------------------------------------------------------------------------
-def _split_labels(path: str, arrays: dict[str, Any]) -> tuple[str, Any]:
-    if "labels" in arrays and "targets" in arrays:
-        raise DataFileError(
-            f"{path}: holds both 'labels' and 'targets'; keep one (labels for "
-            "classification, targets for regression)"
-        )
-    key = "labels" if "labels" in arrays else "targets"
-    return key, arrays.pop(key)
-
-
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -200,23 +324,18 @@ def _index_options(args: argparse.Namespace, names: Sequence[str]) -> IndexOptio
 
 def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the result dict of the ``indices`` command."""
-    arrays = load_npz(args.data, required_any=("features", "labels|targets"))
-    key, y = _split_labels(args.data, arrays)
-    kwargs: dict[str, Any] = {key: y}
-    if args.test:
-        tarrays = load_npz(args.test, required_any=("features", "labels|targets"))
-        tkey, yt = _split_labels(args.test, tarrays)
-        if tkey != key:
-            raise DataFileError(
-                f"{args.test}: holds '{tkey}' but {args.data} holds '{key}'; "
-                "both sets must be of the same task"
-            )
+    train, test = _train_and_test(args, args.data, args.test, input_name="features")
+    arrays = _with_features(args.data, train)
+    kwargs: dict[str, Any] = {train.key: arrays[train.key]}
+    if test is not None:
+        tarrays = _with_features(args.test, test)
         kwargs["test_features"] = tarrays["features"]
-        kwargs[f"test_{key}"] = yt
+        kwargs[f"test_{test.key}"] = tarrays[test.key]
     options = _index_options(args, ("indices", "orders", "gamma", "normalize", "margin_cap",
                                     "max_features", "patience", "precision",
                                     "memory_budget_mb", "per_sample"))
-    result = client.compute_indices(arrays["features"], options=options, **kwargs)
+    result = client.compute_indices(arrays["features"], options=options,
+                                    progress=_show_progress(args), **kwargs)
     out = result.to_dict()
     out["data"] = str(args.data)
     if args.test:
@@ -224,31 +343,49 @@ def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     return out
 
 
+def _with_features(path: str, source: Source) -> dict[str, Any]:
+    arrays = source.arrays()
+    if "features" not in arrays:
+        found = ", ".join(repr(n) for n in arrays)
+        raise DataFileError(f"{path}: missing array 'features' (found: {found})")
+    return arrays
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar on stderr: a terminal's, unless --json or --no-progress."""
+    return not getattr(args, "json", False) and not getattr(args, "no_progress", False) \
+        and sys.stderr.isatty()
+
+
+def _upload(client: Client, args: argparse.Namespace, source: Source, path: str) -> Any:
+    """The stored dataset of ``source`` (read and uploaded a block at a time)."""
+    return client.upload_source(source, Path(path).name, progress=_show_progress(args))
+
+
+def _stored_model(client: Client, given: str) -> Any:
+    """The stored model of a path (uploaded) or of a stored model's id."""
+    if _is_id(given) and not Path(given).exists():
+        return client.get_model(given)
+    return client.upload_model(given)
+
+
 def run_layers(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the stored model's description (inputs, outputs, candidate layers)."""
-    if _is_id(args.model) and not Path(args.model).exists():
-        return client.get_model(args.model).to_dict()
-    return client.upload_model(args.model).to_dict()
+    return _stored_model(client, args.model).to_dict()  # type: ignore[no-any-return]
 
 
 def run_analyze(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the result dict of the ``analyze`` command."""
-    data = load_npz(args.data, required_any=("labels|targets",))
-    key, y = _split_labels(args.data, data)
-    kwargs: dict[str, Any] = {key: y}
-    test = None
-    if args.test:
-        test = load_npz(args.test, required_any=("labels|targets",))
-        tkey, yt = _split_labels(args.test, test)
-        if tkey != key:
-            raise DataFileError(f"{args.test}: holds '{tkey}' but {args.data} holds '{key}'")
-        kwargs[f"test_{key}"] = yt
+    model = _stored_model(client, args.model)
+    train_source, test_source = _train_and_test(args, args.data, args.test, model)
+    data = _upload(client, args, train_source, args.data)
+    test = _upload(client, args, test_source, args.test) if test_source else None
     options = _index_options(args, ("indices", "orders", "gamma", "normalize",
                                     "memory_budget_mb"))
-    show = not args.json and not args.no_progress and sys.stderr.isatty()
+    show = _show_progress(args)
     result = client.analyze_layers(
-        args.model, data, test, layers=[args.layers], reduce=args.reduce, probe=args.probe,
-        options=options, progress=show, **_given(args, ("batch_size", "tolerance")), **kwargs,
+        model, data, test, layers=[args.layers], reduce=args.reduce, probe=args.probe,
+        options=options, progress=show, **_given(args, ("batch_size", "tolerance")),
     )
     out = result.to_dict()
     out["model_path"] = str(args.model)
@@ -258,13 +395,15 @@ def run_analyze(args: argparse.Namespace, client: Client) -> dict[str, Any]:
 
 
 def _demo_model(out_dir: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    """Train a small MLP on the digits and export it with skl2onnx (reused when present)."""
+    """Train a small MLP on the digits and export it through layerscope's scikit-learn
+    exporter (hidden layers named hidden1, hidden2; reused when present)."""
     path = out_dir / "digits-mlp.onnx"
     if path.is_file():
         return path
     try:
-        from skl2onnx import to_onnx  # noqa: PLC0415
         from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
+
+        from ..exporters.sklearn import export_sklearn  # noqa: PLC0415
     except ImportError:
         raise UsageError(
             "the demo trains a scikit-learn model and exports it with skl2onnx: "
@@ -272,8 +411,8 @@ def _demo_model(out_dir: Path, x: np.ndarray, y: np.ndarray) -> Path:
         ) from None
     clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=400, random_state=0)
     clf.fit(x, y)
-    onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
-    return write_atomic(path, lambda f: f.write(onx.SerializeToString()))
+    export_sklearn(clf, x[:64], path, opset=17)
+    return path
 
 
 def run_demo(args: argparse.Namespace, client: Client) -> dict[str, Any]:
@@ -316,8 +455,10 @@ def render_demo(out: dict[str, Any], args: argparse.Namespace) -> str:
 
 def run_rank(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the ranking, each model named by its path as given."""
-    data = load_npz(args.data, required_any=("labels|targets",))
-    key, y = _split_labels(args.data, data)
+    first = None
+    if kind_of(args.data) == "images" and args.image_size is None:
+        first = _stored_model(client, args.models[0])  # the image size of the first model
+    data = _upload(client, args, read_data(args, args.data, model=first), args.data)
     layers: dict[str, str] = {}
     for item in args.layer:
         model, sep, tensor = item.partition("=")
@@ -326,21 +467,27 @@ def run_rank(args: argparse.Namespace, client: Client) -> dict[str, Any]:
                              f"got {item!r}")
         layers[model] = tensor
     result = client.rank_models(
-        args.models, data, **{key: y}, layers=layers, reduce=args.reduce,
+        args.models, data, layers=layers, reduce=args.reduce,
         max_features=args.max_features, patience=args.patience, order=args.order,
         baselines=args.baselines, batch_size=args.batch_size,
-        progress=not args.json and sys.stderr.isatty())
+        progress=_show_progress(args))
     return result.to_dict()
 
 
 def run_certify(args: argparse.Namespace, client: Client) -> dict[str, Any]:
-    ref_data = load_npz(args.reference, required_any=("labels|targets",))
-    key, y = _split_labels(args.reference, ref_data)
-    queries = load_npz(args.queries)
+    model = _stored_model(client, args.model)
+    ref_data = _upload(client, args, read_data(
+        args, args.reference, input_name=_input_name(model, args.reference), model=model),
+        args.reference)
+    if kind_of(args.queries) == "npy":
+        queries = {_input_name(model, args.queries): np.asarray(load_npy(Path(args.queries)))}
+    else:
+        queries = load_npz(args.queries)
     queries.pop("labels", None)
     queries.pop("targets", None)
-    reference = client.build_reference(args.model, ref_data, **{key: y}, layer=args.layer,
-                                       reduce=args.reduce, uncertainty=args.uncertainty)
+    reference = client.build_reference(
+        model, ref_data, layer=args.layer, reduce=args.reduce, uncertainty=args.uncertainty,
+        progress=_show_progress(args))
     if "features" in queries:
         result = client.certify(reference, queries["features"], uncertainty=args.uncertainty,
                                 order=args.order, mode=args.mode)
@@ -352,16 +499,14 @@ def run_certify(args: argparse.Namespace, client: Client) -> dict[str, Any]:
 
 def run_compress(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Compress the model, write the smaller one to --out; return the report."""
-    data = load_npz(args.data, required_any=("labels|targets",))
-    key, y = _split_labels(args.data, data)
-    test = load_npz(args.test, required_any=("labels|targets",))
-    tkey, yt = _split_labels(args.test, test)
-    if tkey != key:
-        raise DataFileError(f"{args.test}: holds '{tkey}' but {args.data} holds '{key}'")
+    model = _stored_model(client, args.model)
+    train_source, test_source = _train_and_test(args, args.data, args.test, model)
+    assert test_source is not None  # --test is required
+    data = _upload(client, args, train_source, args.data)
+    test = _upload(client, args, test_source, args.test)
     result = client.compress(
-        args.model, data, test, **{key: y, f"test_{key}": yt}, layers=[args.layers],
-        criterion=args.criterion, reduce=args.reduce,
-        progress=not args.json and sys.stderr.isatty(),
+        model, data, test, layers=[args.layers], criterion=args.criterion,
+        reduce=args.reduce, progress=_show_progress(args),
         **_given(args, ("tolerance", "select_features", "batch_size", "alpha")))
     raw = result.model
     assert raw is not None  # Client.compress downloads it
@@ -461,6 +606,105 @@ def render_protos(out: dict[str, Any], args: argparse.Namespace) -> str:
                       f"--python_out=. {out['out']}/layerscope/v1/*.proto"])
 
 
+# management -----------------------------------------------------------------------------
+def _need_id(args: argparse.Namespace, what: str) -> str:
+    if not args.id:
+        raise UsageError(f"{args.command} {args.action} needs the {what}'s id")
+    return str(args.id)
+
+
+def run_jobs(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """list: the jobs; watch ID: follow one to its end; cancel ID: ask it to stop."""
+    if args.action == "list":
+        return {"jobs": [_job_row(j) for j in client.jobs()]}
+    job_id = _need_id(args, "job")
+    if args.action == "cancel":
+        return {"job": _job_row(client.cancel(job_id))}
+    try:
+        client.wait(client.job(job_id), progress=_show_progress(args))
+    except LayerscopeError as exc:
+        if exc.code in ("FAILED", "CANCELLED"):
+            return {"job": _job_row(client.job(job_id))}
+        raise
+    return {"job": _job_row(client.job(job_id))}
+
+
+def _job_row(job: Any) -> dict[str, Any]:
+    return {"id": job.id, "kind": job.kind, "state": job.state, "message": job.message,
+            "progress": dict(job.progress), "created": job.created, "started": job.started,
+            "finished": job.finished}
+
+
+def run_models(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """list: the stored models; delete ID: remove one."""
+    if args.action == "delete":
+        client.delete_model(_need_id(args, "model"))
+        return {"deleted": args.id}
+    return {"models": [{"id": m.id, "name": m.name, "size_bytes": m.size_bytes,
+                        "created": m.created} for m in client.models()]}
+
+
+def run_datasets(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """list: the stored datasets; upload PATH: store a data file or image folder; delete
+    ID: remove one."""
+    if args.action == "delete":
+        client.delete_dataset(_need_id(args, "dataset"))
+        return {"deleted": args.id}
+    if args.action == "upload":
+        if not args.id:
+            raise UsageError("datasets upload needs a data file or image folder")
+        check_input(args.id, "data")
+        model = _stored_model(client, args.model) if args.model else None
+        name = _input_name(model, args.id) if model is not None else "inputs"
+        source = read_data(args, args.id, input_name=name, model=model)
+        return {"dataset": _upload(client, args, source, args.id).to_dict()}
+    return {"datasets": [d.to_dict() for d in client.datasets()]}
+
+
+def run_references(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """list: the stored certification references; delete ID: remove one."""
+    if args.action == "delete":
+        client.delete_reference(_need_id(args, "reference"))
+        return {"deleted": args.id}
+    return {"references": [r.to_dict() for r in client.references()]}
+
+
+def render_listing(out: dict[str, Any], args: argparse.Namespace) -> str:
+    """The management commands' output: one line per item."""
+    if "deleted" in out:
+        return f"deleted {out['deleted']}"
+    if "job" in out:
+        j = out["job"]
+        return f"{j['id']}  {j['kind']}  {j['state']}  {j['message']}".rstrip()
+    if "dataset" in out:
+        d = out["dataset"]
+        return (f"{d['id']}  {d['name']}  {d['n_samples']} samples  {d['task']}  "
+                f"{_size_text(d['size_bytes'])}")
+    rows: list[str] = []
+    for j in out.get("jobs", []):
+        p = j["progress"]
+        stage = f"{p.get('stage', '')} {float(p.get('fraction', 0)) * 100:.0f}%" \
+            if j["state"] == "running" else ""
+        rows.append(f"{j['id']}  {j['kind']:<16} {j['state']:<10} {stage}".rstrip())
+    for m in out.get("models", []):
+        rows.append(f"{m['id']}  {_size_text(m['size_bytes']):>9}  {m['name']}")
+    for d in out.get("datasets", []):
+        rows.append(f"{d['id']}  {d['n_samples']:>8} samples  {d['task']:<14} "
+                    f"{_size_text(d['size_bytes']):>9}  {d['name']}")
+    for r in out.get("references", []):
+        rows.append(f"{r['id']}  model {r['model_id'][:12]}  {r['layer']}  {r['task']}  "
+                    f"{r['n_samples']} samples x {r['features']} features")
+    return "\n".join(rows) if rows else f"no {args.command}"
+
+
+def _size_text(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
 # the table ------------------------------------------------------------------------------
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -498,11 +742,11 @@ COMMANDS: tuple[Command, ...] = (
                 help="the engine's working memory beyond the inputs (default 256)"),
             arg("--per-class", action="store_true", help="also show per-class values"),
             arg("--per-sample", action="store_true", help="with --json: per-sample arrays"),
-            JSON, *CONNECTION,
+            *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION,
         ),
         run=run_indices,
         render=lambda out, args: format_table(out, per_class=args.per_class),
-        inputs=(("data", "npz"), ("test", "npz")),
+        inputs=(("data", "data"), ("test", "data")),
     ),
     Command(
         name="layers",
@@ -559,12 +803,11 @@ COMMANDS: tuple[Command, ...] = (
                 help="rise below which the index counts as no longer improving (0.01)"),
             JSON, REPORT,
             arg("--plot", metavar="FILE.png", help="write a plot of the indices per layer"),
-            arg("--no-progress", action="store_true", help="no progress bar on stderr"),
-            *CONNECTION,
+            NO_PROGRESS, *DATA_ARGS, *CONNECTION,
         ),
         run=run_analyze,
         render=lambda out, args: format_layer_table(out),
-        inputs=(("model", "onnx"), ("data", "npz"), ("test", "npz")),
+        inputs=(("model", "onnx"), ("data", "data"), ("test", "data")),
     ),
     Command(
         name="rank",
@@ -597,11 +840,11 @@ COMMANDS: tuple[Command, ...] = (
                      "nleep, sfda, ncti, gbc, transrate, shrinkage_h_score, or 'all'"),
             arg("--batch-size", type=int, default=None,
                 help="samples per model run (default: chosen by the server)"),
-            JSON, REPORT, *CONNECTION,
+            *DATA_ARGS, JSON, REPORT, NO_PROGRESS, *CONNECTION,
         ),
         run=run_rank,
         render=lambda out, args: format_ranking(out),
-        inputs=(("models", "onnx"), ("data", "npz")),
+        inputs=(("models", "onnx"), ("data", "data")),
     ),
     Command(
         name="certify",
@@ -629,11 +872,11 @@ COMMANDS: tuple[Command, ...] = (
                 help="neighbours the confidence counts (default 1)"),
             arg("--mode", choices=("conservative", "exact"), default="conservative",
                 help="regression: the set of cells that the uncertainty ball may reach"),
-            JSON, REPORT, *CONNECTION,
+            *DATA_ARGS, JSON, REPORT, NO_PROGRESS, *CONNECTION,
         ),
         run=run_certify,
         render=lambda out, args: format_certify(out),
-        inputs=(("model", "onnx"), ("reference", "npz"), ("queries", "npz")),
+        inputs=(("model", "onnx"), ("reference", "data"), ("queries", "data")),
     ),
     Command(
         name="compress",
@@ -673,11 +916,11 @@ COMMANDS: tuple[Command, ...] = (
                 help="ridge regulariser of the head and the probe (default 1.0)"),
             arg("--batch-size", type=int, default=None,
                 help="samples per model run (default: chosen by the server)"),
-            JSON, *CONNECTION,
+            *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION,
         ),
         run=run_compress,
         render=lambda out, args: format_compression(out),
-        inputs=(("model", "onnx"), ("data", "npz"), ("test", "npz")),
+        inputs=(("model", "onnx"), ("data", "data"), ("test", "data")),
     ),
     Command(
         name="export",
@@ -751,6 +994,65 @@ COMMANDS: tuple[Command, ...] = (
         inputs=(("result", "json"),),
     ),
     Command(
+        name="jobs",
+        help="list, watch or cancel the server's jobs",
+        description="list (default): the jobs, newest first; watch ID: follow a job to its "
+                    "end with a progress bar; cancel ID: ask a queued or running job to stop.",
+        example="layerscope jobs watch 3f2a... --server host:50051",
+        args=(arg("action", nargs="?", choices=("list", "watch", "cancel"), default="list",
+                  help="list (default), watch or cancel"),
+              arg("id", nargs="?", help="the job's id (watch, cancel)"),
+              JSON, NO_PROGRESS, *CONNECTION),
+        run=run_jobs,
+        render=render_listing,
+    ),
+    Command(
+        name="models",
+        help="list or delete stored models",
+        description="list (default): the stored models, newest first; delete ID: remove a "
+                    "model (its references go with it).",
+        example="layerscope models delete 9c1e...",
+        args=(arg("action", nargs="?", choices=("list", "delete"), default="list",
+                  help="list (default) or delete"),
+              arg("id", nargs="?", help="the model's id (delete)"),
+              JSON, *CONNECTION),
+        run=run_models,
+        render=render_listing,
+    ),
+    Command(
+        name="datasets",
+        help="list, upload or delete stored datasets",
+        description="list (default): the stored datasets, newest first; upload PATH: store a "
+                    "data file (.npz, .npy with --labels, .csv/.parquet with --label-column) "
+                    "or an image folder, streamed a block at a time (--model takes the image "
+                    "size and layout from a model); delete ID: remove a dataset.",
+        example="layerscope datasets upload train.parquet --label-column species",
+        args=(arg("action", nargs="?", choices=("list", "upload", "delete"), default="list",
+                  help="list (default), upload or delete"),
+              arg("id", nargs="?", metavar="ID|PATH",
+                  help="the dataset's id (delete) or the file or folder to upload"),
+              arg("--model", metavar="MODEL.onnx",
+                  help="upload: name the data by this model's input; image folders take "
+                       "its input size and layout"),
+              *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION),
+        run=run_datasets,
+        render=render_listing,
+    ),
+    Command(
+        name="references",
+        help="list or delete stored certification references",
+        description="list (default): the certification references that certify built, "
+                    "newest first; delete ID: remove one (certify builds it again when "
+                    "needed).",
+        example="layerscope references delete 5be0...",
+        args=(arg("action", nargs="?", choices=("list", "delete"), default="list",
+                  help="list (default) or delete"),
+              arg("id", nargs="?", help="the reference's id (delete)"),
+              JSON, *CONNECTION),
+        run=run_references,
+        render=render_listing,
+    ),
+    Command(
         name="protos",
         help="write the .proto files of the gRPC API, for clients in other languages",
         description="Write the package's layerscope/v1/*.proto files (the gRPC contract) "
@@ -790,11 +1092,15 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description,
                            epilog=f"example:\n  {cmd.example}", formatter_class=_Formatter)
-        server_group = None
+        server_group = data_group = None
         for a in cmd.args:
             if any(a is c for c in CONNECTION):
                 server_group = server_group or p.add_argument_group("server")
                 server_group.add_argument(*a.flags, **a.options)
+            elif any(a is c for c in DATA_ARGS):
+                data_group = data_group or p.add_argument_group(
+                    "data files (.npy pairs, CSV, Parquet, image folders)")
+                data_group.add_argument(*a.flags, **a.options)
             else:
                 p.add_argument(*a.flags, **a.options)
     return parser

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,9 @@ from ..protos.stubs import (
     models_pb2,
     models_pb2_grpc,
 )
+from .loaders import Source, open_source
 from .modelfile import FOLD_MAX_BYTES, ModelFiles, model_file_bytes, model_files
-from .progress import ProgressLine
+from .progress import ProgressLine, job_line
 from .results import (
     CertifyResult,
     CompressionResult,
@@ -94,6 +97,40 @@ def _views(arrays: list[np.ndarray]) -> Iterator[memoryview]:
             yield buf[s : s + CHUNK]
 
 
+def _block_views(blocks: Iterable[np.ndarray]) -> Iterator[memoryview]:
+    """The raw bytes of each block (C order; the loaders yield little-endian blocks)."""
+    for b in blocks:
+        yield memoryview(np.ascontiguousarray(b).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+
+
+def _counted(views: Iterable[memoryview], stage: str, total: int, bar: ProgressLine
+             ) -> Iterator[memoryview]:
+    """``views`` as they are, drawing ``bar`` at the bytes passed."""
+    seen = 0
+    for v in views:
+        yield v
+        seen += len(v)
+        bar(stage, seen / total if total else 1.0, None,
+            f"{seen / 2**20:,.0f}/{total / 2**20:,.0f} MiB")
+
+
+def _rechunk(views: Iterable[memoryview]) -> Iterator[bytes]:
+    """``views`` cut and joined into pieces of CHUNK bytes (the last one shorter)."""
+    pending: list[bytes] = []
+    held = 0
+    for v in views:
+        while len(v):
+            take = v[: CHUNK - held]
+            pending.append(take.tobytes())
+            held += len(take)
+            v = v[len(take) :]
+            if held == CHUNK:
+                yield b"".join(pending)
+                pending, held = [], 0
+    if held:
+        yield b"".join(pending)
+
+
 def _chunks(arrays: list[np.ndarray]) -> Iterator[common_pb2.Chunk]:
     offset = 0
     for view in _views(arrays):
@@ -132,13 +169,16 @@ class Client:
         token: str | None = None,
         *,
         root_certificates: bytes | None = None,
+        server_name: str | None = None,
         timeout: float | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self._metadata = [("authorization", f"Bearer {token}")] if token else []
-        options = [("grpc.max_receive_message_length", 64 << 20),
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 16 << 20)]
+        if server_name:  # the name the server's certificate holds, when not the address's
+            options.append(("grpc.ssl_target_name_override", server_name))
         if root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(address, creds, options=options)
@@ -411,6 +451,55 @@ class Client:
 
         return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
 
+    def upload_source(self, source: Source, name: str | None = None,
+                      progress: bool = False) -> Dataset:
+        """Upload a :class:`~layerscope.client.loaders.Source` (a data file or image folder
+        read by :func:`~layerscope.client.loaders.open_source`); return the stored dataset.
+
+        The source is read twice, a block at a time: once to hash it (which also checks
+        every file, so a broken one stops the upload before anything is sent), once to
+        send it. Memory stays at one block whatever the data's size."""
+        total = source.size_bytes
+        bar = ProgressLine(progress)
+        try:
+            sha, size = _sha256_of(_counted(_block_views(source.blocks()), "reading", total,
+                                            bar))
+            bar.close()
+            return self._send_source(source, name, sha, size, bar)
+        finally:
+            bar.close()
+
+    def _send_source(self, source: Source, name: str | None, sha: str, size: int,
+                     bar: ProgressLine) -> Dataset:
+        if size != source.size_bytes:
+            raise ValueError(f"the source yielded {size} bytes; its tensors take "
+                             f"{source.size_bytes}")
+        header = datasets_pb2.UploadDatasetHeader(
+            name=name or "", size_bytes=size, sha256=sha,
+            tensors=[common_pb2.TensorSpec(name=n, dtype=d, shape=list(s))
+                     for n, d, s in source.specs])
+
+        def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
+            yield datasets_pb2.UploadDatasetRequest(header=header)
+            offset = 0
+            bar.started = time.monotonic()
+            for data in _rechunk(_counted(_block_views(source.blocks()), "uploading", size,
+                                          bar)):
+                yield datasets_pb2.UploadDatasetRequest(
+                    chunk=common_pb2.Chunk(offset=offset, data=data))
+                offset += len(data)
+
+        return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
+
+    def upload_file(self, path: str | os.PathLike[str], name: str | None = None,
+                    **loader_options: Any) -> Dataset:
+        """Upload a data file or image folder (``.npz``, ``.npy`` with ``labels=`` or
+        ``targets=``, ``.csv`` and ``.parquet`` with ``columns=Columns(label=...)``, an
+        image folder with ``images=ImageOptions(...)``: see
+        :func:`~layerscope.client.loaders.open_source`); return the stored dataset."""
+        source = open_source(path, **loader_options)
+        return self.upload_source(source, name or Path(path).name)
+
     def get_dataset(self, dataset: str | Dataset) -> Dataset:
         """The stored dataset (by id, or a Dataset to refresh)."""
         return Dataset.from_proto(self._call(self._datasets.GetDataset,
@@ -438,13 +527,15 @@ class Client:
         test_labels: Any = None,
         test_targets: Any = None,
         options: IndexOptions | None = None,
+        progress: bool = False,
         **keywords: Any,
     ) -> IndicesResult:
         """The engine's indices of ``features`` (see METRICS.md), computed by the server.
 
         Options as an :class:`IndexOptions` or as its keywords: indices, orders, gamma,
         normalize, margin_cap, max_features, patience, candidates, criterion, precision,
-        memory_budget_mb, per_sample.
+        memory_budget_mb, per_sample. ``progress=True`` shows the upload and then the
+        elapsed time of the computation on stderr (the call reports no progress of its own).
         """
         named = {"features": features, "labels": labels, "targets": targets,
                  "test_features": test_features, "test_labels": test_labels,
@@ -457,10 +548,35 @@ class Client:
 
         def requests() -> Iterator[analysis_pb2.ComputeIndicesRequest]:
             yield analysis_pb2.ComputeIndicesRequest(header=header)
+            sent = 0
             for chunk in _chunks(order):
                 yield analysis_pb2.ComputeIndicesRequest(chunk=chunk)
+                sent += len(chunk.data)
+                bar("uploading", sent / total if total else 1.0)
+            uploaded.append(True)
 
-        return IndicesResult.from_proto(self._call(self._analysis.ComputeIndices, requests()))
+        total = sum(a.nbytes for a in order)
+        bar = ProgressLine(progress)
+        uploaded: list[bool] = []
+        try:
+            call = self._analysis.ComputeIndices.future(
+                requests(), metadata=self._metadata, timeout=self.timeout)
+            while True:
+                try:
+                    response = call.result(timeout=0.5)
+                    break
+                except grpc.FutureTimeoutError:
+                    if uploaded:  # the server computes in one call: elapsed, no ETA
+                        bar("indices", 0.0, None, "computing on the server")
+                except KeyboardInterrupt:
+                    call.cancel()
+                    raise
+            bar("indices", 1.0)
+        except grpc.RpcError as exc:
+            raise _wrap(exc) from None
+        finally:
+            bar.close()
+        return IndicesResult.from_proto(response)
 
     # jobs -------------------------------------------------------------------------------
     def start_layer_analysis(
@@ -607,9 +723,7 @@ class Client:
         last = job
         try:
             for last in self.watch(job):
-                p = last.progress
-                bar(str(p.get("stage", last.state)), int(p.get("done", 0)),
-                    int(p.get("total", 0)) or 1, f"{float(p.get('fraction', 0)) * 100:5.1f}%")
+                bar(*job_line(dict(last.progress), last.state))
         except KeyboardInterrupt:
             self.cancel(job)
             raise
@@ -636,6 +750,8 @@ class Client:
             return value
         if isinstance(value, datasets_pb2.Dataset):
             return Dataset.from_proto(value)
+        if isinstance(value, Source):
+            return self.upload_source(value)
         if isinstance(value, str):
             return self.get_dataset(value)
         return self.upload_dataset(value, labels=labels, targets=targets)
@@ -694,8 +810,9 @@ class Client:
                               ("order", order)):
             if value is not None:
                 setattr(req, option, value)
-        job = Job.from_proto(self._call(self._analysis.StartRanking, req))
-        result: RankingResult = self.wait(job, progress)
+        with _models_named(seen):
+            job = Job.from_proto(self._call(self._analysis.StartRanking, req))
+            result: RankingResult = self.wait(job, progress)
         return result.named(seen)
 
     def build_reference(
@@ -722,9 +839,21 @@ class Client:
             model_id=stored.id, dataset_id=ds.id, layer=layer or "", reduce=reduce,
             batch_size=batch_size or 0, uncertainty=uncertainty,
             options=_options(None, options))
-        job = Job.from_proto(self._call(self._analysis.BuildReference, req))
-        reference: Reference = self.wait(job, progress)
+        with _models_named({stored.id: _name_of(model, stored)}):
+            job = Job.from_proto(self._call(self._analysis.BuildReference, req))
+            reference: Reference = self.wait(job, progress)
         return reference
+
+    def references(self, page_size: int = 0) -> list[Reference]:
+        """The stored certification references, newest first (read in pages of
+        ``page_size``, 0: the server's default)."""
+        return [Reference.from_proto(r) for r in self._listing(
+            self._analysis.ListReferences, analysis_pb2.ListReferencesRequest, "references",
+            page_size)]
+
+    def delete_reference(self, reference: str | Reference) -> None:
+        self._call(self._analysis.DeleteReference,
+                   analysis_pb2.DeleteReferenceRequest(id=_id(reference)))
 
     def _certify_request(self, reference: str | Reference, features: Any, inputs: Any,
                          uncertainty: float, order: int, mode: str
@@ -789,6 +918,19 @@ def _name_of(given: Any, stored: Model) -> str:
     if isinstance(given, (Model, models_pb2.Model)):
         return given.name or given.id
     return stored.id
+
+
+@contextlib.contextmanager
+def _models_named(names: Mapping[str, str]) -> Iterator[None]:
+    """Errors inside name each model as the caller knows it (its path), not by its id."""
+    try:
+        yield
+    except LayerscopeError as exc:
+        details = exc.details
+        for model_id, name in names.items():
+            if name != model_id:
+                details = details.replace(f"'{model_id}'", repr(name)).replace(model_id, name)
+        raise LayerscopeError(exc.code, details) from None
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ class DataFileError(ValueError):
 EXPECTED = {
     "npz": "an .npz archive of named arrays (np.savez(path, features=x, labels=y))",
     "onnx": "an ONNX model file",
+    "data": "a data file (.npz, .npy, .csv, .parquet) or an image folder",
     "source": "a model file or folder",
     "json": "the --json output of analyze, rank or certify",
 }
@@ -34,7 +35,7 @@ def check_input(path: str | os.PathLike[str], kind: str) -> Path:
     if not p.exists():
         raise DataFileError(f"{p}: no such file; expected {want}")
     if p.is_dir():
-        if kind != "source":
+        if kind not in ("source", "data"):
             raise DataFileError(f"{p}: is a directory; expected {want}")
         if not os.access(p, os.R_OK | os.X_OK):
             raise DataFileError(f"{p}: permission denied; expected {want}")
@@ -48,6 +49,8 @@ def check_input(path: str | os.PathLike[str], kind: str) -> Path:
         raise DataFileError(f"{p}: cannot be read ({exc.strerror}); expected {want}") from None
     if kind == "npz" and head == NPY_MAGIC:
         raise DataFileError(f"{p}: is a .npy file (one unnamed array); expected {want}")
+    if kind == "npz" and head[:2] != b"PK":
+        raise DataFileError(f"{p}: is not an .npz archive (a zip file); expected {want}")
     return p
 
 

@@ -121,6 +121,9 @@ def _per_class_table(out: dict[str, Any], orders: list[int]) -> str:
     return "\n".join(lines)
 
 
+TABLE_WIDTH = 100  # the layer table splits into panels of at most this many columns
+
+
 def format_layer_table(out: dict[str, Any]) -> str:
     """Return the human-readable layer table of an ``analyze`` result dict."""
     orders = out["options"]["orders"]
@@ -137,45 +140,65 @@ def format_layer_table(out: dict[str, Any]) -> str:
                 label = name if o is None else f"{name}[{o}]"
                 if all(c[0] != label for c in cols):
                     cols.append((label, name, o))
-    has_test = any("cross" in la for la in layers)
-    has_probe = any("probe" in la for la in layers)
-    nw = min(40, max(len(la["name"]) for la in layers) + 2)
-    head = f"{'#':>2} {'layer':<{nw}} {'op':<12} {'reduce':<12} {'dims':>6}"
-    for label, _, _ in cols:
-        head += f" {label:>{max(len(label), 7)}}"
-        if has_test:
-            head += f" {'test':>7}"
-    if has_probe:
-        head += f" {'probe':>7}" + (f" {'test':>7}" if has_test else "") + f" {'alpha':>8}"
-    lines = [f"{out['model_path']}: {out['task']}, {len(layers)} layers", head,
-             "-" * len(head)]
-
     def cell(src: dict[str, Any] | None, name: str, o: str | None) -> str:
         v = None if src is None else src.get(name)
         if isinstance(v, dict):
             v = v.get(o)
         return "-" if v is None else f"{v:.4f}"
 
-    for i, la in enumerate(layers):
-        name = la["name"] if len(la["name"]) <= nw - 2 else "..." + la["name"][-(nw - 5):]
-        row = f"{i:>2} {name:<{nw}} {la['op_type'][:12]:<12} {la['reduction'][:12]:<12} " \
-              f"{la['dims']:>6}"
-        for label, n, o in cols:
-            row += f" {cell(la, n, o):>{max(len(label), 7)}}"
-            if has_test:
-                row += f" {cell(la.get('cross'), n, o):>7}"
-        if has_probe:
-            p = la.get("probe") or {}
-            key = "accuracy" if out["task"] == "classification" else "r2"
-            tr, te = p.get(f"train_{key}"), p.get(f"test_{key}")
-            row += f" {'-' if tr is None else f'{tr:.4f}':>7}"
-            if has_test:
-                row += f" {'-' if te is None else f'{te:.4f}':>7}"
-            alpha = p.get("alpha")
-            row += f" {'-' if alpha is None else f'{alpha:.3g}':>8}"
-        if la.get("error"):
-            row += f"  error: {la['error']}"
-        lines.append(row)
+    # each column group: its header cells and one cell per layer (train, then test where
+    # the test set gives the value)
+    groups: list[tuple[list[str], list[list[str]]]] = []
+    for label, n, o in cols:
+        train = [cell(la, n, o) for la in layers]
+        test = [cell(la.get("cross"), n, o) for la in layers]
+        w = max(len(label), 7)
+        if any(t != "-" for t in test):
+            groups.append(([f"{label:>{w}}", f"{'test':>7}"],
+                           [[f"{a:>{w}}", f"{t:>7}"] for a, t in zip(train, test, strict=True)]))
+        else:
+            groups.append(([f"{label:>{w}}"], [[f"{a:>{w}}"] for a in train]))
+    if any("probe" in la for la in layers):
+        key = "accuracy" if out["task"] == "classification" else "r2"
+        ps = [la.get("probe") or {} for la in layers]
+        tr = ["-" if p.get(f"train_{key}") is None else f"{p[f'train_{key}']:.4f}" for p in ps]
+        te = ["-" if p.get(f"test_{key}") is None else f"{p[f'test_{key}']:.4f}" for p in ps]
+        al = ["-" if p.get("alpha") is None else f"{p['alpha']:.3g}" for p in ps]
+        has_te = any(t != "-" for t in te)
+        groups.append(([f"{'probe':>7}"] + ([f"{'test':>7}"] if has_te else [])
+                       + [f"{'alpha':>8}"],
+                       [[f"{a:>7}"] + ([f"{t:>7}"] if has_te else []) + [f"{al_:>8}"]
+                        for a, t, al_ in zip(tr, te, al, strict=True)]))
+
+    nw = min(40, max(len(la["name"]) for la in layers) + 2)
+    names = [la["name"] if len(la["name"]) <= nw - 2 else "..." + la["name"][-(nw - 5):]
+             for la in layers]
+    first_left = f"{'#':>2} {'layer':<{nw}} {'op':<12} {'reduce':<12} {'dims':>6}"
+    left_rows = [f"{i:>2} {names[i]:<{nw}} {la['op_type'][:12]:<12} "
+                 f"{la['reduction'][:12]:<12} {la['dims']:>6}" for i, la in enumerate(layers)]
+    # wider than TABLE_WIDTH: the column groups go into panels, each repeating the layer
+    panels: list[list[int]] = [[]]
+    width = len(first_left)
+    for g, (heads, _) in enumerate(groups):
+        gw = sum(len(h) + 1 for h in heads)
+        if panels[-1] and width + gw > TABLE_WIDTH:
+            panels.append([])
+            width = 3 + nw
+        panels[-1].append(g)
+        width += gw
+    lines = [f"{out['model_path']}: {out['task']}, {len(layers)} layers"]
+    for p_i, panel in enumerate(panels):
+        if p_i:
+            lines.append("")
+        left_head = first_left if p_i == 0 else f"{'#':>2} {'layer':<{nw}}"
+        head = left_head + "".join(" " + h for g in panel for h in groups[g][0])
+        lines += [head, "-" * len(head)]
+        for i, la in enumerate(layers):
+            left = left_rows[i] if p_i == 0 else f"{i:>2} {names[i]:<{nw}}"
+            row = left + "".join(" " + c for g in panel for c in groups[g][1][i])
+            if la.get("error") and p_i == 0:
+                row += f"  error: {la['error']}"
+            lines.append(row.rstrip() if row.strip() else row)
     pl = out.get("plateau")
     if pl:
         lines.append("")
@@ -260,11 +283,18 @@ def format_model(model: dict[str, Any], path: str) -> str:
     layers = model["layers"]
     lines.append(f"candidate layers ({len(layers)}; * = auto):")
     width = max([len(la["name"]) for la in layers] + [4])
+    lines.append(f"    {'pos':>4}  {'name':<{width}}  {'op':<20} {'shape':<24} "
+                 f"{'values':>8} {'params':>12}")
     for la in layers:
         shape = f"[{', '.join(la['shape'])}]"
         per = la["elements_per_sample"] or "?"
         lines.append(f"  {'*' if la['auto'] else ' '} {la['position']:>4}  "
-                     f"{la['name']:<{width}}  {la['op_type']:<20} {shape:<24} {per}")
+                     f"{la['name']:<{width}}  {la['op_type']:<20} {shape:<24} {per:>8} "
+                     f"{la.get('parameters', 0):>12,}")
+    total = model.get("parameters", 0)
+    in_layers = sum(la.get("parameters", 0) for la in layers)
+    lines.append(f"parameters: {total:,} in total ({in_layers:,} in the candidate layers; "
+                 "a layer's params are the weights that compute it)")
     return "\n".join(lines)
 
 

@@ -78,12 +78,14 @@ class LayerInfo:
     position: int
     auto: bool
     layout: str
+    parameters: int = 0
 
     @classmethod
     def from_proto(cls, msg: models_pb2.LayerInfo) -> LayerInfo:
         return cls(name=msg.name, node=msg.node, op_type=msg.op_type, dtype=msg.dtype,
                    shape=tuple(msg.shape), elements_per_sample=int(msg.elements_per_sample),
-                   position=int(msg.position), auto=bool(msg.auto), layout=msg.layout)
+                   position=int(msg.position), auto=bool(msg.auto), layout=msg.layout,
+                   parameters=int(msg.parameters))
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Model:
     """For a model stored with its external-data files: its model file's path in the set."""
     files: tuple[tuple[str, int, str], ...] = ()
     """(path, size in bytes, sha256) of every file of such a set; empty otherwise."""
+    parameters: int = 0
 
     @classmethod
     def from_proto(cls, msg: models_pb2.Model) -> Model:
@@ -114,7 +117,8 @@ class Model:
                    outputs=tuple(TensorInfo.from_proto(t) for t in msg.outputs),
                    layers=tuple(LayerInfo.from_proto(la) for la in msg.layers),
                    model_path=msg.model_path,
-                   files=tuple((f.path, int(f.size_bytes), f.sha256) for f in msg.files))
+                   files=tuple((f.path, int(f.size_bytes), f.sha256) for f in msg.files),
+                   parameters=int(msg.parameters))
 
     def __hash__(self) -> int:  # the id is the content: equal models have equal ids
         return hash(self.id)

@@ -188,6 +188,32 @@ class ReferenceInfo(_message.Message):
     summary_json: str
     def __init__(self, id: _Optional[str] = ..., model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., layer: _Optional[str] = ..., layer_rule: _Optional[str] = ..., reduction: _Optional[str] = ..., task: _Optional[str] = ..., n_samples: _Optional[int] = ..., features: _Optional[int] = ..., summary_json: _Optional[str] = ...) -> None: ...
 
+class ListReferencesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListReferencesResponse(_message.Message):
+    __slots__ = ("references", "next_page_token")
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    references: _containers.RepeatedCompositeFieldContainer[ReferenceInfo]
+    next_page_token: str
+    def __init__(self, references: _Optional[_Iterable[_Union[ReferenceInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteReferenceRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteReferenceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class CertifyRequest(_message.Message):
     __slots__ = ("reference_id", "features", "inputs", "uncertainty", "order", "mode")
     REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -75,6 +75,16 @@ class AnalysisStub:
                 request_serializer=layerscope_dot_v1_dot_analysis__pb2.BuildReferenceRequest.SerializeToString,
                 response_deserializer=layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
                 _registered_method=True)
+        self.ListReferences = channel.unary_unary(
+                '/layerscope.v1.Analysis/ListReferences',
+                request_serializer=layerscope_dot_v1_dot_analysis__pb2.ListReferencesRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_analysis__pb2.ListReferencesResponse.FromString,
+                _registered_method=True)
+        self.DeleteReference = channel.unary_unary(
+                '/layerscope.v1.Analysis/DeleteReference',
+                request_serializer=layerscope_dot_v1_dot_analysis__pb2.DeleteReferenceRequest.SerializeToString,
+                response_deserializer=layerscope_dot_v1_dot_analysis__pb2.DeleteReferenceResponse.FromString,
+                _registered_method=True)
         self.Certify = channel.unary_unary(
                 '/layerscope.v1.Analysis/Certify',
                 request_serializer=layerscope_dot_v1_dot_analysis__pb2.CertifyRequest.SerializeToString,
@@ -161,6 +171,21 @@ class AnalysisServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReferences(self, request, context):
+        """The stored certification references, oldest first, in pages (as ListJobs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteReference(self, request, context):
+        """Deletes a certification reference (its stored features go with it); NOT_FOUND for an
+        unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Certify(self, request, context):
         """Certifies a batch of queries against a reference (METRICS.md section 3).
         """
@@ -230,6 +255,16 @@ def add_AnalysisServicer_to_server(servicer, server):
                     servicer.BuildReference,
                     request_deserializer=layerscope_dot_v1_dot_analysis__pb2.BuildReferenceRequest.FromString,
                     response_serializer=layerscope_dot_v1_dot_analysis__pb2.Job.SerializeToString,
+            ),
+            'ListReferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReferences,
+                    request_deserializer=layerscope_dot_v1_dot_analysis__pb2.ListReferencesRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_analysis__pb2.ListReferencesResponse.SerializeToString,
+            ),
+            'DeleteReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteReference,
+                    request_deserializer=layerscope_dot_v1_dot_analysis__pb2.DeleteReferenceRequest.FromString,
+                    response_serializer=layerscope_dot_v1_dot_analysis__pb2.DeleteReferenceResponse.SerializeToString,
             ),
             'Certify': grpc.unary_unary_rpc_method_handler(
                     servicer.Certify,
@@ -463,6 +498,60 @@ class Analysis:
             '/layerscope.v1.Analysis/BuildReference',
             layerscope_dot_v1_dot_analysis__pb2.BuildReferenceRequest.SerializeToString,
             layerscope_dot_v1_dot_analysis__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/layerscope.v1.Analysis/ListReferences',
+            layerscope_dot_v1_dot_analysis__pb2.ListReferencesRequest.SerializeToString,
+            layerscope_dot_v1_dot_analysis__pb2.ListReferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/layerscope.v1.Analysis/DeleteReference',
+            layerscope_dot_v1_dot_analysis__pb2.DeleteReferenceRequest.SerializeToString,
+            layerscope_dot_v1_dot_analysis__pb2.DeleteReferenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -92,7 +92,7 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LayerInfo(_message.Message):
-    __slots__ = ("name", "node", "op_type", "dtype", "shape", "elements_per_sample", "position", "auto", "layout")
+    __slots__ = ("name", "node", "op_type", "dtype", "shape", "elements_per_sample", "position", "auto", "layout", "parameters")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     OP_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class LayerInfo(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     AUTO_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     node: str
     op_type: str
@@ -111,10 +112,11 @@ class LayerInfo(_message.Message):
     position: int
     auto: bool
     layout: str
-    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., op_type: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., elements_per_sample: _Optional[int] = ..., position: _Optional[int] = ..., auto: _Optional[bool] = ..., layout: _Optional[str] = ...) -> None: ...
+    parameters: int
+    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., op_type: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., elements_per_sample: _Optional[int] = ..., position: _Optional[int] = ..., auto: _Optional[bool] = ..., layout: _Optional[str] = ..., parameters: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "name", "size_bytes", "created", "ir_version", "opsets", "inputs", "outputs", "layers", "model_path", "files")
+    __slots__ = ("id", "name", "size_bytes", "created", "ir_version", "opsets", "inputs", "outputs", "layers", "model_path", "files", "parameters")
     class OpsetsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +135,7 @@ class Model(_message.Message):
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     size_bytes: int
@@ -144,7 +147,8 @@ class Model(_message.Message):
     layers: _containers.RepeatedCompositeFieldContainer[LayerInfo]
     model_path: str
     files: _containers.RepeatedCompositeFieldContainer[ModelFile]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[float] = ..., ir_version: _Optional[int] = ..., opsets: _Optional[_Mapping[str, int]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., model_path: _Optional[str] = ..., files: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ...) -> None: ...
+    parameters: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[float] = ..., ir_version: _Optional[int] = ..., opsets: _Optional[_Mapping[str, int]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., model_path: _Optional[str] = ..., files: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., parameters: _Optional[int] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("id",)

@@ -187,8 +187,8 @@ def reference(store: Store, req: ReferenceRequest) -> Reference:
     """The model and reference set of a reference, checked to fit together."""
     dataset = data.load(store, req.dataset_id)
     model = loaded_model(store, req.model_id)
-    _feature_layer(model, req.layer, "model")
-    _fits(model, dataset, "dataset", "model: ")
+    _feature_layer(model, req.layer, f"model {req.model_id}")
+    _fits(model, dataset, "dataset", f"model {req.model_id}: ")
     parse_reduction(req.reduce)
     _batch_size(req.batch_size)
     if not (math.isfinite(req.uncertainty) and req.uncertainty >= 0):

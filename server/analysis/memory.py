@@ -412,6 +412,8 @@ def layer_widths(info: ModelInfo, layers: Sequence[LayerInfo], reduce: Any, tota
         width: int | None
         if red.kind == "project":
             width = red.width or DEFAULT_PROJECTION
+            if elems is not None:
+                width = min(width, elems)  # extract keeps a narrower layer as it is
         elif red.kind == "auto":
             if elems is not None and total * elems * 4 <= acc_budget:
                 width = elems

@@ -110,6 +110,13 @@ class References:
             self._loaded.pop(ref_id, None)
         return info
 
+    def delete(self, ref_id: str) -> None:
+        """Delete a stored reference (NotFound for an unknown id) and forget its loaded
+        copy."""
+        self.store.delete_reference(ref_id)
+        with self._lock:
+            self._loaded.pop(ref_id, None)
+
     def cached_bytes(self) -> int:
         """What the loaded references cost, by :func:`loaded_cost`."""
         with self._lock:

@@ -52,7 +52,7 @@ def model(row: dict[str, Any], with_layers: bool = True) -> models_pb2.Model:
     info = row["info"]
     msg = models_pb2.Model(
         id=row["id"], name=row["name"], size_bytes=row["size"], created=row["created"],
-        ir_version=int(info.get("ir_version", 0)),
+        ir_version=int(info.get("ir_version", 0)), parameters=int(info.get("parameters", 0)),
     )
     for k, v in info.get("opsets", {}).items():
         msg.opsets[k] = int(v)
@@ -69,6 +69,7 @@ def model(row: dict[str, Any], with_layers: bool = True) -> models_pb2.Model:
                 name=la["name"], node=la["node"], op_type=la["op_type"], dtype=la["dtype"],
                 shape=_dims(la["shape"]), elements_per_sample=la["elements_per_sample"] or 0,
                 position=la["position"], auto=la["auto"], layout=la.get("layout", ""),
+                parameters=int(la.get("parameters", 0)),
             )
     return msg
 

@@ -255,6 +255,19 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                                              next_page_token=convert.page_token(page.next, "jobs"))
 
     @rpc
+    def ListReferences(self, request: Any, context: grpc.ServicerContext) -> Any:
+        page = self.store.catalog.references(
+            request.page_size, convert.page_key(request.page_token, "references"))
+        return analysis_pb2.ListReferencesResponse(
+            references=[codec.reference(r["info"]) for r in page.rows],
+            next_page_token=convert.page_token(page.next, "references"))
+
+    @rpc
+    def DeleteReference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.references.delete(request.id)
+        return analysis_pb2.DeleteReferenceResponse()
+
+    @rpc
     def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:
         return convert.job(self.jobs.cancel(request.id))
 

@@ -2,7 +2,8 @@
 
 Rule: from the model's first float output, walk back through its final chain of fully
 connected layers (Gemm, or MatMul with a constant weight) and what sits between them
-(bias, activation, softmax, dropout); the head's input is the tensor that enters the first
+(bias, activation, softmax, dropout, and shape-only ops such as the trailing Reshape of a
+scikit-learn regressor); the head's input is the tensor that enters the first
 of them, walked back through shape-only ops (Flatten, Reshape, Squeeze, Unsqueeze, Cast). That
 is the pooled feature vector of a CNN (the pooling output: the vector the head sees; name
 the pre-pooling tensor to use it instead). For a model made only of fully connected
@@ -52,7 +53,8 @@ def head_layer(model: onnx.ModelProto, info: ModelInfo) -> tuple[str, str]:
         ins = data_inputs(node)
         if node.op_type in FC_OPS and len(ins) == 1:
             fcs.append(node)
-        elif not (node.op_type in BETWEEN or (node.op_type in AFFINE and len(ins) == 1)):
+        elif not (node.op_type in BETWEEN or node.op_type in SHAPE_ONLY
+                  or (node.op_type in AFFINE and len(ins) == 1)):
             break
         if len(ins) != 1:
             break

@@ -16,6 +16,7 @@ its first axis is the batch axis. Everything else is excluded, each with a reaso
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,7 @@ class LayerInfo:
     position: int
     auto: bool
     channels_first: bool = True
+    parameters: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class LayerInfo:
             "elements_per_sample": self.elements_per_sample, "position": self.position,
             "auto": self.auto,
             "layout": "channels_first" if self.channels_first else "channels_last",
+            "parameters": self.parameters,
         }
 
 
@@ -108,6 +111,7 @@ class ModelInfo:
     excluded: dict[str, str] = field(default_factory=dict)
     opsets: dict[str, int] = field(default_factory=dict)
     ir_version: int = 0
+    parameters: int = 0
 
     def layer(self, name: str) -> LayerInfo | None:
         for layer in self.layers:
@@ -122,6 +126,7 @@ class ModelInfo:
             "layers": [la.to_dict() for la in self.layers],
             "opsets": dict(self.opsets),
             "ir_version": self.ir_version,
+            "parameters": self.parameters,
         }
 
 
@@ -248,11 +253,56 @@ def describe(model: onnx.ModelProto) -> ModelInfo:
             layers.append(info)
 
     auto = _auto_names(g, candidates, consumers, producer, data, initializers)
+    weights = _weights(g)
+    owned = _parameters_per_layer(g, weights, candidates, consumers)
     layers = [
-        LayerInfo(**{**la.__dict__, "auto": la.name in auto}) for la in layers
+        LayerInfo(**{**la.__dict__, "auto": la.name in auto,
+                     "parameters": owned.get(la.name, 0)}) for la in layers
     ]
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
-    return ModelInfo(inputs, outputs, layers, excluded, opsets, int(model.ir_version))
+    return ModelInfo(inputs, outputs, layers, excluded, opsets, int(model.ir_version),
+                     sum(weights.values()))
+
+
+def _weights(g: onnx.GraphProto) -> dict[str, int]:
+    """Elements of each float weight of the main graph: initializers and Constant tensors
+    (shape and index constants are integers, not weights)."""
+    out = {t.name: math.prod(t.dims) for t in g.initializer if t.data_type in FLOAT_TYPES}
+    for node in g.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type in FLOAT_TYPES:
+                    out[node.output[0]] = math.prod(a.t.dims)
+    return out
+
+
+def _parameters_per_layer(g: onnx.GraphProto, weights: dict[str, int],
+                          candidates: dict[str, LayerInfo],
+                          consumers: dict[str, list[onnx.NodeProto]]) -> dict[str, int]:
+    """The weights each candidate layer owns: a node's weights go to the first candidate
+    layer (in topological order) that its outputs reach, searching forward no further than
+    the first candidates on each path."""
+    owned: dict[str, int] = defaultdict(int)
+    for node in g.node:
+        n = sum(weights.get(i, 0) for i in set(node.input) if i)
+        if not n or node.op_type == "Constant":
+            continue
+        reached: list[LayerInfo] = []
+        seen: set[str] = set()
+        todo = [o for o in node.output if o]
+        while todo:
+            t = todo.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in candidates:
+                reached.append(candidates[t])
+                continue
+            for c in consumers.get(t, []):
+                todo.extend(o for o in c.output if o)
+        if reached:
+            owned[min(reached, key=lambda la: la.position).name] += n
+    return owned
 
 
 CONV_FAMILY = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv",

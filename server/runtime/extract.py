@@ -325,7 +325,21 @@ def _prepare(
                     f"{math.sqrt(2.0 / width):.3f})"
                 )
         elif red.kind == "project":
-            red = Reduction("project", red.width, projection_seed)
+            full = int(np.prod(shp[1:], dtype=np.int64))
+            if red.width is not None and red.width >= full:
+                # a projection to as many dims as the layer has, or more, would only widen it
+                notes.append(f"project:{red.width}: the layer has {full} values per sample; "
+                             "taken as it is (flatten), not widened")
+                red = Reduction("flatten")
+            else:
+                red = Reduction("project", red.width, projection_seed)
+        if red.kind == "first_token" and (len(shp) > 3 or (len(shp) == 3
+                                                          and la.channels_first)):
+            raise InputError(
+                f"layer {la.name!r}: reduce 'first_token' takes position 0 of a sequence "
+                f"(batch, tokens, features); this tensor has rank {len(shp)} (shape "
+                f"{list(shp)}, channels first), where it would take channel 0: use mean, "
+                "flatten or project:N for it")
         if red.kind == "first_token" and len(shp) < 3:
             # A (batch, features) tensor (a classifier's output, say) has no token axis:
             # it is taken as it is, and the row says so.

@@ -263,9 +263,20 @@ class Catalog:
                                    (id,)).fetchone()
         if row is None:
             raise NotFound(f"no certification reference with id {id!r}")
-        return {"id": row["id"], "model_id": row["model_id"], "dataset_id": row["dataset_id"],
-                "blob": row["blob"], "created": row["created"],
-                "specs": json.loads(row["specs_json"]), "info": json.loads(row["info_json"])}
+        return _reference_dict(row)
+
+    def references(self, size: int = 0, after: Key | None = None) -> Page:
+        """A page of references, oldest first (see :func:`page_size` for ``size``)."""
+        return self._page("reference_sets", size, after, _reference_dict)
+
+    def delete_reference(self, id: str) -> str:
+        """Delete the row; return its blob's sha256 (the caller drops unreferenced blobs)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT blob FROM reference_sets WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no certification reference with id {id!r}")
+            db.execute("DELETE FROM reference_sets WHERE id = ?", (id,))
+            return str(row["blob"])
 
     # jobs -------------------------------------------------------------------------------
     def add_job(self, id: str, kind: str, request: dict[str, Any]) -> None:
@@ -333,3 +344,9 @@ def _job_row(row: sqlite3.Row, with_result: bool) -> JobRow:
         request=json.loads(row["request_json"]), progress=json.loads(row["progress_json"]),
         message=row["message"], result=None if result is None else json.loads(result),
     )
+
+
+def _reference_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "model_id": row["model_id"], "dataset_id": row["dataset_id"],
+            "blob": row["blob"], "created": row["created"],
+            "specs": json.loads(row["specs_json"]), "info": json.loads(row["info_json"])}

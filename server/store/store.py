@@ -279,6 +279,10 @@ class Store:
         with self.catalog.lock:
             self._drop_if_unused(self.catalog.delete_dataset(id))
 
+    def delete_reference(self, id: str) -> None:
+        with self.catalog.lock:
+            self._drop_if_unused(self.catalog.delete_reference(id))
+
     # reading ----------------------------------------------------------------------------
     def model_bytes(self, id: str) -> bytes:
         self.catalog.model(id)  # NotFound for an unknown id

@@ -116,7 +116,8 @@ def test_not_an_npz_file_is_reported(tmp_path, capsys):
     path.write_bytes(b"this is not a zip archive")
     code, _, err = run_cli(["indices", str(path)], capsys)
     assert code == 2
-    assert "not a readable .npz" in err
+    assert "is not an .npz archive" in err
+    assert "pickle" not in err  # a text file is not "pickled data"
 
 
 def test_missing_file_is_reported(tmp_path, capsys):
@@ -182,3 +183,14 @@ def test_installed_entry_point_runs(cls_files):
                           text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["task"] == "classification"
+
+
+def test_demo_model_goes_through_our_exporter_with_hidden_layer_names(tmp_path, capsys):
+    """docs/exporters.md: MLP hidden activations are named hidden1, hidden2 (not the
+    converter's next_activations)."""
+    out_dir = tmp_path / "demo"
+    code, out, _ = run_cli(["demo", "--out", str(out_dir), "--json"], capsys)
+    assert code == 0
+    names = [la["name"] for la in json.loads(out)["layers"]]
+    assert "hidden1" in names and "hidden2" in names
+    assert not any(n.startswith("next_activations") for n in names)

@@ -125,16 +125,17 @@ def test_directory_as_model_exits_2(tmp_path, train_npz):
     assert f"{tmp_path}: is a directory; expected an ONNX model file" in line
 
 
-def test_npy_where_npz_is_expected_exits_2(tmp_path):
+def test_npy_without_its_labels_exits_2(tmp_path):
     npy = tmp_path / "features.npy"
     np.save(npy, np.zeros((4, 2)))
     line = _one_line_error(_run("indices", str(npy)))
-    assert f"{npy}: is a .npy file" in line and "expected an .npz archive" in line
+    assert f"{npy}: an .npy file holds one unnamed array" in line
+    assert "--labels LABELS.npy" in line
 
 
-def test_directory_as_data_exits_2(tmp_path):
+def test_directory_without_class_folders_as_data_exits_2(tmp_path):
     line = _one_line_error(_run("indices", str(tmp_path)))
-    assert f"{tmp_path}: is a directory; expected an .npz archive" in line
+    assert f"{tmp_path}: no class subfolders; expected an image folder" in line
 
 
 def test_layers_takes_a_stored_models_id(embedded_server, capsys):
@@ -159,7 +160,7 @@ def test_unreadable_file_exits_2(tmp_path, train_npz):
         cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     line = _one_line_error(proc)
-    assert f"{path}: permission denied" in line and "expected an .npz archive" in line
+    assert f"{path}: permission denied" in line and "expected a data file" in line
 
 
 # ---------------------------------------------------------------------------------------

@@ -164,3 +164,17 @@ def test_bad_input_exits_2_with_the_problem_named(files, capsys, args, needle):
     assert code == 2, (out, err)
     assert needle in err
     assert out == ""
+
+
+@pytest.mark.parametrize("command", [
+    ["rank", "{noise}", "{nohead}", "--data", "{target}"],
+    ["certify", "{nohead}", "--reference", "{ref}", "--queries", "{q_inputs}"],
+])
+def test_errors_name_the_model_by_its_file_not_its_hash(files, capsys, command):
+    from helpers.models import sha256
+
+    argv = [a.format(**files["paths"]) for a in command]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert Path(files["paths"]["nohead"]).name in err
+    assert sha256(Path(files["paths"]["nohead"])) not in err

@@ -526,7 +526,8 @@ def test_every_method_has_a_kind_and_only_short_calls_are_control() -> None:
         by_kind.setdefault(kind, set()).add(path.rpartition("/")[2])
     assert by_kind == {
         "control": {"GetModel", "ListModels", "DeleteModel", "GetDataset", "ListDatasets",
-                    "DeleteDataset", "GetJob", "ListJobs", "CancelJob", "Check", "List"},
+                    "DeleteDataset", "GetJob", "ListJobs", "CancelJob", "ListReferences",
+                    "DeleteReference", "Check", "List"},
         "upload": {"UploadModel", "UploadModelFiles", "UploadDataset", "DownloadModel"},
         "watch": {"WatchJob"},
         "compute": {"ComputeIndices", "StartLayerAnalysis", "StartRanking", "BuildReference",

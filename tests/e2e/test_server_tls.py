@@ -56,3 +56,36 @@ def test_a_plaintext_client_is_refused(tls_server):
     with Client(tls_server.address, timeout=5) as client, pytest.raises(LayerscopeError) as info:
         client.models()
     assert info.value.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "layerscope.client.cli", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_cli_reaches_a_tls_server_with_tls_ca(tls_server, certificate, tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "d.npz", features=x, labels=y)
+    proc = _cli("indices", str(tmp_path / "d.npz"), "--json", "--server", tls_server.address,
+                "--tls-ca", str(certificate[0]))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads(proc.stdout)["si"] == pytest.approx(F.brute_si(x, y), abs=0)
+    listed = _cli("models", "--server", tls_server.address, "--tls-ca", str(certificate[0]),
+                  "--tls-server-name", "127.0.0.1")
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_the_cli_names_a_tls_ca_that_is_no_certificate(tls_server, tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    proc = _cli("models", "--server", tls_server.address, "--tls-ca", str(bad))
+    assert proc.returncode == 2
+    assert f"{bad}: holds no PEM certificate" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("models", "--tls-ca", str(bad))
+    assert proc.returncode == 2 and "--server HOST:PORT" in proc.stderr

@@ -496,3 +496,17 @@ def test_first_token_of_a_token_model_is_position_zero(tmp_path):
     want = _token_layers(emb, w, tokens, mask)
     for name in ("h", "ctx"):
         np.testing.assert_allclose(got[name].train, want[name][:, 0], rtol=RTOL, atol=ATOL)
+def test_first_token_of_a_convolution_tensor_is_refused_naming_it_and_its_rank(cnn):
+    """(N, C, H, W): position 0 of the 'token' axis would be channel 0, silently."""
+    with pytest.raises(InputError, match=r"'/relu1/Relu_output_0'.*rank 4.*channel 0"):
+        _run(cnn.path, "/relu1/Relu_output_0", [{"image": cnn.train["image"][:4]}],
+             reduce="first_token")
+
+
+def test_project_wider_than_the_layer_keeps_it_as_it_is_and_says_so(cnn, cnn_raw):
+    x, want = cnn_raw
+    layer = _run(cnn.path, "/relu3/Relu_output_0", [{"image": x}],
+                 reduce="project:100")["/relu3/Relu_output_0"]  # relu3 has 64 values
+    assert layer.reduction == Reduction("flatten") and layer.dims == 64
+    assert any("project:100" in n and "not widened" in n for n in layer.notes)
+    np.testing.assert_allclose(layer.train, _flat(want["relu3"]), rtol=RTOL, atol=ATOL)

@@ -526,3 +526,40 @@ def test_a_model_cannot_choose_the_folder_its_weights_are_read_from(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
     assert external_folder(load_model(path, in_place=True)) is None  # no weights outside
+def test_head_rule_takes_the_penultimate_layer_of_an_exported_sklearn_regressor(tmp_path):
+    """MLPRegressor through our exporter ends in MatMul, Add, Reshape (to (N,)): the walk
+    passes the Reshape and, every layer being fully connected, takes the last hidden
+    activation, as docs/exporters.md names it."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    from layerscope.exporters import export
+    from layerscope.server.graph.head import head_layer
+    from layerscope.server.graph.inspect import describe
+
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg = MLPRegressor(hidden_layer_sizes=(8, 4), max_iter=30, random_state=0).fit(
+            x, x[:, 0] - x[:, 1])
+    export(reg, x[:2], tmp_path / "reg.onnx")
+    model = onnx.load(tmp_path / "reg.onnx")
+    assert model.graph.node[-1].op_type == "Reshape"
+    name, why = head_layer(model, describe(model))
+    assert name == "hidden2"
+    assert "penultimate" in why
+
+
+def test_parameters_per_layer_are_the_torch_modules_weights(cnn):
+    """Each convolution or Gemm output owns its module's weight and bias (torch's numel);
+    activations and pooling own none; the total is every float weight of the model."""
+    from layerscope.server.graph.inspect import describe as describe_model
+
+    info = describe_model(onnx.load(cnn.path))
+    got = {la.name: la.parameters for la in info.layers}
+    for name, _, module in M.CNN_LAYERS:
+        want = sum(p.numel() for p in getattr(cnn.model, module).parameters())
+        assert got[name] == want, name
+    assert info.parameters == sum(p.numel() for p in cnn.model.parameters())
