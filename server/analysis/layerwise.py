@@ -25,7 +25,7 @@ from ..graph.select import select_layers
 from ..metrics import check_index_options, compute_indices
 from ..metrics.backend import to_host
 from ..metrics.validation import as_orders
-from ..runtime.extract import LayerData, extract, model_feeds
+from ..runtime.extract import LayerData, extract, model_feeds, ran_on
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
 from .options import LAYER_ANALYSIS, check_options, with_options
@@ -292,6 +292,7 @@ def analyze_layers(
         "orders": list(orders_t), "normalize": opts.normalize, "precision": opts.precision,
         "memory_budget_mb": opts.memory_budget_mb, "probe": probe, "batch_size": batch_size,
         "extract_memory_mb": extract_memory_mb,
+        **ran_on(extracted, device),
         "seconds": round(time.perf_counter() - started, 3),
     }
     if opts.indices is not None:

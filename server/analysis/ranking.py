@@ -27,7 +27,7 @@ from ..graph.select import LayerSelectionError
 from ..metrics import compute_indices
 from ..metrics.backend import to_host
 from ..metrics.transfer import logme_regression, transferability_scores
-from ..runtime.extract import extract
+from ..runtime.extract import LayerData, extract, ran_on
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
 from .options import RANKING, check_options, ranking_indices, with_options
@@ -138,6 +138,7 @@ def rank_models(
                                      "criterion": criterion}
     cancel = checker(cancel)
     rows: list[ModelScore] = []
+    ran: list[LayerData] = []
     for j, (name, source) in enumerate(zip(names, models, strict=True)):
         cancel.check()
         started = time.perf_counter()
@@ -164,6 +165,7 @@ def rank_models(
         got = extract(proto, info, wanted, [arrays], reduce=reductions, batch_size=batch_size,
                       memory_budget_mb=extract_memory_mb, device=device, progress=report,
                       cancel=cancel)
+        ran = got
         feats = to_host(got[0].train)
         target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
         res = compute_indices(feats, **target, device=device, cancel=cancel, **engine)
@@ -204,7 +206,8 @@ def rank_models(
         "order": order, "max_features": opts.max_features, "patience": opts.patience,
         "reduce": reduce.describe() if isinstance(reduce, Reduction) else reduce,
         "baselines": baselines, "criterion": criterion, "normalize": opts.normalize,
-        "precision": opts.precision, "memory_budget_mb": opts.memory_budget_mb}
+        "precision": opts.precision, "memory_budget_mb": opts.memory_budget_mb,
+        **ran_on(ran, device)}
     if opts.candidates is not None:
         applied["candidates"] = list(opts.candidates)
     if task == "regression":

@@ -31,7 +31,9 @@ from ...protos.stubs import (
     models_pb2_grpc,
 )
 from ..analysis.memory import MemoryBudget
+from ..metrics.backend import DeviceUnavailable, requested_device, resolve_backend
 from ..runtime.check import check_onnxruntime
+from ..runtime.session import providers as session_providers
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
 from .decode import DecodeErrors
@@ -135,6 +137,11 @@ class Server:
         max_request_memory_mb: float | None = None,
     ) -> None:
         check_time_limit(job_timeout_s)  # before the store is opened
+        # The device is settled at start: 'gpu' without a usable GPU (CuPy and onnxruntime's
+        # CUDA provider) refuses here, naming what is missing; 'auto' logs its choice once.
+        resolve_backend(device)
+        if requested_device(device) == "gpu":
+            session_providers(device)
         self.limits = limits or Limits()
         budget = MemoryBudget.of(max_request_memory_mb)
         self.store = Store(data_dir, int(max_upload_mb * (1 << 20)))
@@ -273,7 +280,7 @@ def serve(args: argparse.Namespace) -> int:
             args.job_timeout_s,
             args.max_request_memory_mb,
         )
-    except (DataDirBusy, OSError, ValueError) as exc:
+    except (DataDirBusy, OSError, ValueError, DeviceUnavailable) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
         return 2
     log.info("capacity: %s", limits.describe())

@@ -647,7 +647,7 @@ def search_plan(m: int, d: int, nq: int, k: int, self_mode: bool, budget: int,
     return want, int(max(1, min(nq, rows)))
 
 
-def _choose_search(candidate_search: str, xp: ModuleType, self_mode: bool) -> str:
+def _choose_search(candidate_search: str, xp: ModuleType, self_mode: bool = False) -> str:
     if candidate_search not in ("auto", "faiss", "blas", "selfjoin"):
         raise ValueError("candidate_search must be auto, selfjoin, faiss or blas; got "
                          f"{candidate_search!r}")
@@ -668,12 +668,13 @@ def _choose_search(candidate_search: str, xp: ModuleType, self_mode: bool) -> st
 # hits fit in a quarter of the budget; on the CPU no more than the caches serve well,
 # on a GPU as many as a fifth of the free device memory holds.
 SELFJOIN_CPU_BLOCK = 2048
+SELFJOIN_BYTES_PER_ENTRY = 4 + 2 + 8  # the product, a mask, a hit's flat index (worst case)
 
 
 def selfjoin_block(xp: ModuleType, m: int, d: int, budget: int) -> int:
     """Return the rows of one self-join block: from the host budget on the CPU, from the
     free device memory on a GPU (one query of the device, not one per block)."""
-    per_entry = 4 + 2 + 8  # the product, a mask, a hit's flat index (worst case)
+    per_entry = SELFJOIN_BYTES_PER_ENTRY
     if xp is np:
         side = int(math.isqrt(max(1, budget // 4 // per_entry)))
         side = min(side, SELFJOIN_CPU_BLOCK)
