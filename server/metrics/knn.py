@@ -80,12 +80,40 @@ def sort_by_distance_then_index(xp: ModuleType, dist: Any, idx: Any) -> tuple[An
     return xp.take_along_axis(dist, order, axis=1), xp.take_along_axis(idx, order, axis=1)
 
 
+def smallest_per_row(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
+    """Return ``(vals, cols)`` of the k smallest entries of each row of ``dist`` (r, n),
+    ascending, ties by lower column: a top-k for a GPU, where ``argpartition`` is a sort.
+
+    A strided sample of 4k (at least 1024) columns gives each row a threshold, its k-th
+    smallest sampled value: at least k entries are not above it, and every entry above it
+    is out. Only the entries up to it (about k n / sample of a row) are sorted, by (row,
+    value, column). Linear in r * n, plus the sort of those few.
+    """
+    r, n = dist.shape
+    sample = xp.unique(xp.linspace(0, n - 1, min(n, max(4 * k, 1024))).astype(xp.int64))
+    thr = xp.sort(dist[:, sample], axis=1)[:, k - 1 : k]
+    flat = xp.flatnonzero(dist <= thr)  # row-major: columns ascending within a row
+    rows, cols, vals = flat // n, flat % n, dist.ravel()[flat]
+    order = argsort_stable(xp, vals)
+    order = order[argsort_stable(xp, rows[order])]
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = xp.arange(len(rows), dtype=xp.int64) - xp.searchsorted(rows, rows)
+    keep = xp.flatnonzero(rank < k)
+    out_v = xp.empty((r, k), dtype=dist.dtype)
+    out_c = xp.empty((r, k), dtype=xp.int64)
+    out_v[rows[keep], rank[keep]] = vals[keep]
+    out_c[rows[keep], rank[keep]] = cols[keep]
+    return out_v, out_c
+
+
 def topk_exact(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
     """Return ``(dist, idx)`` of the k smallest entries of each row, ties by lower index.
 
     ``dist`` (r, n) holds exact values (``inf`` marks excluded entries). Linear in r * n.
     """
     r, n = dist.shape
+    if xp is not np and 1 < k < n:
+        return smallest_per_row(xp, dist, k)
     if k == 1:  # argmin returns the first (lowest-index) minimum
         cols = xp.argmin(dist, axis=1)[:, None]
         return xp.take_along_axis(dist, cols, axis=1), cols
@@ -144,7 +172,8 @@ def _cummin_cols_reversed(xp: ModuleType, a: Any) -> Any:
 class _Prepared:
     """Centred, power-of-two-scaled float32 copies of base and queries, and their norms."""
 
-    def __init__(self, xp: ModuleType, base: Any, queries: Any | None, chunk: int) -> None:
+    def __init__(self, xp: ModuleType, base: Any, queries: Any | None, chunk: int,
+                 augment: bool = False) -> None:
         mu = base.mean(axis=0, dtype=xp.float64)
         lo = base.min(axis=0).astype(xp.float64)
         hi = base.max(axis=0).astype(xp.float64)
@@ -156,11 +185,12 @@ class _Prepared:
         exponent = -math.ceil(math.log2(amax)) if amax > 0 else 0
         self.scale = 2.0 ** min(exponent, _MAX_SCALE_EXP)
         self.mu, self.chunk = mu, chunk
-        self.base32, self.base_n = self._cast(xp, base, mu, chunk)
+        # w: the self-join's [z, -n/2, 1] rows (see _augmented), z the same buffer as base32.
+        self.base32, self.base_n, self.w = self._cast(xp, base, mu, chunk, augment)
         if queries is None:
             self.query32, self.query_n = self.base32, self.base_n
         else:
-            self.query32, self.query_n = self._cast(xp, queries, mu, chunk)
+            self.query32, self.query_n, _ = self._cast(xp, queries, mu, chunk)
         d = base.shape[1]
         self.c = 1.01 * (2 * d + 16) * _U32
         # Absolute terms: float32 underflow of products far below the scale (flushed to zero
@@ -172,20 +202,29 @@ class _Prepared:
     def for_queries(self, xp: ModuleType, queries: Any) -> _Prepared:
         """The same base with other queries, cast with the base's centre and scale."""
         other = copy.copy(self)
-        other.query32, other.query_n = self._cast(xp, queries, self.mu, self.chunk)
+        other.query32, other.query_n, _ = self._cast(xp, queries, self.mu, self.chunk)
         return other
 
-    def _cast(self, xp: ModuleType, x: Any, mu: Any, chunk: int) -> tuple[Any, Any]:
-        out = xp.empty(x.shape, dtype=xp.float32)
-        norms = xp.empty(x.shape[0], dtype=xp.float64)
+    def _cast(self, xp: ModuleType, x: Any, mu: Any, chunk: int,
+              augment: bool = False) -> tuple[Any, Any, Any]:
+        m, d = x.shape
+        full = xp.empty((m, d + 2) if augment else (m, d), dtype=xp.float32)
+        out = full[:, :d] if augment else full
+        norms = xp.empty(m, dtype=xp.float64)
         # Norms only enter the error bounds, so a float32 sum inflated by its own error
         # bound (1 + (d + 2) u) is used: an upper bound of the exact value, one pass cheaper.
-        grow = 1.0 + (x.shape[1] + 2) * _U32
-        for s in range(0, x.shape[0], chunk):
+        grow = 1.0 + (d + 2) * _U32
+        for s in range(0, m, chunk):
             z = ((x[s : s + chunk] - mu) * self.scale).astype(xp.float32)
             out[s : s + chunk] = z
             norms[s : s + chunk] = xp.einsum("ij,ij->i", z, z).astype(xp.float64) * grow
-        return out, norms
+            if augment:  # -fl32(|z|^2) / 2 from a float64 sum, for the self-join's product
+                z64 = z.astype(xp.float64)
+                full[s : s + chunk, d] = (xp.einsum("ij,ij->i", z64, z64) * -0.5).astype(
+                    xp.float32)
+        if augment:
+            full[:, d + 1] = 1.0
+        return out, norms, full if augment else None
 
 
 def _faiss_module() -> ModuleType | None:
@@ -222,6 +261,9 @@ def _candidates_blas(
     if self_mode:
         d32[xp.arange(len(rows)), rows] = xp.inf
     n = base.shape[0]
+    if want < n and xp is not np:
+        order, vals = smallest_per_row(xp, d32, want)[::-1]
+        return order, vals
     if want < n:
         part = xp.argpartition(d32, want - 1, axis=1)[:, :want]
     else:
@@ -231,8 +273,9 @@ def _candidates_blas(
     return xp.take_along_axis(part, order, axis=1), xp.take_along_axis(vals, order, axis=1)
 
 
-def _augmented(xp: ModuleType, prep: _Prepared, chunk: int) -> Any:
-    """Return ``W = [z, -n/2, 1]`` (m, d + 2) float32, ``n = fl32(|z|^2)``.
+def _augmented(prep: _Prepared) -> Any:
+    """Return ``W = [z, -n/2, 1]`` (m, d + 2) float32, ``n = fl32(|z|^2)`` (``_Prepared``
+    with ``augment``; ``z`` is the same buffer as ``base32``, so no second copy).
 
     ``W_i . swap(W_j) = z_i . z_j - n_i / 2 - n_j / 2 = -D_ij / 2``: one product gives the
     halved, negated float32 distance with no pass over the block for the norms. Its error:
@@ -240,16 +283,9 @@ def _augmented(xp: ModuleType, prep: _Prepared, chunk: int) -> Any:
     doubled, plus ``u`` for rounding each float64 norm to float32: ``(2d + 9) u`` in all,
     inside the bound ``c`` of the module docstring.
     """
-    z = prep.base32
-    m, d = z.shape
-    w = xp.empty((m, d + 2), dtype=xp.float32)
-    for s in range(0, m, chunk):
-        zs = z[s : s + chunk]
-        w[s : s + chunk, :d] = zs
-        z64 = zs.astype(xp.float64)
-        w[s : s + chunk, d] = (xp.einsum("ij,ij->i", z64, z64) * -0.5).astype(xp.float32)
-    w[:, d + 1] = 1.0
-    return w
+    if prep.w is None:
+        raise ValueError("the self-join needs the base prepared with augment=True")
+    return prep.w
 
 
 def _swap_tail(xp: ModuleType, w: Any) -> Any:
@@ -402,7 +438,7 @@ def _seed_thresholds(xp: ModuleType, prep: _Prepared, w: Any, want: int, block: 
 
 
 def _selfjoin_candidates(
-    xp: ModuleType, prep: _Prepared, want: int, block: int, chunk: int,
+    xp: ModuleType, prep: _Prepared, want: int, block: int,
     cancel: Cancellation | None, progress: Progress | None,
 ) -> tuple[Any, Any, int]:
     """Return ``(idx, d32, products)``: each point's ``want`` best candidates among the
@@ -415,7 +451,7 @@ def _selfjoin_candidates(
     pool only when it is not worse than the row's current threshold, so a block costs its
     product and two comparisons (on the CPU with faiss, its heaps take the rows' offers).
     """
-    w = _augmented(xp, prep, chunk)
+    w = _augmented(prep)
     m = w.shape[0]
     faiss = _faiss_module() if xp is np else None
     pools: _Pools | _HeapPools
@@ -488,12 +524,23 @@ def knn(
     if not 1 <= k <= avail:
         raise ValueError(f"k must be in 1..{avail} for {m} base points; got {k}")
 
-    budget = max(int(memory_budget_mb * MIB), 1 * MIB)
-    prep = _Prepared(xp, base, queries, chunk=max(1, budget // (16 * d)))
+    budget = device_budget(xp, max(int(memory_budget_mb * MIB), 1 * MIB))
+    search = _choose_search(candidate_search, xp, self_mode)
+    prep = _Prepared(xp, base, queries, chunk=max(1, budget // (16 * d)),
+                     augment=search == "selfjoin")
     return _run_search(xp, prep, base, queries, k, precision=precision,
                        return_distance=return_distance, budget=budget, block_rows=block_rows,
-                       search=_choose_search(candidate_search, xp, self_mode), progress=progress,
-                       cancel=cancel)
+                       search=search, progress=progress, cancel=cancel)
+
+
+def device_budget(xp: ModuleType, budget: int) -> int:
+    """The working-memory bound of a search: ``budget`` bytes on the CPU; on a GPU, a
+    quarter of the free device memory when that is more (the host budget would give
+    a handful of rows per block at m = 10^6). One query of the device per search."""
+    if xp is np:
+        return budget
+    free, _total = xp.cuda.Device().mem_info
+    return max(budget, int(free) // 4)
 
 
 class ExactIndex:
@@ -515,7 +562,7 @@ class ExactIndex:
         self.base = xp.asarray(base)
         if self.base.ndim != 2 or self.base.shape[0] < 1:
             raise ValueError(f"base must be a non-empty 2-D array; got shape {self.base.shape}")
-        self.budget = max(int(memory_budget_mb * MIB), 1 * MIB)
+        self.budget = device_budget(xp, max(int(memory_budget_mb * MIB), 1 * MIB))
         self.search_kind = _choose_search(candidate_search, xp, False)
         chunk = max(1, self.budget // (16 * self.base.shape[1]))
         self.prep = _Prepared(xp, self.base, None, chunk=chunk)
@@ -580,7 +627,7 @@ def _run_search(
         units = nb * (nb + 1) // 2 + -(-nq // block_rows)
         join_progress = None if progress is None else (lambda done, _t: progress(done, units))
         cidx, cd32, products = _selfjoin_candidates(
-            xp, prep, want, join_block, prep.chunk, cancel, join_progress)
+            xp, prep, want, join_block, cancel, join_progress)
         joined = (cidx, cd32)
     for s in range(0, nq, block_rows):
         if cancel is not None:

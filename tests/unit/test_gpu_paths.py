@@ -212,3 +212,18 @@ def test_device_unavailable_is_a_failed_precondition() -> None:
 
     code, message = status_for(B.DeviceUnavailable("device 'gpu' was requested but x"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "x" in message
+
+
+@pytest.mark.parametrize("k", [2, 17, 300])
+def test_the_gpu_top_k_keeps_the_k_smallest_ties_by_lower_column(fake, k: int) -> None:
+    """The top-k used on a GPU instead of argpartition (a full sort there): a sampled
+    threshold, then a sort of the entries under it; many ties at the k-th value."""
+    from layerscope.server.metrics.knn import smallest_per_row
+
+    rng = np.random.default_rng(k)
+    dist = rng.integers(0, 50, size=(6, 5000)).astype(np.float64)
+    dist[0, :] = 3.0  # a row of one value: the lowest k columns
+    vals, cols = smallest_per_row(fake, fake.asarray(dist), k)
+    want = np.lexsort((np.broadcast_to(np.arange(5000), dist.shape), dist), axis=1)[:, :k]
+    np.testing.assert_array_equal(cols.get(), want)
+    np.testing.assert_array_equal(vals.get(), np.take_along_axis(dist, want, axis=1))
