@@ -257,7 +257,9 @@ def analyze_layers(
             name=d.name, kind=kind, op_type=d.op_type, shape=[int(s) for s in d.shape],
             reduction=d.reduction.describe(), dims=d.dims, notes=list(d.notes),
         )
-        train_x, test_x = to_host(d.train), None if d.test is None else to_host(d.test)
+        # The activations stay where extraction left them (on the GPU there): the engine
+        # takes device arrays; only the probe (scikit-learn) needs them on the host.
+        train_x, test_x = d.train, d.test
         try:
             kw: dict[str, Any] = {"labels": y} if task == "classification" else {"targets": y}
             if test_x is not None:
@@ -272,7 +274,9 @@ def analyze_layers(
                 row.cross = {k: v for k, v in full["cross"].items() if k != "n_samples"}
             row.notes += res.warnings
             if probe:
-                row.probe = ridge_probe(train_x, y, test_x, yt, task, probe_alpha)
+                row.probe = ridge_probe(to_host(train_x), y,
+                                        None if test_x is None else to_host(test_x), yt,
+                                        task, probe_alpha)
         except ValueError as exc:
             row.error = str(exc)
             warnings.append(f"layer {d.name!r} was not analysed: {exc}")

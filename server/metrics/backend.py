@@ -171,6 +171,21 @@ def array_module(a: Any) -> ModuleType:
     return np
 
 
+def sparse_module(xp: ModuleType) -> Any:
+    """Return the sparse-matrix module that goes with ``xp``: ``scipy.sparse`` for NumPy,
+    ``cupyx.scipy.sparse`` for CuPy, the stand-in's own (``layerscope_sparse``) for it."""
+    if xp is np:
+        from scipy import sparse  # noqa: PLC0415
+
+        return sparse
+    own = getattr(xp, "layerscope_sparse", None)
+    if own is not None:
+        return own
+    from cupyx.scipy import sparse as cusparse  # noqa: PLC0415
+
+    return cusparse
+
+
 def to_host(a: Any) -> Any:
     """Return ``a`` as a NumPy array (a no-op for NumPy input)."""
     if isinstance(a, np.ndarray):

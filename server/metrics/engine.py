@@ -149,7 +149,7 @@ def check_index_options(task: str, indices: Iterable[str] | None,
 
 
 def _standardize(x: np.ndarray, test: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    mean = x.mean(axis=0, dtype=np.float64)
+    mean = x.mean(axis=0, dtype=np.float64)  # a dtype CuPy takes as well
     std = x.std(axis=0, ddof=1, dtype=np.float64) + 1e-10
     xs = (x - mean) / std
     return xs, None if test is None else (test - mean) / std
@@ -238,9 +238,12 @@ def compute_indices(
             raise ValueError("test_features has no samples")
 
     warnings: list[str] = []
+    dev, xp = get_backend(device)
+    # On the device the search runs on: a GPU array stays there, a host one goes there once.
+    x = to_host(x) if xp is np else xp.asarray(x)
+    xt = None if xt is None else (to_host(xt) if xp is np else xp.asarray(xt))
     if normalize:
         x, xt = _standardize(x, xt)
-    dev, xp = get_backend(device)
     options: dict[str, Any] = {
         "orders": list(orders_t),
         "normalize": bool(normalize),

@@ -37,10 +37,12 @@ def _unwrap(value: Any, where: str) -> Any:
     if isinstance(value, ndarray):
         return value._a
     if isinstance(value, np.ndarray):
-        raise TypeError(f"Unsupported type {type(value)} in {where}: a NumPy array mixed with "
-                        "fakecupy arrays (CuPy refuses it too)")
+        raise TypeError(f"Unsupported type {type(value)} (shape {value.shape}) in {where}: a "
+                        "NumPy array mixed with fakecupy arrays (CuPy refuses it too)")
     if isinstance(value, (list, tuple)):
         return type(value)(_unwrap(v, where) for v in value)
+    if isinstance(value, dict):
+        return {k: _unwrap(v, where) for k, v in value.items()}
     return value
 
 
@@ -195,6 +197,38 @@ def __getattr__(name: str) -> Any:  # noqa: N807 - module attributes: NumPy's, m
 
     function.__name__ = name
     return function
+
+
+# --- sparse (cupyx.scipy.sparse's csc_matrix, as far as the projection uses it) -----------
+
+
+class _CSC:
+    """A scipy CSC matrix whose products take and give stand-in arrays."""
+
+    def __init__(self, arg: Any, shape: tuple[int, int] | None = None) -> None:
+        from scipy import sparse  # noqa: PLC0415
+
+        if isinstance(arg, tuple):
+            arg = tuple(_unwrap(a, "csc_matrix") for a in arg)
+        self._m = sparse.csc_matrix(arg, shape=shape)
+
+    @property
+    def T(self) -> _CSC:  # noqa: N802 - scipy's name
+        out = _CSC.__new__(_CSC)
+        out._m = self._m.T
+        return out
+
+    def __matmul__(self, other: Any) -> ndarray:
+        if not isinstance(other, ndarray):
+            raise TypeError(f"Unsupported type {type(other)} in a sparse product")
+        return ndarray._of(np.asarray(self._m @ other._a))
+
+
+class _Sparse:
+    csc_matrix = _CSC
+
+
+layerscope_sparse = _Sparse()
 
 
 # --- cuda --------------------------------------------------------------------------------
