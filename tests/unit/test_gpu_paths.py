@@ -26,6 +26,14 @@ from layerscope.server.runtime.extract import ort_value_to_xp
 from layerscope.server.runtime.session import CPU, CUDA, make_session, session_device
 
 
+# Where onnxruntime-gpu has its CUDA provider, a session asked for CUDA gets it: the cases
+# of a CPU-only onnxruntime (or one whose CUDA provider does not load) cannot be made there.
+cpu_onnxruntime = pytest.mark.skipif(
+    CUDA in ort.get_available_providers(),
+    reason="onnxruntime here has a CUDA provider: the CPU-only cases cannot be made",
+)
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
     """The stand-in registered as the GPU module; the device choice forgotten after."""
@@ -129,6 +137,7 @@ def _extract(model: onnx.ModelProto, x: np.ndarray, device: str | None):
                    reduce="flatten", device=device)
 
 
+@cpu_onnxruntime
 def test_auto_with_cpu_only_onnxruntime_runs_the_model_on_the_cpu_into_gpu_arrays(
     fake,
 ) -> None:
@@ -146,12 +155,14 @@ def test_auto_with_cpu_only_onnxruntime_runs_the_model_on_the_cpu_into_gpu_array
         np.testing.assert_allclose(d.train.get(), want, rtol=1e-5, atol=1e-6)
 
 
+@cpu_onnxruntime
 def test_gpu_without_onnxruntime_cuda_is_refused_naming_the_provider(fake) -> None:
     model, x = tiny_model(), np.zeros((4, 4), np.float32)
     with pytest.raises(B.DeviceUnavailable, match="onnxruntime .* has no CUDA provider"):
         _extract(model, x, "gpu")
 
 
+@cpu_onnxruntime
 def test_a_session_whose_cuda_provider_fell_back_is_seen_as_cpu() -> None:
     """onnxruntime asked for CUDA it cannot load runs on the CPU quietly: 'auto' goes on
     on the CPU, 'gpu' refuses, naming the providers the session really has."""
