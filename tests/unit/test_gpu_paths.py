@@ -25,7 +25,6 @@ from layerscope.server.runtime import extract
 from layerscope.server.runtime.extract import ort_value_to_xp
 from layerscope.server.runtime.session import CPU, CUDA, make_session, session_device
 
-
 # Where onnxruntime-gpu has its CUDA provider, a session asked for CUDA gets it: the cases
 # of a CPU-only onnxruntime (or one whose CUDA provider does not load) cannot be made there.
 cpu_onnxruntime = pytest.mark.skipif(
