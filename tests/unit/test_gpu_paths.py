@@ -237,3 +237,18 @@ def test_the_gpu_top_k_keeps_the_k_smallest_ties_by_lower_column(fake, k: int) -
     want = np.lexsort((np.broadcast_to(np.arange(5000), dist.shape), dist), axis=1)[:, :k]
     np.testing.assert_array_equal(cols.get(), want)
     np.testing.assert_array_equal(vals.get(), np.take_along_axis(dist, want, axis=1))
+
+
+def test_a_layer_analysis_records_the_device_and_the_providers_that_ran(tmp_path) -> None:
+    from layerscope.server.analysis import analyze_layers
+
+    model = tiny_model()
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, path)
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 4)).astype(np.float32), rng.integers(0, 2, size=40)
+    res = analyze_layers(path, {"x": x}, labels=y, layers=["h"], device="cpu",
+                         include_inputs=False, include_outputs=False)
+    assert res.options["device"] == "cpu"
+    assert res.options["model_device"] == "cpu"
+    assert res.options["providers"] == ["CPUExecutionProvider"]
