@@ -219,12 +219,19 @@ class _Prepared:
             out[s : s + chunk] = z
             norms[s : s + chunk] = xp.einsum("ij,ij->i", z, z).astype(xp.float64) * grow
             if augment:  # -fl32(|z|^2) / 2 from a float64 sum, for the self-join's product
-                z64 = z.astype(xp.float64)
-                full[s : s + chunk, d] = (xp.einsum("ij,ij->i", z64, z64) * -0.5).astype(
-                    xp.float32)
+                full[s : s + chunk, d] = (_sumsq64(xp, z) * -0.5).astype(xp.float32)
         if augment:
             full[:, d + 1] = 1.0
         return out, norms, full if augment else None
+
+
+def _sumsq64(xp: ModuleType, z: Any) -> Any:
+    """Each row's sum of squares in float64 (einsum's own float64 loop: no float64 copy)."""
+    try:
+        return xp.einsum("ij,ij->i", z, z, dtype=xp.float64)
+    except TypeError:  # an einsum without ``dtype``
+        z64 = z.astype(xp.float64)
+        return xp.einsum("ij,ij->i", z64, z64)
 
 
 def _faiss_module() -> ModuleType | None:
