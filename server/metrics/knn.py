@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -470,10 +471,7 @@ def _selfjoin_candidates(
     pairs = [(s, s) for s in starts] + [
         (s, t) for i, s in enumerate(starts) for t in starts[i + 1 :]
     ]  # the diagonal first: every row's threshold is then that of a block of its own
-    for done, (s, t) in enumerate(pairs, 1):
-        if cancel is not None:
-            cancel.check()
-        g = block_product(w[s : s + block], _swap_tail(xp, w[t : t + block]))
+    def offer(s: int, t: int, g: Any) -> None:
         if t == s:
             n = g.shape[0]
             g[xp.arange(n), xp.arange(n)] = -xp.inf
@@ -481,8 +479,29 @@ def _selfjoin_candidates(
         else:
             pools.push_rows(s, g, t)
             pools.push_cols(t, g, s)
-        if progress is not None:
-            progress(done, len(pairs))
+
+    # On the CPU a block's offers (partly single-threaded NumPy passes) run in a second
+    # thread while the next product runs: the offers stay in order, one block waiting.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="selfjoin") if xp is np else None
+    pending: Future[None] | None = None
+    try:
+        for done, (s, t) in enumerate(pairs, 1):
+            if cancel is not None:
+                cancel.check()
+            g = block_product(w[s : s + block], _swap_tail(xp, w[t : t + block]))
+            if pending is not None:
+                pending.result()
+            if pool is None:
+                offer(s, t, g)
+            else:
+                pending = pool.submit(offer, s, t, g)
+            if progress is not None:
+                progress(done, len(pairs))
+        if pending is not None:
+            pending.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     idx, d32 = pools.result()
     return idx, d32, len(pairs)
 
