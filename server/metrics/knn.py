@@ -152,11 +152,14 @@ def exact_sqdist(xp: ModuleType, q: Any, b: Any) -> Any:
 
 
 def _cummax_cols(xp: ModuleType, a: Any) -> Any:
+    """Prefix maximum along axis 1: ``out[:, j] = max(a[:, :j + 1])``."""
     if xp is np:
         return np.maximum.accumulate(a, axis=1)
-    out = a.copy()
-    for j in range(1, a.shape[1]):
-        out[:, j] = xp.maximum(out[:, j - 1], a[:, j])
+    # A log-step scan (Hillis-Steele): log2(columns) kernels, not one per column.
+    out, step = a.copy(), 1
+    while step < a.shape[1]:
+        out[:, step:] = xp.maximum(out[:, step:], out[:, :-step])
+        step *= 2
     return out
 
 
@@ -164,9 +167,10 @@ def _cummin_cols_reversed(xp: ModuleType, a: Any) -> Any:
     """Suffix minimum along axis 1: ``out[:, j] = min(a[:, j:])``."""
     if xp is np:
         return np.minimum.accumulate(a[:, ::-1], axis=1)[:, ::-1]
-    out = a.copy()
-    for j in range(a.shape[1] - 2, -1, -1):
-        out[:, j] = xp.minimum(out[:, j + 1], a[:, j])
+    out, step = a.copy(), 1
+    while step < a.shape[1]:
+        out[:, :-step] = xp.minimum(out[:, :-step], out[:, step:])
+        step *= 2
     return out
 
 

@@ -252,3 +252,15 @@ def test_a_layer_analysis_records_the_device_and_the_providers_that_ran(tmp_path
     assert res.options["device"] == "cpu"
     assert res.options["model_device"] == "cpu"
     assert res.options["providers"] == ["CPUExecutionProvider"]
+
+
+def test_the_gpu_scans_equal_numpy_accumulate(fake) -> None:
+    """The bounds' prefix maximum and suffix minimum on a GPU module: a log-step scan
+    (not one kernel per column), equal to NumPy's accumulate."""
+    from layerscope.server.metrics.knn import _cummax_cols, _cummin_cols_reversed
+
+    a = np.random.default_rng(9).normal(size=(7, 37))
+    np.testing.assert_array_equal(_cummax_cols(fake, fake.asarray(a)).get(),
+                                  np.maximum.accumulate(a, axis=1))
+    np.testing.assert_array_equal(_cummin_cols_reversed(fake, fake.asarray(a)).get(),
+                                  np.minimum.accumulate(a[:, ::-1], axis=1)[:, ::-1])
