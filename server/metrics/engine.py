@@ -299,6 +299,7 @@ def _knn_stats(options: dict[str, Any], key: str, nb: Any) -> None:
         "certified_rows": nb.certified_rows,
         "reranked_rows": nb.reranked_rows,
         "fallback_rows": nb.fallback_rows,
+        "products": nb.products,
     }
 
 
