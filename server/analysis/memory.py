@@ -42,6 +42,7 @@ from ..metrics.knn import (
     _choose_search,
     search_plan,
     selfjoin_block,
+    selfjoin_fits,
 )
 from ..runtime.reduce import DEFAULT_PROJECTION, parse_reduction, reduced_width
 from .admission import LoadedModel
@@ -187,7 +188,8 @@ def knn_parts(m: int, d: int, nq: int, k: int, budget: int, *, self_mode: bool,
     working = [Part(f"{what} k-NN float32 copies".strip(), copies, f"{m + nq} x {d} features"),
                Part(f"{what} k-NN blocks".strip(), max(cast, block),
                     f"{rows} rows x {want} candidates", "set by memory_budget_mb")]
-    if self_mode:  # the self-join: every row's candidates, one block pair's product
+    if self_mode and selfjoin_fits(m, want, budget):  # the self-join: every row's
+        # candidates, one block pair's product
         side = selfjoin_block(np, m, d, budget)
         working.append(Part(f"{what} self-join".strip(), 12 * m * want + 8 * m
                             + SELFJOIN_BYTES_PER_ENTRY * side * side,

@@ -419,9 +419,16 @@ class _HeapPools:
                                  width, t, nc)
 
     def result(self) -> tuple[Any, Any]:
-        d32 = self.val * np.float32(-2.0)
-        order = np.argsort(d32, axis=1, kind="stable")
-        return np.take_along_axis(self.ids, order, axis=1), np.take_along_axis(d32, order, axis=1)
+        m = self.val.shape[0]
+        idx = np.empty_like(self.ids)
+        d32 = np.empty_like(self.val)
+        step = max(1, (16 * MIB) // (16 * self.val.shape[1]))  # no third copy of the pools
+        for s in range(0, m, step):
+            v = self.val[s : s + step] * np.float32(-2.0)
+            order = np.argsort(v, axis=1, kind="stable")
+            idx[s : s + step] = np.take_along_axis(self.ids[s : s + step], order, axis=1)
+            d32[s : s + step] = np.take_along_axis(v, order, axis=1)
+        return idx, d32
 
 
 def _sortable_bits(xp: ModuleType, a: Any) -> Any:
@@ -556,6 +563,9 @@ def knn(
 
     budget = device_budget(xp, max(int(memory_budget_mb * MIB), 1 * MIB))
     search = _choose_search(candidate_search, xp, self_mode)
+    if search == "selfjoin" and candidate_search == "auto" and not selfjoin_fits(
+            m, search_plan(m, d, m, k, True, budget, search)[0], budget):
+        search = _choose_search("auto", xp, False)  # the row-block searches then
     prep = _Prepared(xp, base, queries, chunk=max(1, budget // (16 * d)),
                      augment=search == "selfjoin")
     return _run_search(xp, prep, base, queries, k, precision=precision,
@@ -746,6 +756,13 @@ def _choose_search(candidate_search: str, xp: ModuleType, self_mode: bool = Fals
 # on a GPU as many as a fifth of the free device memory holds.
 SELFJOIN_CPU_BLOCK = 2048
 SELFJOIN_BYTES_PER_ENTRY = 4 + 2 + 8  # the product, a mask, a hit's flat index (worst case)
+
+
+def selfjoin_fits(m: int, want: int, budget: int) -> bool:
+    """Whether every row's candidates (float32 and int64, and their sorted copy) fit in
+    half the budget: the self-join holds them all until the end (``auto`` falls back to
+    the row-block searches otherwise, which hold one block's)."""
+    return 2 * 12 * m * want <= budget // 2
 
 
 def selfjoin_block(xp: ModuleType, m: int, d: int, budget: int) -> int:
