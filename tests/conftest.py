@@ -1,6 +1,13 @@
 """Session-scoped fixtures: small real models, trained and exported to ONNX once per session.
 
 The builders live in ``models.py``; each fixture writes into its own temporary folder.
+
+``LAYERSCOPE_DEVICE`` picks the device of every call that does not name one (the engine,
+extraction and the servers the tests start, which inherit the environment):
+``LAYERSCOPE_DEVICE=gpu`` runs the suite on a GPU and stops it at once, saying what is
+missing, where there is none. ``LAYERSCOPE_TEST_GPU=fake`` registers the NumPy-backed CuPy
+stand-in (helpers/fakecupy.py) as the GPU module of this process, so that ``auto`` runs the
+GPU code paths on the CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +22,28 @@ from helpers.cluster import ray_cluster  # noqa: F401 - the session's one Ray cl
 # Command-line runs in the tests stop their embedded server when they end, as a one-off
 # command would; the warm server's own tests (tests/e2e/test_warm_server.py) ask for it.
 os.environ["LAYERSCOPE_KEEP_WARM"] = "0"
+
+from layerscope.server.metrics import backend
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("LAYERSCOPE_TEST_GPU") == "fake":
+        from helpers import fakecupy  # noqa: PLC0415
+
+        backend.register_gpu_module(fakecupy)
+    if backend.requested_device() == "gpu":
+        try:
+            backend.resolve_backend("gpu")
+        except backend.DeviceUnavailable as exc:
+            pytest.exit(f"{backend.DEVICE_ENV}=gpu: {exc}", returncode=2)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        chosen = backend.resolve_backend()
+    except (backend.DeviceUnavailable, ValueError) as exc:
+        return f"layerscope device: unavailable ({exc})"
+    return f"layerscope device: {chosen.device} ({chosen.reason})"
 
 
 @pytest.fixture(scope="session")

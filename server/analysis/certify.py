@@ -65,10 +65,10 @@ def build_reference(
     feats = np.ascontiguousarray(to_host(got.train), dtype=np.float32)
     if labels is not None:
         y = np.asarray(labels)
-        summary = dataset_guarantee(feats, y, uncertainty, order, cancel=cancel)
+        summary = dataset_guarantee(feats, y, uncertainty, order, cancel=cancel, device=device)
         return ReferenceFeatures(chosen.name, rule, got.reduction, feats, y, None, summary)
     t = np.asarray(targets, dtype=np.float64)
-    ref = RegressionReference(feats, t, cancel)
+    ref = RegressionReference(feats, t, cancel, device)
     summary = {"smi_linear": ref.smi_linear, "alpha_max": float(ref.alpha.max()),
                "alpha_mean": float(ref.alpha.mean())}
     return ReferenceFeatures(chosen.name, rule, got.reduction, feats, None, t, summary)

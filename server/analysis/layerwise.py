@@ -26,7 +26,7 @@ from ..graph.select import select_layers
 from ..metrics import check_index_options, compute_indices
 from ..metrics.backend import to_host
 from ..metrics.validation import as_orders
-from ..runtime.extract import LayerData, model_feeds
+from ..runtime.extract import LayerData, model_feeds, ran_on
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
 from .options import LAYER_ANALYSIS, check_options, check_probe, with_options
@@ -222,7 +222,9 @@ def analyze_layers(
             name=d.name, kind=kind, op_type=d.op_type, shape=[int(s) for s in d.shape],
             reduction=d.reduction.describe(), dims=d.dims, notes=list(d.notes),
         )
-        train_x, test_x = to_host(d.train), None if d.test is None else to_host(d.test)
+        # The activations stay where extraction left them (on the GPU there): the engine
+        # takes device arrays; only the probe (scikit-learn) needs them on the host.
+        train_x, test_x = d.train, d.test
         try:
             kw: dict[str, Any] = {"labels": y} if task == "classification" else {"targets": y}
             if test_x is not None:
@@ -238,9 +240,11 @@ def analyze_layers(
                 row.cross = {k: v for k, v in full["cross"].items() if k != "n_samples"}
             row.notes += res.warnings
             if probe:
-                row.probe = (ridge_probe(train_x, y, test_x, yt, task, probe_alpha)
+                train_h = to_host(train_x)
+                test_h = None if test_x is None else to_host(test_x)
+                row.probe = (ridge_probe(train_h, y, test_h, yt, task, probe_alpha)
                              if probe_alpha is not None and probe_model == "ridge"
-                             else fit_probe(probe_model, train_x, y, test_x, yt, task))
+                             else fit_probe(probe_model, train_h, y, test_h, yt, task))
         except ValueError as exc:
             row.error = str(exc)
             warnings.append(f"layer {d.name!r} was not analysed: {exc}")
@@ -261,6 +265,7 @@ def analyze_layers(
         "memory_budget_mb": opts.memory_budget_mb, "probe": probe, "batch_size": batch_size,
         "probe_model": probe_model if probe else None,
         "extract_memory_mb": extract_memory_mb,
+        **ran_on(extracted, device),
         "seconds": round(time.perf_counter() - started, 3),
     }
     if opts.indices is not None:

@@ -37,7 +37,14 @@ from ..cancellation import Cancellation
 from ..graph.head import feature_layer
 from ..graph.inspect import LayerInfo, ModelInfo
 from ..graph.load import external_bytes
-from ..metrics.knn import BYTES_PER_CANDIDATE, _choose_search, search_plan
+from ..metrics.knn import (
+    BYTES_PER_CANDIDATE,
+    SELFJOIN_BYTES_PER_ENTRY,
+    _choose_search,
+    search_plan,
+    selfjoin_block,
+    selfjoin_fits,
+)
 from ..runtime.extract import auto_batch_size, batch_bytes_per_sample
 from ..runtime.reduce import DEFAULT_PROJECTION, parse_reduction, reduced_width
 from .admission import LoadedModel
@@ -183,6 +190,13 @@ def knn_parts(m: int, d: int, nq: int, k: int, budget: int, *, self_mode: bool,
     working = [Part(f"{what} k-NN float32 copies".strip(), copies, f"{m + nq} x {d} features"),
                Part(f"{what} k-NN blocks".strip(), max(cast, block),
                     f"{rows} rows x {want} candidates", "set by memory_budget_mb")]
+    if self_mode and selfjoin_fits(m, want, budget):  # the self-join: every row's
+        # candidates, one block pair's product
+        side = selfjoin_block(np, m, d, budget)
+        working.append(Part(f"{what} self-join".strip(), 12 * m * want + 8 * m
+                            + SELFJOIN_BYTES_PER_ENTRY * side * side,
+                            f"{m} x {want} candidates, {side} x {side} blocks",
+                            "set by memory_budget_mb"))
     return kept, working
 
 

@@ -35,7 +35,7 @@ from ..metrics.baselines import (
     compute_baselines,
     resolve_baselines,
 )
-from ..runtime.extract import extract
+from ..runtime.extract import extract, ran_on
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
 from .options import RANKING, check_options, ranking_indices, with_options
@@ -64,9 +64,11 @@ class ModelScore:
     seconds: float = 0.0
     rank: int = 0
     notes: list[str] = field(default_factory=list)
+    # where its extraction and indices ran (extract.ran_on), for the result's options
+    ran: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "ran"}
 
 
 @dataclass
@@ -173,7 +175,9 @@ def rank_models(
         "baselines": bool(wanted_baselines),
         "baseline_names": list(wanted_baselines), "criterion": criterion,
         "normalize": opts.normalize,
-        "precision": opts.precision, "memory_budget_mb": opts.memory_budget_mb}
+        "precision": opts.precision, "memory_budget_mb": opts.memory_budget_mb,
+        # what really ran (the last model's extraction; every model runs on the same device)
+        **(rows[-1].ran if rows else ran_on([], device))}
     if opts.candidates is not None:
         applied["candidates"] = list(opts.candidates)
     if task == "regression":
@@ -258,6 +262,7 @@ def _score_model(sh: _Shared, item: tuple[int, tuple[str, ModelSource]], *,
         probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
         row.baselines = compute_baselines(list(baselines), feats, **target,
                                           probabilities=probs)
+    row.ran = ran_on(got, device)
     row.seconds = round(time.perf_counter() - started, 3)
     return row
 

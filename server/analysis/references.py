@@ -132,8 +132,9 @@ class References:
         row = self.store.catalog.reference(ref_id)
         data = split(split_tensors(self.store.blobs.path(row["blob"]), row["specs"]))
         feats = np.asarray(data.inputs["features"])
-        loaded: Loaded = (ClassificationReference(feats, data.y)
-                          if data.task == "classification" else RegressionReference(feats, data.y))
+        loaded: Loaded = (ClassificationReference(feats, data.y, self.device)
+                          if data.task == "classification"
+                          else RegressionReference(feats, data.y, None, self.device))
         cost = loaded_cost(feats)
         with self._lock:
             if cost <= self.cache_limit:  # a larger one is loaded for each call instead

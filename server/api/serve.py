@@ -34,7 +34,9 @@ from ...protos.stubs import (
 )
 from ..analysis.memory import MemoryBudget
 from ..cluster import connect
+from ..metrics.backend import DeviceUnavailable, requested_device, resolve_backend
 from ..runtime.check import check_onnxruntime
+from ..runtime.session import providers as session_providers
 from ..store import DataDirBusy, JobManager, Store, default_data_dir
 from ..store.jobs import DEFAULT_TIME_LIMIT_S, check_time_limit
 from .decode import DecodeErrors
@@ -150,6 +152,11 @@ class Server:
                              f"(0: never); got {idle_timeout_s}")
         self.device = device or os.environ.get("LAYERSCOPE_DEVICE") or "auto"
         self.idle_timeout_s = float(idle_timeout_s)
+        # The device is settled at start: 'gpu' without a usable GPU (CuPy and onnxruntime's
+        # CUDA provider) refuses here, naming what is missing; 'auto' logs its choice once.
+        resolve_backend(device)
+        if requested_device(device) == "gpu":
+            session_providers(device)
         # ``ray``: the cluster that runs k-NN, extraction and ranking (None: this machine)
         self.executor = connect(ray, shards=ray_shards, gpus_per_task=ray_gpus_per_task)
         self.limits = limits or Limits()
@@ -336,7 +343,7 @@ def serve(args: argparse.Namespace) -> int:
             max_model_files_mb=args.max_model_files_mb,
             ray=args.ray, ray_shards=args.ray_shards, ray_gpus_per_task=args.ray_gpus_per_task,
         )
-    except (DataDirBusy, OSError, ValueError) as exc:
+    except (DataDirBusy, OSError, ValueError, DeviceUnavailable) as exc:
         print(f"layerscope serve: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # prometheus_client missing

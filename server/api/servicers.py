@@ -31,6 +31,7 @@ from ..cancellation import Stopped, for_call
 from ..cluster import LOCAL, Executor
 from ..field_limits import checked
 from ..metrics import compute_indices
+from ..metrics.backend import DeviceUnavailable
 from ..runtime.extract import InputError
 from ..store import (
     NotFound,
@@ -56,7 +57,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc)
     if isinstance(exc, (SizeLimitError, QueueFull, memory.MemoryLimitError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, (FailedPrecondition, InputError)):
+    if isinstance(exc, (FailedPrecondition, InputError, DeviceUnavailable)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, ShuttingDown):
         return grpc.StatusCode.UNAVAILABLE, str(exc)

@@ -152,7 +152,7 @@ def check_index_options(task: str, indices: Iterable[str] | None,
 
 
 def _standardize(x: np.ndarray, test: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    mean = x.mean(axis=0, dtype=np.float64)
+    mean = x.mean(axis=0, dtype=np.float64)  # a dtype CuPy takes as well
     std = x.std(axis=0, ddof=1, dtype=np.float64) + 1e-10
     xs = (x - mean) / std
     return xs, None if test is None else (test - mean) / std
@@ -244,9 +244,12 @@ def compute_indices(
             raise ValueError("test_features has no samples")
 
     warnings: list[str] = []
+    dev, xp = get_backend(device)
+    # On the device the search runs on: a GPU array stays there, a host one goes there once.
+    x = to_host(x) if xp is np else xp.asarray(x)
+    xt = None if xt is None else (to_host(xt) if xp is np else xp.asarray(xt))
     if normalize:
         x, xt = _standardize(x, xt)
-    dev, xp = get_backend(device)
     options: dict[str, Any] = {
         "orders": list(orders_t),
         "normalize": bool(normalize),
@@ -308,6 +311,7 @@ def _knn_stats(options: dict[str, Any], key: str, nb: Any) -> None:
         "certified_rows": nb.certified_rows,
         "reranked_rows": nb.reranked_rows,
         "fallback_rows": nb.fallback_rows,
+        "products": nb.products,
     }
 
 

@@ -7,6 +7,7 @@ analysed layer's feature space (``||x_true - x|| < uncertainty``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import InitVar, dataclass, field
 from typing import Any
@@ -15,8 +16,9 @@ import numpy as np
 
 from ..cancellation import Cancellation, checker
 from . import validation as v
+from .backend import get_backend, to_host
 from .engine import compute_indices
-from .knn import ExactIndex, knn
+from .knn import ExactIndex, Neighbors, knn
 
 OTHER_K = 32  # neighbours searched for the nearest point of another label before falling back
 
@@ -25,6 +27,12 @@ def _sq(nb: Any) -> np.ndarray:
     """The exact squared distances of a search that was asked for them."""
     assert nb.sqdist is not None
     return np.asarray(nb.sqdist)
+
+
+def _host(nb: Neighbors) -> Neighbors:
+    """A search's result with its arrays on the host (it may have run on the GPU)."""
+    return dataclasses.replace(nb, indices=to_host(nb.indices),
+                               sqdist=None if nb.sqdist is None else to_host(nb.sqdist))
 
 
 def _rule(confidence: float, u: float, dp: Any, dn: Any) -> Any:
@@ -44,7 +52,7 @@ def _check_uncertainty(u: float) -> float:
 
 def dataset_guarantee(
     features: Any, labels: Any, uncertainty: float = 0.0, order: int = 1,
-    cancel: Cancellation | None = None,
+    cancel: Cancellation | None = None, device: str | None = None,
 ) -> dict[str, Any]:
     """Return the dataset-level guarantee: dw_max, db_min, confidence, max_uncertainty.
 
@@ -52,9 +60,10 @@ def dataset_guarantee(
     ``db_min`` the smallest distance between points of different labels; ``confidence`` is
     ``si`` (``high_order_si[order]`` for order > 1). Infinite values (one label only, or
     no class with two points) are None with a warning. ``cancel`` is checked between
-    blocks of the neighbour searches.
+    blocks of the neighbour searches. The searches run on ``device`` (as the engine's).
     """
-    x = v.as_features(features)
+    xp = get_backend(device)[1]
+    x = to_host(v.as_features(features))
     y = v.as_labels(labels, x.shape[0])
     v.check_min_points(x.shape[0])
     u = _check_uncertainty(uncertainty)
@@ -65,12 +74,14 @@ def dataset_guarantee(
     for c in classes:
         inside = x[y == c]
         if len(inside) >= 2:
-            nb = knn(inside, 1, return_distance=True, cancel=cancel)
+            nb = _host(knn(xp.asarray(inside), 1, return_distance=True, xp=xp,
+                           cancel=cancel))
             dw = max(dw, float(np.sqrt(_sq(nb).max())))
         else:
             lonely.append(int(c))
         if len(classes) > 1:
-            nb = knn(x[y != c], 1, queries=inside, return_distance=True, cancel=cancel)
+            nb = _host(knn(xp.asarray(x[y != c]), 1, queries=xp.asarray(inside),
+                           return_distance=True, xp=xp, cancel=cancel))
             db = min(db, float(np.sqrt(_sq(nb).min())))
     if lonely:  # such a point's nearest same-label neighbour is infinitely far
         dw = math.inf
@@ -78,7 +89,7 @@ def dataset_guarantee(
                         "dw_max is infinite")
     if len(classes) == 1:
         warnings.append("one label only: there is no point of another label (db_min infinite)")
-    confidence = _confidence(x, y, order, cancel)
+    confidence = _confidence(x, y, order, cancel, device)
     max_u = 0.5 * (db - dw) if math.isfinite(db) or math.isfinite(dw) else math.nan
     guarantee = int(_rule(confidence, u, dw, db))
     return {
@@ -91,10 +102,12 @@ def dataset_guarantee(
 
 
 def _confidence(x: np.ndarray, y: np.ndarray, order: int,
-                cancel: Cancellation | None = None) -> float:
+                cancel: Cancellation | None = None, device: str | None = None) -> float:
     if order == 1:
-        return float(compute_indices(x, y, indices=["si"], orders=[1], cancel=cancel)["si"])
-    res = compute_indices(x, y, indices=["high_order_si"], orders=[order], cancel=cancel)
+        return float(compute_indices(x, y, indices=["si"], orders=[1], cancel=cancel,
+                                     device=device)["si"])
+    res = compute_indices(x, y, indices=["high_order_si"], orders=[order], cancel=cancel,
+                          device=device)
     return float(res["high_order_si"][order])
 
 
@@ -104,15 +117,17 @@ class ClassificationReference:
 
     features: np.ndarray
     labels: np.ndarray
+    device: str | None = None  # where the searches run (as the engine's device)
     index: ExactIndex = field(init=False)
     _other: dict[int, ExactIndex] = field(init=False, default_factory=dict)
     _confidence: dict[int, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.features = v.as_features(self.features, "reference features")
+        self.features = to_host(v.as_features(self.features, "reference features"))
         self.labels = v.as_labels(self.labels, self.features.shape[0], "reference labels")
         v.check_min_points(self.features.shape[0], "reference features")
-        self.index = ExactIndex(self.features)
+        self.xp = get_backend(self.device)[1]
+        self.index = ExactIndex(self.features, xp=self.xp)
         self.classes = np.unique(self.labels)
 
     def confidence(self, order: int = 1, cancel: Cancellation | None = None) -> float:
@@ -125,12 +140,13 @@ class ClassificationReference:
                 f"{len(self.labels)} points; use an order below {len(self.labels)}"
             )
         if order not in self._confidence:
-            self._confidence[order] = _confidence(self.features, self.labels, order, cancel)
+            self._confidence[order] = _confidence(self.features, self.labels, order, cancel,
+                                                  self.device)
         return self._confidence[order]
 
     def _others(self, c: int) -> ExactIndex:
         if c not in self._other:
-            self._other[c] = ExactIndex(self.features[self.labels != c])
+            self._other[c] = ExactIndex(self.features[self.labels != c], xp=self.xp)
         return self._other[c]
 
     def certify(
@@ -142,7 +158,7 @@ class ClassificationReference:
         ``dn`` and ``certified_radius`` are ``inf`` where the reference has one label.
         ``cancel`` is checked between blocks of the searches.
         """
-        q = v.as_features(queries, "queries")
+        q = to_host(v.as_features(queries, "queries"))
         if q.shape[1] != self.features.shape[1]:
             raise ValueError(
                 f"queries have {q.shape[1]} features but the reference has "
@@ -151,7 +167,7 @@ class ClassificationReference:
         u = _check_uncertainty(uncertainty)
         conf = self.confidence(order, cancel)
         k = min(OTHER_K, len(self.labels))
-        nb = self.index.search(q, k, return_distance=True, cancel=cancel)
+        nb = _host(self.index.search(q, k, return_distance=True, cancel=cancel))
         lab = self.labels[nb.indices]
         nn_label = lab[:, 0]
         dist = np.sqrt(_sq(nb))
@@ -166,8 +182,8 @@ class ClassificationReference:
             missing = np.nonzero(~found)[0]
             for c in np.unique(nn_label[missing]):
                 rows = missing[nn_label[missing] == c]
-                far = self._others(int(c)).search(q[rows], 1, return_distance=True,
-                                                  cancel=cancel)
+                far = _host(self._others(int(c)).search(q[rows], 1, return_distance=True,
+                                                        cancel=cancel))
                 dn[rows] = np.sqrt(_sq(far)[:, 0])
         dp = dist[:, 0]
         return {
@@ -188,17 +204,20 @@ class RegressionReference:
     targets: np.ndarray
     index: ExactIndex = field(init=False)
     cancel: InitVar[Cancellation | None] = None
+    device: str | None = None  # where the searches run (as the engine's device)
 
     def __post_init__(self, cancel: Cancellation | None) -> None:
-        self.features = v.as_features(self.features, "reference features")
+        self.features = to_host(v.as_features(self.features, "reference features"))
         self.targets = v.as_targets(self.targets, self.features.shape[0], "reference targets")
         v.check_min_points(self.features.shape[0], "reference features")
-        self.index = ExactIndex(self.features)
-        nearest = knn(self.features, 1, cancel=cancel).indices[:, 0]
+        xp = get_backend(self.device)[1]
+        self.index = ExactIndex(self.features, xp=xp)
+        nearest = to_host(knn(xp.asarray(self.features), 1, xp=xp, cancel=cancel).indices)[:, 0]
         diff = self.targets - self.targets[nearest]
         self.alpha = np.sqrt((diff * diff).sum(axis=1))
         self.smi_linear = float(compute_indices(
             self.features, targets=self.targets, indices=["smi_linear"], cancel=cancel,
+            device=self.device,
         )["smi_linear"])
 
     def candidates(self, x: np.ndarray, dp: float, u: float) -> np.ndarray:
@@ -207,10 +226,10 @@ class RegressionReference:
         k = min(m, 64)
         # (dp + 2u)^2 from the rounded square root dp can fall just below the nearest
         # point's own squared distance: never below it, so p is always kept.
-        sq_p = float(_sq(self.index.search(x[None, :], 1, return_distance=True))[0, 0])
+        sq_p = float(_sq(_host(self.index.search(x[None, :], 1, return_distance=True)))[0, 0])
         limit = max((dp + 2 * u) ** 2, sq_p)
         while True:
-            nb = self.index.search(x[None, :], k, return_distance=True)
+            nb = _host(self.index.search(x[None, :], k, return_distance=True))
             if _sq(nb)[0, -1] > limit or k == m:
                 keep = _sq(nb)[0] <= limit
                 return np.asarray(nb.indices[0][keep])
@@ -222,7 +241,7 @@ class RegressionReference:
         ``cancel`` is checked between blocks of the search and between queries."""
         if mode not in ("conservative", "exact"):
             raise ValueError(f"mode must be 'conservative' or 'exact'; got {mode!r}")
-        q = v.as_features(queries, "queries")
+        q = to_host(v.as_features(queries, "queries"))
         if q.shape[1] != self.features.shape[1]:
             raise ValueError(
                 f"queries have {q.shape[1]} features but the reference has "
@@ -230,7 +249,7 @@ class RegressionReference:
             )
         u = _check_uncertainty(uncertainty)
         cancel = checker(cancel)
-        nb = self.index.search(q, 1, return_distance=True, cancel=cancel)
+        nb = _host(self.index.search(q, 1, return_distance=True, cancel=cancel))
         p_idx = nb.indices[:, 0]
         dp = np.sqrt(_sq(nb)[:, 0])
         bounds = np.empty(len(q))

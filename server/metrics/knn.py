@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -57,7 +58,8 @@ class Neighbors:
     ``indices`` (n, k) int64 and, when asked, ``sqdist`` (n, k) exact float64 squared
     distances, both in the array module the search ran on. ``certified_rows`` were proven
     from float32 alone, ``reranked_rows`` needed float64 distances of their candidates,
-    ``fallback_rows`` an exact pass over all points.
+    ``fallback_rows`` an exact pass over all points. ``products``: the block matrix
+    products of the symmetric self-join (each block pair once; 0 for the other searches).
     """
 
     indices: Any
@@ -67,6 +69,7 @@ class Neighbors:
     certified_rows: int
     reranked_rows: int
     fallback_rows: int
+    products: int = 0
 
 
 def sort_by_distance_then_index(xp: ModuleType, dist: Any, idx: Any) -> tuple[Any, Any]:
@@ -78,12 +81,40 @@ def sort_by_distance_then_index(xp: ModuleType, dist: Any, idx: Any) -> tuple[An
     return xp.take_along_axis(dist, order, axis=1), xp.take_along_axis(idx, order, axis=1)
 
 
+def smallest_per_row(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
+    """Return ``(vals, cols)`` of the k smallest entries of each row of ``dist`` (r, n),
+    ascending, ties by lower column: a top-k for a GPU, where ``argpartition`` is a sort.
+
+    A strided sample of 4k (at least 1024) columns gives each row a threshold, its k-th
+    smallest sampled value: at least k entries are not above it, and every entry above it
+    is out. Only the entries up to it (about k n / sample of a row) are sorted, by (row,
+    value, column). Linear in r * n, plus the sort of those few.
+    """
+    r, n = dist.shape
+    sample = xp.unique(xp.linspace(0, n - 1, min(n, max(4 * k, 1024))).astype(xp.int64))
+    thr = xp.sort(dist[:, sample], axis=1)[:, k - 1 : k]
+    flat = xp.flatnonzero(dist <= thr)  # row-major: columns ascending within a row
+    rows, cols, vals = flat // n, flat % n, dist.ravel()[flat]
+    order = argsort_stable(xp, vals)
+    order = order[argsort_stable(xp, rows[order])]
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = xp.arange(len(rows), dtype=xp.int64) - xp.searchsorted(rows, rows)
+    keep = xp.flatnonzero(rank < k)
+    out_v = xp.empty((r, k), dtype=dist.dtype)
+    out_c = xp.empty((r, k), dtype=xp.int64)
+    out_v[rows[keep], rank[keep]] = vals[keep]
+    out_c[rows[keep], rank[keep]] = cols[keep]
+    return out_v, out_c
+
+
 def topk_exact(xp: ModuleType, dist: Any, k: int) -> tuple[Any, Any]:
     """Return ``(dist, idx)`` of the k smallest entries of each row, ties by lower index.
 
     ``dist`` (r, n) holds exact values (``inf`` marks excluded entries). Linear in r * n.
     """
     r, n = dist.shape
+    if xp is not np and 1 < k < n:
+        return smallest_per_row(xp, dist, k)
     if k == 1:  # argmin returns the first (lowest-index) minimum
         cols = xp.argmin(dist, axis=1)[:, None]
         return xp.take_along_axis(dist, cols, axis=1), cols
@@ -121,11 +152,14 @@ def exact_sqdist(xp: ModuleType, q: Any, b: Any) -> Any:
 
 
 def _cummax_cols(xp: ModuleType, a: Any) -> Any:
+    """Prefix maximum along axis 1: ``out[:, j] = max(a[:, :j + 1])``."""
     if xp is np:
         return np.maximum.accumulate(a, axis=1)
-    out = a.copy()
-    for j in range(1, a.shape[1]):
-        out[:, j] = xp.maximum(out[:, j - 1], a[:, j])
+    # A log-step scan (Hillis-Steele): log2(columns) kernels, not one per column.
+    out, step = a.copy(), 1
+    while step < a.shape[1]:
+        out[:, step:] = xp.maximum(out[:, step:], out[:, :-step])
+        step *= 2
     return out
 
 
@@ -133,16 +167,18 @@ def _cummin_cols_reversed(xp: ModuleType, a: Any) -> Any:
     """Suffix minimum along axis 1: ``out[:, j] = min(a[:, j:])``."""
     if xp is np:
         return np.minimum.accumulate(a[:, ::-1], axis=1)[:, ::-1]
-    out = a.copy()
-    for j in range(a.shape[1] - 2, -1, -1):
-        out[:, j] = xp.minimum(out[:, j + 1], a[:, j])
+    out, step = a.copy(), 1
+    while step < a.shape[1]:
+        out[:, :-step] = xp.minimum(out[:, :-step], out[:, step:])
+        step *= 2
     return out
 
 
 class _Prepared:
     """Centred, power-of-two-scaled float32 copies of base and queries, and their norms."""
 
-    def __init__(self, xp: ModuleType, base: Any, queries: Any | None, chunk: int) -> None:
+    def __init__(self, xp: ModuleType, base: Any, queries: Any | None, chunk: int,
+                 augment: bool = False) -> None:
         mu = base.mean(axis=0, dtype=xp.float64)
         lo = base.min(axis=0).astype(xp.float64)
         hi = base.max(axis=0).astype(xp.float64)
@@ -154,11 +190,12 @@ class _Prepared:
         exponent = -math.ceil(math.log2(amax)) if amax > 0 else 0
         self.scale = 2.0 ** min(exponent, _MAX_SCALE_EXP)
         self.mu, self.chunk = mu, chunk
-        self.base32, self.base_n = self._cast(xp, base, mu, chunk)
+        # w: the self-join's [z, -n/2, 1] rows (see _augmented), z the same buffer as base32.
+        self.base32, self.base_n, self.w = self._cast(xp, base, mu, chunk, augment)
         if queries is None:
             self.query32, self.query_n = self.base32, self.base_n
         else:
-            self.query32, self.query_n = self._cast(xp, queries, mu, chunk)
+            self.query32, self.query_n, _ = self._cast(xp, queries, mu, chunk)
         d = base.shape[1]
         self.c = 1.01 * (2 * d + 16) * _U32
         # Absolute terms: float32 underflow of products far below the scale (flushed to zero
@@ -170,20 +207,36 @@ class _Prepared:
     def for_queries(self, xp: ModuleType, queries: Any) -> _Prepared:
         """The same base with other queries, cast with the base's centre and scale."""
         other = copy.copy(self)
-        other.query32, other.query_n = self._cast(xp, queries, self.mu, self.chunk)
+        other.query32, other.query_n, _ = self._cast(xp, queries, self.mu, self.chunk)
         return other
 
-    def _cast(self, xp: ModuleType, x: Any, mu: Any, chunk: int) -> tuple[Any, Any]:
-        out = xp.empty(x.shape, dtype=xp.float32)
-        norms = xp.empty(x.shape[0], dtype=xp.float64)
+    def _cast(self, xp: ModuleType, x: Any, mu: Any, chunk: int,
+              augment: bool = False) -> tuple[Any, Any, Any]:
+        m, d = x.shape
+        full = xp.empty((m, d + 2) if augment else (m, d), dtype=xp.float32)
+        out = full[:, :d] if augment else full
+        norms = xp.empty(m, dtype=xp.float64)
         # Norms only enter the error bounds, so a float32 sum inflated by its own error
         # bound (1 + (d + 2) u) is used: an upper bound of the exact value, one pass cheaper.
-        grow = 1.0 + (x.shape[1] + 2) * _U32
-        for s in range(0, x.shape[0], chunk):
+        grow = 1.0 + (d + 2) * _U32
+        for s in range(0, m, chunk):
             z = ((x[s : s + chunk] - mu) * self.scale).astype(xp.float32)
             out[s : s + chunk] = z
             norms[s : s + chunk] = xp.einsum("ij,ij->i", z, z).astype(xp.float64) * grow
-        return out, norms
+            if augment:  # -fl32(|z|^2) / 2 from a float64 sum, for the self-join's product
+                full[s : s + chunk, d] = (_sumsq64(xp, z) * -0.5).astype(xp.float32)
+        if augment:
+            full[:, d + 1] = 1.0
+        return out, norms, full if augment else None
+
+
+def _sumsq64(xp: ModuleType, z: Any) -> Any:
+    """Each row's sum of squares in float64 (einsum's own float64 loop: no float64 copy)."""
+    try:
+        return xp.einsum("ij,ij->i", z, z, dtype=xp.float64)
+    except TypeError:  # an einsum without ``dtype``
+        z64 = z.astype(xp.float64)
+        return xp.einsum("ij,ij->i", z64, z64)
 
 
 def _faiss_module() -> ModuleType | None:
@@ -220,6 +273,9 @@ def _candidates_blas(
     if self_mode:
         d32[xp.arange(len(rows)), rows] = xp.inf
     n = base.shape[0]
+    if want < n and xp is not np:
+        order, vals = smallest_per_row(xp, d32, want)[::-1]
+        return order, vals
     if want < n:
         part = xp.argpartition(d32, want - 1, axis=1)[:, :want]
     else:
@@ -227,6 +283,238 @@ def _candidates_blas(
     vals = xp.take_along_axis(d32, part, axis=1)
     order = xp.argsort(vals, axis=1)
     return xp.take_along_axis(part, order, axis=1), xp.take_along_axis(vals, order, axis=1)
+
+
+def _augmented(prep: _Prepared) -> Any:
+    """Return ``W = [z, -n/2, 1]`` (m, d + 2) float32, ``n = fl32(|z|^2)`` (``_Prepared``
+    with ``augment``; ``z`` is the same buffer as ``base32``, so no second copy).
+
+    ``W_i . swap(W_j) = z_i . z_j - n_i / 2 - n_j / 2 = -D_ij / 2``: one product gives the
+    halved, negated float32 distance with no pass over the block for the norms. Its error:
+    ``gamma_(d+2)`` times ``sum |z_ik z_jk| + n_i / 2 + n_j / 2 <= |z_i|^2 + |z_j|^2`` (1 + u),
+    doubled, plus ``u`` for rounding each float64 norm to float32: ``(2d + 9) u`` in all,
+    inside the bound ``c`` of the module docstring.
+    """
+    if prep.w is None:
+        raise ValueError("the self-join needs the base prepared with augment=True")
+    return prep.w
+
+
+def _swap_tail(xp: ModuleType, w: Any) -> Any:
+    out = w.copy()
+    out[:, -2], out[:, -1] = w[:, -1], w[:, -2]
+    return out
+
+
+def block_product(a: Any, b: Any) -> Any:
+    """``a @ b.T``: the one matrix product of the self-join (a module attribute so that a
+    test can count the products)."""
+    return a @ b.T
+
+
+class _Pools:
+    """Each row's ``want`` best candidates so far (float32 distance and index, any order)
+    and its admission threshold on ``-D/2`` (``>=`` is admitted), per block of rows, with
+    the entries waiting to be merged. Every entry refused or evicted has a distance >= the
+    row's final worst, so the last candidate bounds every point left out."""
+
+    def __init__(self, xp: ModuleType, m: int, want: int, block: int, h0: Any) -> None:
+        self.xp, self.want, self.block = xp, want, block
+        self.d = xp.full((m, want), xp.inf, dtype=xp.float32)
+        self.i = xp.full((m, want), -1, dtype=xp.int64)
+        self.h = h0
+        self.pending: dict[int, list[tuple[Any, Any, Any]]] = {}
+        self.npending: dict[int, int] = {}
+
+    def push_rows(self, s: int, g: Any, j0: int) -> None:
+        """Offer every entry of ``g = -D/2`` (rows ``s..``, columns ``j0..``) to its row."""
+        xp, nc = self.xp, g.shape[1]
+        flat = xp.flatnonzero(g >= self.h[s : s + g.shape[0], None])
+        self.push(s // self.block, flat // nc, flat % nc + j0, g.ravel()[flat])
+
+    def push_cols(self, t: int, g: Any, i0: int) -> None:
+        """Offer every entry of ``g`` (rows ``i0..``, columns ``t..``) to its column's row."""
+        xp, nc = self.xp, g.shape[1]
+        flat = xp.flatnonzero(g >= self.h[None, t : t + nc])
+        self.push(t // self.block, flat % nc, flat // nc + i0, g.ravel()[flat])
+
+    def result(self) -> tuple[Any, Any]:
+        """``(idx, d32)`` of every row, ascending by float32 distance."""
+        for b in list(self.pending):
+            self.merge(b)
+        order = argsort_stable(self.xp, self.d, axis=1)
+        return (self.xp.take_along_axis(self.i, order, axis=1),
+                self.xp.take_along_axis(self.d, order, axis=1))
+
+    def push(self, b: int, rows: Any, cols: Any, g: Any) -> None:
+        """Add candidates ``cols`` to ``rows`` (block-local rows of block ``b``) with
+        products ``g = -D/2``."""
+        if len(rows) == 0:
+            return
+        self.pending.setdefault(b, []).append((rows, cols, g * -2.0))
+        self.npending[b] = self.npending.get(b, 0) + len(rows)
+        if self.npending[b] > self.want * self.block:
+            self.merge(b)
+
+    def merge(self, b: int) -> None:
+        """Fold block ``b``'s waiting entries into its pools and raise its thresholds."""
+        xp, want = self.xp, self.want
+        waiting = self.pending.pop(b, [])
+        self.npending.pop(b, None)
+        if not waiting:
+            return
+        s = b * self.block
+        pd, pi = self.d[s : s + self.block], self.i[s : s + self.block]
+        nr = pd.shape[0]
+        r = xp.concatenate([xp.repeat(xp.arange(nr, dtype=xp.int64), want)]
+                           + [w[0] for w in waiting])
+        dist = xp.concatenate([pd.ravel()] + [w[2] for w in waiting])
+        ids = xp.concatenate([pi.ravel()] + [w[1] for w in waiting])
+        order = xp.argsort((r << 32) | _sortable_bits(xp, dist))
+        r, dist, ids = r[order], dist[order], ids[order]
+        starts = xp.searchsorted(r, xp.arange(nr, dtype=xp.int64))
+        rank = xp.arange(len(r), dtype=xp.int64) - starts[r]
+        keep = xp.flatnonzero(rank < want)
+        pd[r[keep], rank[keep]] = dist[keep]
+        pi[r[keep], rank[keep]] = ids[keep]
+        hb = self.h[s : s + self.block]
+        hb[...] = xp.maximum(hb, pd.max(axis=1) * -0.5)
+
+
+class _HeapPools:
+    """The same pools as faiss's heaps on the CPU: a row's offers are one fused, threaded
+    pass (``addn``) instead of a comparison and a merge; a column's offers, grouped by
+    their row, go in with their ids. Heap tops are the thresholds (``>`` is admitted)."""
+
+    def __init__(self, faiss: ModuleType, m: int, want: int) -> None:
+        self.faiss = faiss
+        self.val = np.full((m, want), -np.inf, dtype=np.float32)
+        self.ids = np.full((m, want), -1, dtype=np.int64)
+        self.heaps = faiss.float_minheap_array_t()
+        self.heaps.nh, self.heaps.k = m, want
+        self.heaps.val = faiss.swig_ptr(self.val)
+        self.heaps.ids = faiss.swig_ptr(self.ids)
+
+    def push_rows(self, s: int, g: Any, j0: int) -> None:
+        g = np.ascontiguousarray(g, dtype=np.float32)
+        self.heaps.addn(g.shape[1], self.faiss.swig_ptr(g), j0, s, g.shape[0])
+
+    def push_cols(self, t: int, g: Any, i0: int) -> None:
+        nc = g.shape[1]
+        top = np.ascontiguousarray(self.val[t : t + nc, 0])
+        flat = np.flatnonzero(g > top[None, :])
+        if len(flat) == 0:
+            return
+        cols = flat % nc
+        order = np.argsort(cols, kind="stable")
+        cols = cols[order]
+        starts = np.searchsorted(cols, np.arange(nc))
+        rank = np.arange(len(cols)) - starts[cols]
+        width = int(rank.max()) + 1
+        v = np.full((nc, width), -np.inf, dtype=np.float32)
+        ids = np.full((nc, width), -1, dtype=np.int64)
+        v[cols, rank] = g.ravel()[flat[order]]
+        ids[cols, rank] = flat[order] // nc + i0
+        self.heaps.addn_with_ids(width, self.faiss.swig_ptr(v), self.faiss.swig_ptr(ids),
+                                 width, t, nc)
+
+    def result(self) -> tuple[Any, Any]:
+        m = self.val.shape[0]
+        idx = np.empty_like(self.ids)
+        d32 = np.empty_like(self.val)
+        step = max(1, (16 * MIB) // (16 * self.val.shape[1]))  # no third copy of the pools
+        for s in range(0, m, step):
+            v = self.val[s : s + step] * np.float32(-2.0)
+            order = np.argsort(v, axis=1, kind="stable")
+            idx[s : s + step] = np.take_along_axis(self.ids[s : s + step], order, axis=1)
+            d32[s : s + step] = np.take_along_axis(v, order, axis=1)
+        return idx, d32
+
+
+def _sortable_bits(xp: ModuleType, a: Any) -> Any:
+    """float32 values as int64 keys in [0, 2^32) with the same order (``-0.0 < 0.0``)."""
+    bits = a.astype(xp.float32).view(xp.int32).astype(xp.int64)
+    return xp.where(bits < 0, ~bits & 0x7FFFFFFF, bits | 0x80000000)
+
+
+def _seed_thresholds(xp: ModuleType, prep: _Prepared, w: Any, want: int, block: int) -> Any:
+    """Each row's first threshold on ``-D/2``: its want-th best over a strided sample
+    (itself excluded), made looser by the float32 bound so that another rounding of the
+    same pair in its block cannot refuse a point the sample counted."""
+    m = w.shape[0]
+    sample = xp.unique(xp.linspace(0, m - 1, min(m, max(8 * want, 256))).astype(xp.int64))
+    ns = len(sample)
+    h0 = xp.empty(m, dtype=xp.float32)
+    slack = prep.c * (prep.query_n + prep.base_nmax) + prep.abs_err
+    bs = _swap_tail(xp, w[sample])
+    for s in range(0, m, block):
+        g = w[s : s + block] @ bs.T
+        is_self = sample[None, :] == xp.arange(s, min(s + block, m), dtype=xp.int64)[:, None]
+        g[is_self] = -xp.inf
+        kth = -xp.partition(-g, min(want, ns - 1) - 1, axis=1)[:, min(want, ns - 1) - 1]
+        h0[s : s + block] = (kth - slack[s : s + block]).astype(xp.float32)
+    return h0
+
+
+def _selfjoin_candidates(
+    xp: ModuleType, prep: _Prepared, want: int, block: int,
+    cancel: Cancellation | None, progress: Progress | None,
+) -> tuple[Any, Any, int]:
+    """Return ``(idx, d32, products)``: each point's ``want`` best candidates among the
+    others by float32 distance (ascending; every point left out is not closer than the last)
+    and the number of block products computed: each block pair once.
+
+    The upper triangle of ``X X^T`` block by block: block ``(I, J)``, ``I < J``, feeds the
+    rows of ``I`` and, through its columns, the rows of ``J``; a diagonal block feeds its
+    rows only (each pair in it is seen from both of its rows). A candidate enters a row's
+    pool only when it is not worse than the row's current threshold, so a block costs its
+    product and two comparisons (on the CPU with faiss, its heaps take the rows' offers).
+    """
+    w = _augmented(prep)
+    m = w.shape[0]
+    faiss = _faiss_module() if xp is np else None
+    pools: _Pools | _HeapPools
+    if faiss is not None:
+        pools = _HeapPools(faiss, m, want)
+    else:
+        pools = _Pools(xp, m, want, block, _seed_thresholds(xp, prep, w, want, block))
+    starts = list(range(0, m, block))
+    pairs = [(s, s) for s in starts] + [
+        (s, t) for i, s in enumerate(starts) for t in starts[i + 1 :]
+    ]  # the diagonal first: every row's threshold is then that of a block of its own
+    def offer(s: int, t: int, g: Any) -> None:
+        if t == s:
+            n = g.shape[0]
+            g[xp.arange(n), xp.arange(n)] = -xp.inf
+            pools.push_rows(s, g, t)
+        else:
+            pools.push_rows(s, g, t)
+            pools.push_cols(t, g, s)
+
+    # On the CPU a block's offers (partly single-threaded NumPy passes) run in a second
+    # thread while the next product runs: the offers stay in order, one block waiting.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="selfjoin") if xp is np else None
+    pending: Future[None] | None = None
+    try:
+        for done, (s, t) in enumerate(pairs, 1):
+            if cancel is not None:
+                cancel.check()
+            g = block_product(w[s : s + block], _swap_tail(xp, w[t : t + block]))
+            if pending is not None:
+                pending.result()
+            if pool is None:
+                offer(s, t, g)
+            else:
+                pending = pool.submit(offer, s, t, g)
+            if progress is not None:
+                progress(done, len(pairs))
+        if pending is not None:
+            pending.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    idx, d32 = pools.result()
+    return idx, d32, len(pairs)
 
 
 def knn(
@@ -254,7 +542,8 @@ def knn(
     return_distance : also return the exact float64 squared distances.
     memory_budget_mb : bound on the working memory beyond the inputs; sets the block size.
     block_rows : force the number of query rows per block (tests use it).
-    candidate_search : ``"auto"`` (faiss on the CPU when installed), ``"faiss"`` or ``"blas"``.
+    candidate_search : ``"auto"`` (the symmetric self-join without queries, else faiss on
+        the CPU when installed), ``"selfjoin"``, ``"faiss"`` or ``"blas"``.
     xp : NumPy or CuPy; inputs are moved to it.
     cancel : checked before each block of rows (raises ``Stopped``).
 
@@ -272,12 +561,26 @@ def knn(
     if not 1 <= k <= avail:
         raise ValueError(f"k must be in 1..{avail} for {m} base points; got {k}")
 
-    budget = max(int(memory_budget_mb * MIB), 1 * MIB)
-    prep = _Prepared(xp, base, queries, chunk=max(1, budget // (16 * d)))
+    budget = device_budget(xp, max(int(memory_budget_mb * MIB), 1 * MIB))
+    search = _choose_search(candidate_search, xp, self_mode)
+    if search == "selfjoin" and candidate_search == "auto" and not selfjoin_fits(
+            m, search_plan(m, d, m, k, True, budget, search)[0], budget):
+        search = _choose_search("auto", xp, False)  # the row-block searches then
+    prep = _Prepared(xp, base, queries, chunk=max(1, budget // (16 * d)),
+                     augment=search == "selfjoin")
     return _run_search(xp, prep, base, queries, k, precision=precision,
                        return_distance=return_distance, budget=budget, block_rows=block_rows,
-                       search=_choose_search(candidate_search, xp), progress=progress,
-                       cancel=cancel)
+                       search=search, progress=progress, cancel=cancel)
+
+
+def device_budget(xp: ModuleType, budget: int) -> int:
+    """The working-memory bound of a search: ``budget`` bytes on the CPU; on a GPU, a
+    quarter of the free device memory when that is more (the host budget would give
+    a handful of rows per block at m = 10^6). One query of the device per search."""
+    if xp is np:
+        return budget
+    free, _total = xp.cuda.Device().mem_info
+    return max(budget, int(free) // 4)
 
 
 class ExactIndex:
@@ -299,8 +602,8 @@ class ExactIndex:
         self.base = xp.asarray(base)
         if self.base.ndim != 2 or self.base.shape[0] < 1:
             raise ValueError(f"base must be a non-empty 2-D array; got shape {self.base.shape}")
-        self.budget = max(int(memory_budget_mb * MIB), 1 * MIB)
-        self.search_kind = _choose_search(candidate_search, xp)
+        self.budget = device_budget(xp, max(int(memory_budget_mb * MIB), 1 * MIB))
+        self.search_kind = _choose_search(candidate_search, xp, False)
         chunk = max(1, self.budget // (16 * self.base.shape[1]))
         self.prep = _Prepared(xp, self.base, None, chunk=chunk)
 
@@ -347,17 +650,32 @@ def _run_search(
     avail = m - 1 if self_mode else m
     faiss = _faiss_module() if search == "faiss" else None
     want, planned = search_plan(m, d, nq, k, self_mode, budget, search)
+    forced = block_rows is not None
     block_rows = planned if block_rows is None else int(max(1, min(nq, block_rows)))
     q_orig: Any = base if self_mode else queries
 
     out_idx = xp.empty((nq, k), dtype=xp.int64)
     out_d = xp.empty((nq, k), dtype=xp.float64) if return_distance else None
     counts = [0, 0, 0]
+    products = 0
+    joined: tuple[Any, Any] | None = None
+    if search == "selfjoin":
+        # Every row's candidates from one pass over the upper triangle; then the same
+        # proof and re-rank as the other searches, block by block.
+        join_block = block_rows if forced else selfjoin_block(xp, m, d, budget)
+        nb = -(-m // join_block)
+        units = nb * (nb + 1) // 2 + -(-nq // block_rows)
+        join_progress = None if progress is None else (lambda done, _t: progress(done, units))
+        cidx, cd32, products = _selfjoin_candidates(
+            xp, prep, want, join_block, cancel, join_progress)
+        joined = (cidx, cd32)
     for s in range(0, nq, block_rows):
         if cancel is not None:
             cancel.check()
         rows = xp.arange(s, min(s + block_rows, nq), dtype=xp.int64)
-        if faiss is not None:
+        if joined is not None:
+            idx, d32 = joined[0][s : s + block_rows], joined[1][s : s + block_rows]
+        elif faiss is not None:
             idx, d32 = _candidates_faiss(faiss, prep, rows, want, self_mode)
         else:
             idx, d32 = _candidates_blas(xp, prep, rows, want, self_mode)
@@ -371,7 +689,10 @@ def _run_search(
             chosen = out_idx[s : s + len(rows)]
             out_d[s : s + len(rows)] = exact_sqdist(xp, q_orig[rows], base[chosen])
         if progress is not None:
-            progress(int(min(s + block_rows, nq)), nq)
+            if joined is not None:
+                progress(units - len(range(s + block_rows, nq, block_rows)), units)
+            else:
+                progress(int(min(s + block_rows, nq)), nq)
     return Neighbors(
         indices=out_idx,
         sqdist=out_d,
@@ -380,6 +701,7 @@ def _run_search(
         certified_rows=counts[0],
         reranked_rows=counts[1],
         fallback_rows=counts[2],
+        products=products,
     )
 
 
@@ -412,15 +734,49 @@ def search_plan(m: int, d: int, nq: int, k: int, self_mode: bool, budget: int,
     return want, int(max(1, min(nq, rows)))
 
 
-def _choose_search(candidate_search: str, xp: ModuleType) -> str:
-    if candidate_search not in ("auto", "faiss", "blas"):
-        raise ValueError(f"candidate_search must be auto, faiss or blas; got {candidate_search!r}")
+def _choose_search(candidate_search: str, xp: ModuleType, self_mode: bool = False) -> str:
+    if candidate_search not in ("auto", "faiss", "blas", "selfjoin"):
+        raise ValueError("candidate_search must be auto, selfjoin, faiss or blas; got "
+                         f"{candidate_search!r}")
+    if candidate_search == "selfjoin" and not self_mode:
+        raise ValueError("candidate_search='selfjoin' searches a set against itself "
+                         "(no queries)")
     if candidate_search == "blas":
         return "blas"
+    if self_mode and candidate_search in ("auto", "selfjoin"):
+        return "selfjoin"
     usable = xp is np and _faiss_module() is not None
     if candidate_search == "faiss" and not usable:
         raise ValueError("candidate_search='faiss' needs faiss-cpu installed and the CPU backend")
     return "faiss" if usable else "blas"
+
+
+# Rows (= columns) of one self-join block: the product (float32), two masks and their
+# hits fit in a quarter of the budget; on the CPU no more than the caches serve well,
+# on a GPU as many as a fifth of the free device memory holds.
+SELFJOIN_CPU_BLOCK = 2048
+SELFJOIN_BYTES_PER_ENTRY = 4 + 2 + 8  # the product, a mask, a hit's flat index (worst case)
+
+
+def selfjoin_fits(m: int, want: int, budget: int) -> bool:
+    """Whether every row's candidates (float32 and int64, and their sorted copy) fit in
+    half the budget: the self-join holds them all until the end (``auto`` falls back to
+    the row-block searches otherwise, which hold one block's)."""
+    return 2 * 12 * m * want <= budget // 2
+
+
+def selfjoin_block(xp: ModuleType, m: int, d: int, budget: int) -> int:
+    """Return the rows of one self-join block: from the host budget on the CPU, from the
+    free device memory on a GPU (one query of the device, not one per block)."""
+    per_entry = SELFJOIN_BYTES_PER_ENTRY
+    if xp is np:
+        side = int(math.isqrt(max(1, budget // 4 // per_entry)))
+        side = min(side, SELFJOIN_CPU_BLOCK)
+    else:
+        free, _total = xp.cuda.Device().mem_info
+        side = int(math.isqrt(max(1, int(free) // 5 // per_entry)))
+        side = min(side, 32768)
+    return int(max(min(m, 64), min(m, side)))
 
 
 def _resolve_block(

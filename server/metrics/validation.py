@@ -11,14 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from .backend import array_module
+
 
 def as_features(features: Any, name: str = "features") -> np.ndarray:
     """Return ``features`` as a 2-D float array (m, d), each sample flattened.
 
     float32 and float64 are kept as they are; integer and boolean arrays become float64.
-    The caller's array is never modified (a view or a copy is returned).
+    The caller's array is never modified (a view or a copy is returned). A GPU array stays
+    on its device.
     """
-    arr = np.asarray(features)
+    xp = array_module(features)
+    arr = np.asarray(features) if xp is np else features
     if arr.dtype == object or arr.dtype.kind not in "fiub":
         raise ValueError(f"{name} must be a numeric array; got dtype {arr.dtype}")
     if arr.ndim < 1:
@@ -27,7 +31,7 @@ def as_features(features: Any, name: str = "features") -> np.ndarray:
         arr = arr.reshape(-1, 1)
     arr = arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:], dtype=np.int64)))
     if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
-        arr = arr.astype(np.float64)
+        arr = arr.astype(xp.float64)
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has no features per sample (shape {arr.shape})")
     check_finite(arr, name)
@@ -36,10 +40,10 @@ def as_features(features: Any, name: str = "features") -> np.ndarray:
 
 def check_finite(arr: np.ndarray, name: str) -> None:
     """Raise ValueError naming how many values are NaN or Inf and where the first is."""
-    bad = ~np.isfinite(arr)
-    if bad.any():
+    bad = ~array_module(arr).isfinite(arr)
+    if bool(bad.any()):
         count = int(bad.sum())
-        first = np.unravel_index(int(np.argmax(bad.ravel())), arr.shape)
+        first = np.unravel_index(int(bad.ravel().argmax()), arr.shape)
         where = f"sample {first[0]}" + (f", feature {first[1]}" if arr.ndim > 1 else "")
         raise ValueError(
             f"{name} contains {count} non-finite value(s) (NaN or Inf); the first is at {where}"

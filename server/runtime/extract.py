@@ -24,7 +24,7 @@ from ..cancellation import Cancellation, checker
 from ..graph.expose import expose, mean_output
 from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo, largest_activation_bytes
 from ..graph.load import session_input
-from ..metrics.backend import get_backend
+from ..metrics.backend import resolve_backend
 from .reduce import (
     DEFAULT_PROJECTION,
     Projector,
@@ -34,7 +34,7 @@ from .reduce import (
     reduce_batch,
     reduced_width,
 )
-from .session import make_session
+from .session import CUDA, make_session
 
 MIB = 1 << 20
 Progress = Callable[[str, int, int], None]
@@ -75,6 +75,8 @@ class LayerData:
     train: Any
     test: Any | None = None
     notes: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where onnxruntime ran the model
+    providers: tuple[str, ...] = ()  # the providers onnxruntime really assigned
 
     @property
     def dims(self) -> int:
@@ -171,45 +173,50 @@ def _fixed_batch(info: ModelInfo) -> int | None:
 class _Runner:
     """Runs one batch and returns the requested outputs as arrays of the chosen backend.
 
-    Each run can be terminated by ``cancel`` while it is under way.
+    Outputs stay on the GPU (IOBinding, no host copy) only when the session really runs on
+    CUDA and the array module is a GPU one; otherwise the model runs where onnxruntime put
+    it and its host outputs are moved to ``xp`` (``xp.asarray``), never handed over as
+    NumPy arrays. Each run can be terminated by ``cancel`` while it is under way.
     """
 
-    def __init__(self, session: Any, names: list[str], xp: ModuleType, device: str,
+    def __init__(self, session: Any, names: list[str], xp: ModuleType,
                  cancel: Cancellation) -> None:
-        self.session, self.names, self.xp, self.device = session, names, xp, device
+        self.session, self.names, self.xp = session, names, xp
         self.cancel = cancel
-        self.on_gpu = device == "gpu" and "CUDAExecutionProvider" in session.get_providers()
+        self.providers = tuple(session.get_providers())
+        self.device = "gpu" if CUDA in self.providers else "cpu"
+        self.on_device = self.device == "gpu" and xp is not np
 
     def __call__(self, feed: dict[str, np.ndarray]) -> list[Any]:
         with self.cancel.run_options() as run:
             return self._run(feed, run)
 
     def _run(self, feed: dict[str, np.ndarray], run: Any) -> list[Any]:
-        if not self.on_gpu:
+        if not self.on_device:
             outs = self.session.run(self.names, feed, run)
-            return [np.asarray(o) for o in outs]
-        # Device path: outputs stay on the GPU and are wrapped by CuPy without a host copy.
+            return [self.xp.asarray(np.asarray(o)) for o in outs]
+        # Device path: outputs stay on the GPU and are copied by CuPy without a host copy.
         binding = self.session.io_binding()
         for name, arr in feed.items():
             binding.bind_cpu_input(name, arr)
         for name in self.names:
             binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding, run)
-        return [self._to_cupy(v) for v in binding.get_outputs()]
-
-    def _to_cupy(self, value: Any) -> Any:
-        xp = self.xp
-        dtype = np.dtype(_ORT_TYPES.get(value.data_type(), "float32"))
-        shape = tuple(value.shape())
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        mem = xp.cuda.UnownedMemory(value.data_ptr(), size, value)
-        arr = xp.ndarray(shape, dtype=dtype, memptr=xp.cuda.MemoryPointer(mem, 0))
-        return arr.copy()  # the OrtValue's buffer is reused by the next run
+        binding.synchronize_outputs()  # onnxruntime's stream is done writing them
+        values = binding.get_outputs()
+        arrays = [ort_value_to_xp(self.xp, v) for v in values]
+        # The copies run on CuPy's stream: the OrtValues (``values``) stay referenced until
+        # they are done, as onnxruntime frees or reuses their buffers afterwards.
+        self.xp.cuda.get_current_stream().synchronize()
+        del values
+        return arrays
 
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
+    "tensor(int8)": "int8", "tensor(uint64)": "uint64", "tensor(uint32)": "uint32",
+    "tensor(uint16)": "uint16", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
 }
 
 
@@ -239,6 +246,36 @@ class ExtractionStats:
 EXTRACTION = ExtractionStats()
 
 
+def ort_value_to_xp(xp: ModuleType, value: Any) -> Any:
+    """Return a copy of an OrtValue's device buffer as an ``xp`` array of its own dtype.
+
+    The buffer is read with the element size of its real type; a type NumPy cannot hold
+    (strings, bfloat16, float8) is refused by name. The copy is asynchronous on CuPy's
+    current stream: the caller keeps ``value`` alive until that stream is synchronized.
+    """
+    kind = value.data_type()
+    if kind not in _ORT_TYPES:
+        raise InputError(f"a layer's output has onnxruntime type {kind}, which cannot be "
+                         f"analysed; expected one of {', '.join(sorted(_ORT_TYPES))}")
+    dtype = np.dtype(_ORT_TYPES[kind])
+    shape = tuple(int(s) for s in value.shape())
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    mem = xp.cuda.UnownedMemory(value.data_ptr(), size, value)
+    arr = xp.ndarray(shape, dtype=dtype, memptr=xp.cuda.MemoryPointer(mem, 0))
+    return arr.copy()  # the OrtValue's buffer is reused by the next run
+
+
+def ran_on(extracted: Sequence[LayerData], device: str | None) -> dict[str, Any]:
+    """Return what really ran, for a result's options: ``device`` (the index engine's),
+    ``model_device`` and ``providers`` (onnxruntime's, as the session assigned them)."""
+    first = extracted[0] if extracted else None
+    return {
+        "device": resolve_backend(device).device,
+        "model_device": first.device if first is not None else None,
+        "providers": list(first.providers) if first is not None else [],
+    }
+
+
 def _prepare(
     model: onnx.ModelProto,
     info: ModelInfo,
@@ -261,7 +298,7 @@ def _prepare(
             and memory_budget_mb > 0):
         raise ValueError(f"memory_budget_mb must be a finite number > 0; got "
                          f"{memory_budget_mb!r}")
-    dev, xp = get_backend(device)
+    xp = resolve_backend(device).xp
     feeds = [model_feeds(info, s, role) for s, role in zip(sets, ("data", "test"), strict=False)]
     names = [la.name for la in layers]
     requested = [
@@ -279,10 +316,12 @@ def _prepare(
         and not (mask_name and len(la.shape) == 3 and not la.channels_first)
     }
     outputs = [mean_output(n) if n in means else n for n in names]
+    # Asked with the caller's device (auto/cpu/gpu), not the array module's: plain
+    # onnxruntime beside CuPy runs the model on the CPU in auto mode.
     model_bytes, folder = session_input(expose(model, names, means))
-    session = make_session(model_bytes, device=dev, external_folder=folder)
+    session = make_session(model_bytes, device=device, external_folder=folder)
     del model_bytes
-    runner = _Runner(session, outputs, xp, dev, checker(cancel))
+    runner = _Runner(session, outputs, xp, checker(cancel))
     budget = int(memory_budget_mb * MIB)
     fixed = _fixed_batch(info)
 
@@ -357,7 +396,8 @@ def _prepare(
         if la.name in means and la.shape is not None:  # report the activation's own shape
             raw_shape = tuple(d if isinstance(d, int) else -1 for d in la.shape[1:])
         out.append(LayerData(la.name, la.op_type, raw_shape, red, accs[0],
-                             accs[1] if len(accs) > 1 else None, notes))
+                             accs[1] if len(accs) > 1 else None, notes, runner.device,
+                             runner.providers))
 
     return _Prepared(xp, feeds, runner, batch_size, fixed, out, projectors, mask_name)
 

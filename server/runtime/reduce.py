@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics.backend import sparse_module
+
 KINDS = ("auto", "flatten", "mean", "first_token", "project")
 DEFAULT_PROJECTION = 1024
 
@@ -102,17 +104,9 @@ class Projector:
         indices = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
         signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=len(indices))
         values = signs * np.float32(math.sqrt(s / width))
-        if xp is np:
-            from scipy import sparse  # noqa: PLC0415
-
-            self.matrix: Any = sparse.csc_matrix((values, indices, indptr), shape=(d_in, width))
-        else:
-            from cupyx.scipy import sparse as cusparse  # noqa: PLC0415
-
-            self.matrix = cusparse.csc_matrix(
-                (xp.asarray(values), xp.asarray(indices), xp.asarray(indptr)),
-                shape=(d_in, width),
-            )
+        sparse = sparse_module(xp)
+        self.matrix: Any = sparse.csc_matrix(
+            (xp.asarray(values), xp.asarray(indices), xp.asarray(indptr)), shape=(d_in, width))
         self.xp = xp
 
     def __call__(self, flat: Any) -> Any:

@@ -47,7 +47,7 @@ def knn_data() -> np.ndarray:
     return rng.permutation(x)
 
 
-@pytest.mark.parametrize("search", ["faiss", "blas"])
+@pytest.mark.parametrize("search", ["selfjoin", "faiss", "blas"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_knn_block_rows_do_not_change_the_neighbours(search: str, dtype: type) -> None:
     x = knn_data().astype(dtype)

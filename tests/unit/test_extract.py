@@ -8,6 +8,7 @@ import pytest
 from helpers import models as M
 
 from layerscope.server.graph import describe, load_model, select_layers
+from layerscope.server.metrics.backend import to_host
 from layerscope.server.runtime import InputError, Reduction, extract, model_feeds
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -17,7 +18,13 @@ def _run(path, layers, sets, **kw):
     proto = load_model(path)
     info = describe(proto)
     chosen = select_layers(info, layers)
-    return {d.name: d for d in extract(proto, info, chosen, sets, **kw)}
+    out = {}
+    for d in extract(proto, info, chosen, sets, **kw):
+        # On a GPU the accumulators are device arrays: compared on the host.
+        d.train = to_host(d.train)
+        d.test = None if d.test is None else to_host(d.test)
+        out[d.name] = d
+    return out
 
 
 def _flat(a: np.ndarray) -> np.ndarray:

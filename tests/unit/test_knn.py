@@ -9,13 +9,16 @@ The reference below computes the full distance matrix and sorts every row with
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 from layerscope.server.metrics import knn
 from layerscope.server.metrics.knn import topk_exact
 
-SEARCHES = ("faiss", "blas")
+SEARCHES = ("selfjoin", "faiss", "blas")
+QUERY_SEARCHES = ("faiss", "blas")  # the self-join searches a set against itself only
 
 
 def reference_sqdist(base: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
@@ -230,7 +233,7 @@ def test_subnormal_squared_distances_follow_the_float64_rule(search: str, scale:
 # --- queries mode ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("search", QUERY_SEARCHES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_queries_against_train_match_reference(search: str, dtype: type) -> None:
     rng = np.random.default_rng(9)
@@ -242,7 +245,7 @@ def test_queries_against_train_match_reference(search: str, dtype: type) -> None
     assert nb.indices.shape == (40, 7)
 
 
-@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("search", QUERY_SEARCHES)
 def test_queries_equal_to_train_points_find_them_first_without_exclusion(search: str) -> None:
     rng = np.random.default_rng(10)
     train = rng.integers(0, 4, size=(60, 2)).astype(np.float64)
@@ -427,3 +430,48 @@ def test_a_block_is_bounded_in_work_as_well_as_memory(search: str, m: int, d: in
     assert rows * (BYTES_PER_CANDIDATE * want + 8 * d) <= budget // 2
     if m * d * 64 <= MAX_BLOCK_WORK and search == "faiss":
         assert rows >= 64  # small problems keep large blocks
+
+
+# --- the symmetric self-join --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [16, 23, 100])
+def test_self_join_computes_each_block_pair_once(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The self-join's products cover the upper triangle of X X^T: nb (nb + 1) / 2 block
+    products (faiss's knn and the blas search compute nb^2), each unordered pair of blocks
+    once, and the neighbours are still exactly the reference's."""
+    knn_module = importlib.import_module("layerscope.server.metrics.knn")
+    rng = np.random.default_rng(7)
+    m = 100
+    x = rng.normal(size=(m, 6))
+    seen: list[tuple[int, int]] = []
+    real = knn_module.block_product
+
+    def counting(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # The last two columns are (-|z|^2 / 2, 1) for rows and (1, -|z|^2 / 2) for
+        # columns: a block is known by the norm of its first point.
+        seen.append((round(float(a[0, -2]), 12), round(float(b[0, -1]), 12)))
+        return real(a, b)
+
+    monkeypatch.setattr(knn_module, "block_product", counting)
+    nb = knn(x, 5, candidate_search="selfjoin", block_rows=block)
+    n_blocks = -(-m // block)
+    assert len(seen) == n_blocks * (n_blocks + 1) // 2 == nb.products
+    assert len({frozenset(p) for p in seen}) == len(seen)  # no pair twice, either way round
+    np.testing.assert_array_equal(nb.indices, reference_knn(x, 5)[0])
+
+
+def test_self_mode_searches_with_the_self_join_by_default() -> None:
+    x = np.random.default_rng(3).normal(size=(300, 4))
+    nb = knn(x, 3)
+    assert nb.candidate_search == "selfjoin"
+    assert nb.products == 1  # one block holds these 300 points
+    np.testing.assert_array_equal(nb.indices, reference_knn(x, 3)[0])
+
+
+def test_self_join_is_refused_with_queries() -> None:
+    x = np.zeros((10, 2))
+    with pytest.raises(ValueError, match="against itself"):
+        knn(x, 2, queries=x, candidate_search="selfjoin")

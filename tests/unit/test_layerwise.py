@@ -13,6 +13,7 @@ from helpers import models as M
 from layerscope.server.analysis import analyze_layers, plateau_position, ridge_probe
 from layerscope.server.graph import describe, load_model, select_layers
 from layerscope.server.metrics import compute_indices
+from layerscope.server.metrics.backend import to_host
 from layerscope.server.runtime import InputError, extract
 
 INDEX_KEYS = ("si", "high_order_si", "soft_order_si", "center_si")
@@ -241,7 +242,7 @@ def test_probe_accuracy_equals_sklearn_ridge_on_standardised_features(cnn, cnn_s
     info = describe(proto)
     d = extract(proto, info, select_layers(info, "/relu3/Relu_output_0"), [x, xt],
                 reduce="flatten")[0]
-    a, b = d.train.astype(np.float64), d.test.astype(np.float64)
+    a, b = to_host(d.train).astype(np.float64), to_host(d.test).astype(np.float64)
     mean, std = a.mean(axis=0), a.std(axis=0) + 1e-10
     classes = np.unique(y)
     # the penalty is chosen per layer by leave-one-out (tests/unit/test_probe.py checks how)
