@@ -244,7 +244,7 @@ def test_cancelling_stops_the_cluster_work_and_cancels_its_tasks(ray_ex):
     # ray.cancel(force=True) ends the worker that ran the task
     from helpers.server import wait_until
 
-    wait_until(lambda: not _alive(pid), 30, "the cancelled task's worker to exit")
+    wait_until(lambda: not _alive(pid), 120, "the cancelled task's worker to exit")
 
 
 def _alive(pid: int) -> bool:
