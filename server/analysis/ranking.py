@@ -25,7 +25,8 @@ from ..graph.inspect import LayerInfo, describe
 from ..graph.load import load_model
 from ..graph.select import LayerSelectionError
 from ..metrics import compute_indices
-from ..metrics.backend import to_host
+from ..metrics.backend import get_backend, to_host
+from ..metrics.folded import folded_si
 from ..metrics.transfer import logme_regression, transferability_scores
 from ..runtime.extract import extract
 from ..runtime.reduce import Reduction
@@ -33,6 +34,9 @@ from .data import EXTRACT_MEMORY_MB
 from .options import RANKING, check_options, ranking_indices, with_options
 
 Progress = Callable[[str, int, int], None]
+METHODS = ("folded", "seed")
+DEFAULT_METHOD = "folded"  # classification; regression ranks with "seed" (docs/ranking...)
+FOLDS = 5
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
 
 
@@ -56,6 +60,8 @@ class ModelScore:
     seconds: float = 0.0
     rank: int = 0
     notes: list[str] = field(default_factory=list)
+    method: str = "seed"
+    scores: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -107,6 +113,8 @@ def rank_models(
     device: str | None = None,
     progress: Progress | None = None,
     cancel: Cancellation | None = None,
+    method: str | None = None,
+    folds: int = FOLDS,
     **option_kw: Any,
 ) -> RankingResult:
     """Rank ``models`` by how well their features separate (or smooth) the target data.
@@ -118,7 +126,11 @@ def rank_models(
     ``candidates``, ``criterion`` (``smi_linear`` or ``smi_exp`` for regression),
     ``gamma``, ``normalize``, ``precision``, ``memory_budget_mb``; the others are refused.
     ``cancel`` stops the work between batches, blocks and models, and terminates a model
-    run under way.
+    run under way. ``method``: ``folded`` (the default for classification) ranks by the
+    out-of-sample ``soft_order_si[order]`` of the subset selected without each of ``folds``
+    folds (:func:`..metrics.folded.folded_si`); ``seed`` (the default for regression, the
+    only method there) by the subset's index on the samples it was selected on, Algorithm 2
+    of METRICS.md section 4 exactly.
     """
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels (classification) or targets (regression)")
@@ -130,12 +142,15 @@ def rank_models(
     if len(names) != len(models):
         raise ValueError(f"{len(names)} names for {len(models)} models")
     arrays = dict(data) if isinstance(data, Mapping) else {"inputs": data}
+    method = check_method(method, task)
     opts = with_options(options, option_kw)
     indices = ranking_indices(task, opts)
     check_options(RANKING, opts, task, indices)
     criterion = indices[0]
     engine = opts.engine_kwargs() | {"indices": list(indices), "orders": [order],
                                      "criterion": criterion}
+    if method == "folded":
+        engine["indices"] = [n for n in indices if n != "feature_ranking"]
     cancel = checker(cancel)
     rows: list[ModelScore] = []
     for j, (name, source) in enumerate(zip(names, models, strict=True)):
@@ -167,23 +182,11 @@ def rank_models(
         feats = to_host(got[0].train)
         target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
         res = compute_indices(feats, **target, device=device, cancel=cancel, **engine)
-        fr = res.feature_ranking
-        assert fr is not None
-        if task == "classification":
-            ties = {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
-                    "center_si": float(res["center_si"])}
-        else:
-            ties = {f"soft_order_smi_linear[{order}]":
-                    float(res["soft_order_smi_linear"][order])}
-        row = ModelScore(
-            model=name, layer=layer.name, layer_rule=rule,
-            reduction=got[0].reduction.describe(), features=int(feats.shape[1]),
-            index=criterion, all_features=float(res[criterion]),
-            selected=max(fr.scores) if fr.scores else float("nan"),
-            subset_size=len(fr.best_subset), selection_order=list(fr.order),
-            selection_scores=[float(s) for s in fr.scores], tie_breakers=ties,
-            notes=list(got[0].notes) + list(res.warnings),
-        )
+        row = (_folded_row(feats, y, res, order, folds, opts, device, cancel)
+               if method == "folded" else _seed_row(res, criterion, order, task))
+        row.model, row.layer, row.layer_rule = name, layer.name, rule
+        row.reduction = got[0].reduction.describe()
+        row.notes = list(got[0].notes) + list(res.warnings) + row.notes
         if baselines:
             cancel.check()
             probs = _probabilities(to_host(got[1].train)) if len(got) > 1 else None
@@ -201,7 +204,8 @@ def rank_models(
     for rank, i in enumerate(order_key, start=1):
         rows[i].rank = rank
     applied: dict[str, Any] = {
-        "order": order, "max_features": opts.max_features, "patience": opts.patience,
+        "method": method, "order": order, "max_features": opts.max_features,
+        "patience": opts.patience,
         "reduce": reduce.describe() if isinstance(reduce, Reduction) else reduce,
         "baselines": baselines, "criterion": criterion, "normalize": opts.normalize,
         "precision": opts.precision, "memory_budget_mb": opts.memory_budget_mb}
@@ -209,7 +213,65 @@ def rank_models(
         applied["candidates"] = list(opts.candidates)
     if task == "regression":
         applied["gamma"] = opts.gamma
+    if method == "folded":
+        applied["folds"] = folds
     return RankingResult(task, rows, applied)
+
+
+def check_method(method: str | None, task: str) -> str:
+    """The ranking method: ``method``, or the task's default; refuse an unknown one."""
+    if method is None or method == "":
+        return DEFAULT_METHOD if task == "classification" else "seed"
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "folded" and task != "classification":
+        raise ValueError("method 'folded' ranks classification targets (it folds by label); "
+                         "use method 'seed' for regression")
+    return method
+
+
+def _ties(res: Any, order: int, task: str) -> dict[str, float]:
+    if task == "classification":
+        return {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
+                "center_si": float(res["center_si"])}
+    return {f"soft_order_smi_linear[{order}]": float(res["soft_order_smi_linear"][order])}
+
+
+def _seed_row(res: Any, criterion: str, order: int, task: str) -> ModelScore:
+    """Algorithm 2 as written: the selected subset's index on the samples it was selected on."""
+    fr = res.feature_ranking
+    assert fr is not None
+    return ModelScore(
+        model="", layer="", layer_rule="", reduction="", features=int(res.n_features),
+        index=criterion, all_features=float(res[criterion]),
+        selected=max(fr.scores) if fr.scores else float("nan"),
+        subset_size=len(fr.best_subset), selection_order=list(fr.order),
+        selection_scores=[float(s) for s in fr.scores], tie_breakers=_ties(res, order, task),
+        method="seed")
+
+
+def _folded_row(feats: np.ndarray, y: np.ndarray, res: Any, order: int, folds: int,
+                opts: IndexOptions, device: str | None, cancel: Any) -> ModelScore:
+    """The folded score: ``soft_order_si[order]`` of each sample against the other folds,
+    under the subset selected without its fold; ties by the folded ``si``, then the
+    all-feature tie-breakers."""
+    _, xp = get_backend(device)
+    fs = folded_si(xp, feats, y, folds=folds, order=order, max_features=opts.max_features,
+                   patience=opts.patience, candidates=opts.candidates,
+                   memory_budget_mb=opts.memory_budget_mb, precision=opts.precision,
+                   cancel=cancel)
+    vals = fs.values
+    key = f"folded_soft_order_si[{order}]"
+    scores = {key: vals["soft_order_si"], "folded_si": vals["si"],
+              f"folded_high_order_si[{order}]": vals["high_order_si"]}
+    sizes = [len(s) for s in fs.subsets]
+    return ModelScore(
+        model="", layer="", layer_rule="", reduction="", features=int(feats.shape[1]),
+        index=key, all_features=float(res["si"]), selected=scores[key],
+        subset_size=int(np.median(sizes)), selection_order=[], selection_scores=[],
+        tie_breakers={"folded_si": vals["si"], **_ties(res, order, "classification")},
+        method="folded", scores=scores,
+        notes=[f"folded: {fs.folds} folds, subsets of {min(sizes)} to {max(sizes)} features"])
 
 
 def _override(layers: Mapping[str, str] | Sequence[str | None] | None, name: str,

@@ -242,7 +242,8 @@ def test_rank_models_puts_the_informative_model_first():
 def test_rank_models_rows_equal_brute_force_on_the_head_features():
     x, y = H.informative_data()
     cols = [2, 0, 3]
-    res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, names=["a"])
+    res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, names=["a"],
+                      method="seed")
     row = res.models[0]
     hid = H.hidden_of(x, cols)
     want = H.brute_forward(hid, lambda s: H.si(s, y), [0, 1, 2], None, None)
@@ -262,11 +263,11 @@ def test_rank_models_rows_equal_brute_force_on_the_head_features():
 def test_rank_models_respects_max_features_and_patience():
     x, y = H.informative_data()
     m = H.selection_mlp(6, [2, 3, 4, 5, 0], n_classes=3)
-    one = rank_models([m], x, labels=y, max_features=1).models[0]
+    one = rank_models([m], x, labels=y, max_features=1, method="seed").models[0]
     assert len(one.selection_order) == 1
     hid = H.hidden_of(x, [2, 3, 4, 5, 0])
     want = H.brute_forward(hid, lambda s: H.si(s, y), list(range(5)), None, 1)
-    row = rank_models([m], x, labels=y, patience=1).models[0]
+    row = rank_models([m], x, labels=y, patience=1, method="seed").models[0]
     assert row.selection_order == want["order"]
 
 
@@ -288,6 +289,7 @@ def test_rank_models_equal_index_ties_go_to_higher_soft_order_si():
     assert H.si(hp, y) == H.si(hb, y) == 1.0
     assert H.soft_order_si(hp, y, 3) < H.soft_order_si(hb, y, 3) == 1.0
     res = rank_models([H.selection_mlp(2, [0]), H.selection_mlp(2, [1])], x, labels=y,
+                      method="seed",
                       names=["pairs", "blobs"], order=3)
     assert res.ranking == ["blobs", "pairs"]
     rows = {r.model: r for r in res.models}
@@ -306,6 +308,7 @@ def test_rank_models_equal_index_and_soft_order_ties_go_to_higher_center_si():
     assert H.si(hs, y) == H.si(ht, y) == 1.0
     assert H.center_si(hs, y) == 0.75 and H.center_si(ht, y) == 1.0
     res = rank_models([H.selection_mlp(2, [0]), H.selection_mlp(2, [1])], x, labels=y,
+                      method="seed",
                       names=["split", "tight"], order=1)
     assert res.ranking == ["tight", "split"]
     rows = {r.model: r for r in res.models}
