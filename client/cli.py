@@ -279,8 +279,8 @@ def run_rank(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     result = client.rank_models(
         args.models, data, **{key: y}, layers=layers, reduce=args.reduce,
         max_features=args.max_features, patience=args.patience, order=args.order,
-        baselines=args.baselines, batch_size=args.batch_size,
-        progress=not args.json and sys.stderr.isatty())
+        baselines=args.baselines, batch_size=args.batch_size, method=args.method,
+        folds=args.folds, progress=not args.json and sys.stderr.isatty())
     return result.to_dict()
 
 
@@ -475,8 +475,11 @@ COMMANDS: tuple[Command, ...] = (
         help="rank pre-trained models for a target dataset",
         description=(
             "For each model, take the features that feed its fully connected head (or the "
-            "--layer given), select the SI-maximising feature subset (SmI for regression) "
-            "and rank the models by it (METRICS.md section 4). TARGET.npz holds one array "
+            "--layer given) and rank the models by how well they separate the labels: by "
+            "default (--method folded) the out-of-sample soft-order SI of a feature subset "
+            "selected on the other folds; --method seed is Algorithm 2 as written (the "
+            "in-sample SI of the SI-maximising subset; SmI for regression, its only "
+            "method) (METRICS.md section 4). TARGET.npz holds one array "
             "per model input name (or 'inputs' when every model has one input) and "
             "'labels' or 'targets'. Models are named by their paths as given."
         ),
@@ -494,7 +497,12 @@ COMMANDS: tuple[Command, ...] = (
                 help="forward selection steps (default 32)"),
             arg("--patience", type=int, default=None,
                 help="stop the selection after this many steps without a new maximum"),
-            arg("--order", type=int, default=None, help="soft-order tie-breaker order (5)"),
+            arg("--order", type=int, default=None,
+                help="order r of the folded score and the soft-order tie-breaker (5)"),
+            arg("--method", default=None, metavar="{folded,seed}",
+                help="folded (default for classification) or seed (Algorithm 2 as written)"),
+            arg("--folds", type=int, default=None,
+                help="folds of the folded method (default 5)"),
             arg("--baselines", action="store_true",
                 help="also LogME, LEEP, NCE and H-score on the same features"),
             arg("--batch-size", type=int, default=None,

@@ -479,6 +479,8 @@ class Client:
         baselines: bool = False,
         batch_size: int | None = None,
         progress: bool = False,
+        method: str | None = None,
+        folds: int | None = None,
         **options: Any,
     ) -> RankingResult:
         """Rank models for a target dataset (dict of input arrays, one array, or a stored
@@ -488,7 +490,9 @@ class Client:
         a stored model's name, else the id), or a mapping from the names to use to such
         models. ``layers`` maps a model (as given, by its name or its id) to the tensor to
         use instead of the head rule. Further keywords are index options (see "Options on
-        each path" in docs/api.md), e.g. ``criterion`` or ``memory_budget_mb``.
+        each path" in docs/api.md), e.g. ``criterion`` or ``memory_budget_mb``. ``method``
+        is ``folded`` (the classification default) or ``seed`` (Algorithm 2 as written);
+        ``folds`` the folded method's folds (5).
         """
         if isinstance(models, Mapping):
             given, names = list(models.values()), [str(k) for k in models]
@@ -506,7 +510,9 @@ class Client:
         req = analysis_pb2.StartRankingRequest(
             model_ids=[m.id for m in stored], dataset_id=ds.id, reduce=reduce,
             baselines=baselines, batch_size=batch_size or 0,
-            options=_options(None, options))
+            options=_options(None, options), method=method or "")
+        if folds is not None:
+            req.folds = folds
         for key, tensor in (layers or {}).items():
             req.layers[_which_model(key, given, stored, names)] = tensor
         for option, value in (("max_features", max_features), ("patience", patience),

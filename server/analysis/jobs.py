@@ -72,7 +72,8 @@ def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellati
         names=list(req.model_ids), layers=dict(req.layers), reduce=req.reduce,
         order=req.order, baselines=req.baselines, batch_size=req.batch_size,
         options=req.options, extract_memory_mb=extract_memory_mb, device=device,
-        progress=progress, cancel=cancel,
+        progress=progress, cancel=cancel, method=req.method,
+        **({} if req.folds is None else {"folds": req.folds}),
     )
     return result.to_dict()
 

@@ -31,12 +31,17 @@ from ..metrics.transfer import logme_regression, transferability_scores
 from ..runtime.extract import extract
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
-from .options import RANKING, check_options, ranking_indices, with_options
+from .options import (
+    FOLDS,
+    RANKING,
+    check_folds,
+    check_method,
+    check_options,
+    ranking_indices,
+    with_options,
+)
 
 Progress = Callable[[str, int, int], None]
-METHODS = ("folded", "seed")
-DEFAULT_METHOD = "folded"  # classification; regression ranks with "seed" (docs/ranking...)
-FOLDS = 5
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
 
 
@@ -143,6 +148,7 @@ def rank_models(
         raise ValueError(f"{len(names)} names for {len(models)} models")
     arrays = dict(data) if isinstance(data, Mapping) else {"inputs": data}
     method = check_method(method, task)
+    check_folds(folds)
     opts = with_options(options, option_kw)
     indices = ranking_indices(task, opts)
     check_options(RANKING, opts, task, indices)
@@ -216,18 +222,6 @@ def rank_models(
     if method == "folded":
         applied["folds"] = folds
     return RankingResult(task, rows, applied)
-
-
-def check_method(method: str | None, task: str) -> str:
-    """The ranking method: ``method``, or the task's default; refuse an unknown one."""
-    if method is None or method == "":
-        return DEFAULT_METHOD if task == "classification" else "seed"
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if method == "folded" and task != "classification":
-        raise ValueError("method 'folded' ranks classification targets (it folds by label); "
-                         "use method 'seed' for regression")
-    return method
 
 
 def _ties(res: Any, order: int, task: str) -> dict[str, float]:
