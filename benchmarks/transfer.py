@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's virtualenv (extra ``bench-transfer``)::
 
-    .venv/bin/python benchmarks/transfer.py              # 9 models x 4 targets (< 20 min, 2 cores)
+    .venv/bin/python benchmarks/transfer.py              # 8 models x 4 targets
     .venv/bin/python benchmarks/transfer.py --quick      # smoke run: 4 models, 2 small targets
     .venv/bin/python benchmarks/transfer.py --markdown   # tables for benchmarks/RESULTS.md
 
@@ -260,16 +260,18 @@ def probe_accuracy(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.nd
     return float(clf.score(sc.transform(fte), yte))
 
 
-def scores_of(models: dict[str, bytes], x: np.ndarray, y: np.ndarray) -> dict[str, dict]:
+def scores_of(models: dict[str, bytes], x: np.ndarray, y: np.ndarray,
+              max_features: int) -> dict[str, dict]:
     """{model: {score name: value}} from the ranking path, folded and seed methods."""
     from layerscope.server.analysis.ranking import rank_models  # noqa: PLC0415
 
     names = list(models)
     out: dict[str, dict[str, float]] = {n: {} for n in names}
     folded = rank_models(list(models.values()), {"image": x}, labels=y, names=names,
-                         baselines=True, method="folded", batch_size=64)
+                         baselines=True, method="folded", batch_size=64,
+                         max_features=max_features)
     seed = rank_models(list(models.values()), {"image": x}, labels=y, names=names,
-                       method="seed", batch_size=64)
+                       method="seed", batch_size=64, max_features=max_features)
     for row in folded.models:
         s = out[row.model]
         s["si_all"] = row.all_features
@@ -347,13 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=None, help="samples per target")
     p.add_argument("--size", type=int, default=None, help="image side in pixels")
     p.add_argument("--cache", default=None, help="feature and model cache folder")
+    p.add_argument("--max-features", type=int, default=32,
+                   help="forward selection steps of both methods (the server's default 32)")
     p.add_argument("--no-layers", action="store_true", help="skip the layer-wise study")
     p.add_argument("--markdown", action="store_true")
     a = p.parse_args(argv)
     models = (a.models.split(",") if a.models else
               ["lite0", "lite0-random", "random-proj", "pixels"] if a.quick else
               ["lite0", "lite1", "lite2", "lite0-cut8", "lite0-random", "lite1-random",
-               "lite2-random", "random-proj", "pixels"])
+               "random-proj", "pixels"])
     targets = (a.targets.split(",") if a.targets else ["digits", "scan-patches"] if a.quick
                else ["digits", "animal-mnist", "photo-patches", "scan-patches"])
     n = a.samples or (240 if a.quick else 1200)
@@ -371,14 +375,15 @@ def main(argv: list[str] | None = None) -> int:
         truth[t] = {m: probe_accuracy(head_features(b, x[tr], cache), y[tr],
                                       head_features(b, x[te], cache), y[te])
                     for m, b in onnx_models.items()}
-        scores[t] = scores_of(onnx_models, x[tr], y[tr])
+        scores[t] = scores_of(onnx_models, x[tr], y[tr], a.max_features)
         if "lite0" in onnx_models:
             cert[t] = certification(onnx_models["lite0"], x, y, tr, te, cache)
-        print(f"# {t}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(f"# {t}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     names = sorted({k for t in scores.values() for s in t.values() for k in s})
     lines = [report.machine_line(), report.env_line(), *report.pool_lines(report.thread_pools()),
              f"zoo: {', '.join(models)}; targets: {', '.join(targets)}; {n} samples per "
-             f"target at {size} px (70 % ranked/probe-trained, 30 % probe-tested)"]
+             f"target at {size} px (70 % ranked/probe-trained, 30 % probe-tested), "
+             f"max_features {a.max_features}"]
     body = []
     for t in targets:
         body.append([t] + [f"{truth[t][m]:.3f}" for m in models])
