@@ -43,10 +43,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import json
 import pickle
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ from typing import Any
 import _report as report
 import numpy as np
 
+CACHE_VERSION = "1"  # bump when what a cached score or study means changes
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
 STD = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
 
@@ -107,9 +110,9 @@ def _unit(a: np.ndarray) -> np.ndarray:
 
 def load_targets(names: list[str], n: int, size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each target's (images (n, 3, size, size), labels), n samples at most, seeded."""
-    rng = np.random.default_rng(0)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in names:
+        rng = np.random.default_rng(zlib.crc32(name.encode()))  # whatever the other targets
         if name == "digits":
             from sklearn.datasets import load_digits  # noqa: PLC0415
 
@@ -260,6 +263,25 @@ def probe_accuracy(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.nd
     return float(clf.score(sc.transform(fte), yte))
 
 
+def _key(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+    return h.hexdigest()[:24]
+
+
+def cached(path: Path, compute: Callable[[], Any]) -> Any:
+    """``compute()``, kept as JSON at ``path`` (so targets can run in parallel processes
+    and one final run prints every table)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+    return value
+
+
 def scores_of(models: dict[str, bytes], x: np.ndarray, y: np.ndarray,
               max_features: int) -> dict[str, dict]:
     """{model: {score name: value}} from the ranking path, folded and seed methods."""
@@ -322,7 +344,7 @@ def layer_study(model: bytes, x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: 
             si[red].append(float(compute_indices(ftr, y[tr], indices=["si"])["si"]))
             if red in probe:
                 probe[red].append(probe_accuracy(ftr, y[tr], fte, y[te]))
-    rho = {(r, p): float(spearmanr(si[r], probe[p])[0]) for r in reductions for p in probe}
+    rho = {f"{r}|{p}": float(spearmanr(si[r], probe[p])[0]) for r in reductions for p in probe}
     return {"layers": [la.name for la in layers], "si": si, "probe": probe, "spearman": rho}
 
 
@@ -352,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-features", type=int, default=32,
                    help="forward selection steps of both methods (the server's default 32)")
     p.add_argument("--no-layers", action="store_true", help="skip the layer-wise study")
+    p.add_argument("--only-layers", action="store_true", help="only the layer-wise study")
     p.add_argument("--markdown", action="store_true")
     a = p.parse_args(argv)
     models = (a.models.split(",") if a.models else
@@ -370,12 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     truth: dict[str, dict[str, float]] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     cert: dict[str, dict[str, float]] = {}
-    for t, (x, y) in data.items():
+    for t, (x, y) in ([] if a.only_layers else data.items()):
         tr, te = split(y)
         truth[t] = {m: probe_accuracy(head_features(b, x[tr], cache), y[tr],
                                       head_features(b, x[te], cache), y[te])
                     for m, b in onnx_models.items()}
-        scores[t] = scores_of(onnx_models, x[tr], y[tr], a.max_features)
+        key = _key(*onnx_models, *onnx_models.values(), x[tr].tobytes(), y[tr].tobytes(),
+                   str(a.max_features), CACHE_VERSION)
+        scores[t] = cached(cache / f"scores-{key}.json",
+                           lambda x=x, y=y, tr=tr: scores_of(onnx_models, x[tr], y[tr],
+                                                             a.max_features))
         if "lite0" in onnx_models:
             cert[t] = certification(onnx_models["lite0"], x, y, tr, te, cache)
         print(f"# {t}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
@@ -418,9 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         t = "animal-mnist" if "animal-mnist" in data else targets[0]
         x, y = data[t]
         tr, te = split(y)
-        study = layer_study(onnx_models["lite0"], x, y, tr, te, ["auto", "mean", "flatten",
-                            "project:256"], 4 if a.quick else 10)
-        body = [[r, *(f"{study['spearman'][(r, q)]:+.2f}" for q in ("mean", "auto"))]
+        key = _key(onnx_models["lite0"], x.tobytes(), CACHE_VERSION)
+        study = cached(cache / f"layers-{key}.json", lambda: layer_study(
+            onnx_models["lite0"], x, y, tr, te, ["auto", "mean", "flatten", "project:256"],
+            4 if a.quick else 10))
+        body = [[r, *(f"{study['spearman'][f'{r}|{q}']:+.2f}" for q in ("mean", "auto"))]
                 for r in study["si"]]
         lines += report.table(f"layer-wise SI vs probe across lite0's layers ({t}), Spearman",
                               ["reduction", "probe on mean", "probe on auto"], body, a.markdown)
