@@ -412,14 +412,14 @@ def main(argv: list[str] | None = None) -> int:
              f"target at {size} px (70 % ranked/probe-trained, 30 % probe-tested), "
              f"max_features {a.max_features}"]
     body = []
-    for t in targets:
+    for t in scores:
         body.append([t] + [f"{truth[t][m]:.3f}" for m in models])
     lines += report.table("linear-probe test accuracy (ground truth)", ["target", *models],
                           body, a.markdown)
     rows, mean_w = [], {}
     for s in names:
         cells, kt, wt = [], [], []
-        for t in targets:
+        for t in scores:
             vals = [scores[t][m].get(s) for m in models]
             if any(v is None or not np.isfinite(v) for v in vals):
                 cells.append("-")
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{mean_w[s]:+.3f}" if wt else "-"])
     rows.sort(key=lambda r: -mean_w[r[0]] if np.isfinite(mean_w[r[0]]) else 9)
     lines += report.table("Kendall tau / weighted tau of each score against the probe",
-                          ["score", *targets, "mean tau", "mean w-tau"], rows, a.markdown)
+                          ["score", *scores, "mean tau", "mean w-tau"], rows, a.markdown)
     if cert:
         body = [[t, str(c["queries"]), str(c["guaranteed"]), str(c["wrong_guaranteed"]),
                  f"{c['wrong_guaranteed'] / max(c['guaranteed'], 1):.3f}",

@@ -9,6 +9,7 @@ the ranking path and reports every score it computed.
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,4 +33,4 @@ def test_transfer_benchmark_quick_run_on_a_tiny_zoo(tmp_path):
     assert "linear-probe test accuracy" in out and "weighted tau" in out
     for score in ("seed", "si_all", "folded_soft_order_si[5]", "folded_si",
                   "baseline:logme", "baseline:h_score"):
-        assert f"\n{score} " in out or f"| {score} |" in out, score
+        assert re.search(rf"^\s*\|?\s*{re.escape(score)}\s", out, re.MULTILINE), score
