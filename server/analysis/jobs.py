@@ -20,6 +20,7 @@ from ..store.jobs import JobManager
 from . import admission, memory
 from .data import EXTRACT_MEMORY_MB
 from .layerwise import analyze_layers
+from .options import FOLDS
 from .ranking import rank_models
 from .requests import LayerAnalysisRequest, RankingRequest, ReferenceRequest
 
@@ -73,7 +74,7 @@ def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellati
         order=req.order, baselines=req.baselines, batch_size=req.batch_size,
         options=req.options, extract_memory_mb=extract_memory_mb, device=device,
         progress=progress, cancel=cancel, method=req.method,
-        **({} if req.folds is None else {"folds": req.folds}),
+        folds=FOLDS if req.folds is None else req.folds,
     )
     return result.to_dict()
 
