@@ -476,8 +476,9 @@ COMMANDS: tuple[Command, ...] = (
         description=(
             "For each model, take the features that feed its fully connected head (or the "
             "--layer given) and rank the models by how well they separate the labels: by "
-            "default (--method folded) the out-of-sample soft-order SI of a feature subset "
-            "selected on the other folds; --method seed is Algorithm 2 as written (the "
+            "default (--method soft_order) soft_order_si[r] of all features; --method folded "
+            "the out-of-sample soft-order SI of a feature subset selected on the other "
+            "folds; --method seed is Algorithm 2 as written (the "
             "in-sample SI of the SI-maximising subset; SmI for regression, its only "
             "method) (METRICS.md section 4). TARGET.npz holds one array "
             "per model input name (or 'inputs' when every model has one input) and "
@@ -499,8 +500,9 @@ COMMANDS: tuple[Command, ...] = (
                 help="stop the selection after this many steps without a new maximum"),
             arg("--order", type=int, default=None,
                 help="order r of the folded score and the soft-order tie-breaker (5)"),
-            arg("--method", default=None, metavar="{folded,seed}",
-                help="folded (default for classification) or seed (Algorithm 2 as written)"),
+            arg("--method", default=None, metavar="{soft_order,folded,seed}",
+                help="soft_order (default for classification), folded, or seed "
+                     "(Algorithm 2 as written)"),
             arg("--folds", type=int, default=None,
                 help="folds of the folded method (default 5)"),
             arg("--baselines", action="store_true",

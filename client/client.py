@@ -491,7 +491,7 @@ class Client:
         models. ``layers`` maps a model (as given, by its name or its id) to the tensor to
         use instead of the head rule. Further keywords are index options (see "Options on
         each path" in docs/api.md), e.g. ``criterion`` or ``memory_budget_mb``. ``method``
-        is ``folded`` (the classification default) or ``seed`` (Algorithm 2 as written);
+        is ``soft_order`` (the classification default), ``folded`` or ``seed`` (Algorithm 2);
         ``folds`` the folded method's folds (5).
         """
         if isinstance(models, Mapping):

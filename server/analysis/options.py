@@ -63,8 +63,10 @@ LAYER_INDICES = frozenset(("si", *ORDERED_SI, "center_si", "smi_linear", "smi_ex
                            *ORDERED_SMI))
 _SELECTION = ("max_features", "patience", "candidates", "criterion")
 # Ranking methods (docs/ranking-and-certification.md says why "folded" is the default).
-METHODS = ("folded", "seed")
-DEFAULT_METHOD = "folded"  # classification; regression ranks with "seed", its only method
+METHODS = ("soft_order", "folded", "seed")
+# Classification; regression ranks with "seed", its only method. benchmarks/transfer.py:
+# soft_order_si[r] of all features tracked probe accuracy best (RESULTS.md).
+DEFAULT_METHOD = "soft_order"
 FOLDS = 5
 MAX_FOLDS = 100
 
@@ -136,9 +138,9 @@ def check_method(method: str | None, task: str) -> str:
         return DEFAULT_METHOD if task == "classification" else "seed"
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if method == "folded" and task != "classification":
-        raise ValueError("method 'folded' ranks classification targets (it folds by label); "
-                         "use method 'seed' for regression")
+    if method != "seed" and task != "classification":
+        raise ValueError(f"method {method!r} ranks classification targets; use method 'seed' "
+                         "for regression")
     return method
 
 

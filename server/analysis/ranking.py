@@ -131,9 +131,10 @@ def rank_models(
     ``candidates``, ``criterion`` (``smi_linear`` or ``smi_exp`` for regression),
     ``gamma``, ``normalize``, ``precision``, ``memory_budget_mb``; the others are refused.
     ``cancel`` stops the work between batches, blocks and models, and terminates a model
-    run under way. ``method``: ``folded`` (the default for classification) ranks by the
-    out-of-sample ``soft_order_si[order]`` of the subset selected without each of ``folds``
-    folds (:func:`..metrics.folded.folded_si`); ``seed`` (the default for regression, the
+    run under way. ``method``: ``soft_order`` (the default for classification) ranks by
+    ``soft_order_si[order]`` of all features; ``folded`` by the out-of-sample
+    ``soft_order_si[order]`` of the subset selected without each of ``folds`` folds
+    (:func:`..metrics.folded.folded_si`); ``seed`` (the default for regression, the
     only method there) by the subset's index on the samples it was selected on, Algorithm 2
     of METRICS.md section 4 exactly.
     """
@@ -155,7 +156,7 @@ def rank_models(
     criterion = indices[0]
     engine = opts.engine_kwargs() | {"indices": list(indices), "orders": [order],
                                      "criterion": criterion}
-    if method == "folded":
+    if method != "seed":
         engine["indices"] = [n for n in indices if n != "feature_ranking"]
     cancel = checker(cancel)
     rows: list[ModelScore] = []
@@ -189,7 +190,8 @@ def rank_models(
         target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
         res = compute_indices(feats, **target, device=device, cancel=cancel, **engine)
         row = (_folded_row(feats, y, res, order, folds, opts, device, cancel)
-               if method == "folded" else _seed_row(res, criterion, order, task))
+               if method == "folded" else _soft_order_row(res, order)
+               if method == "soft_order" else _seed_row(res, criterion, order, task))
         row.model, row.layer, row.layer_rule = name, layer.name, rule
         row.reduction = got[0].reduction.describe()
         row.notes = list(got[0].notes) + list(res.warnings) + row.notes
@@ -229,6 +231,19 @@ def _ties(res: Any, order: int, task: str) -> dict[str, float]:
         return {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
                 "center_si": float(res["center_si"])}
     return {f"soft_order_smi_linear[{order}]": float(res["soft_order_smi_linear"][order])}
+
+
+def _soft_order_row(res: Any, order: int) -> ModelScore:
+    """``soft_order_si[order]`` of all features (each point's neighbours exclude itself, so
+    it is scored out of sample); ties by ``si``, then ``center_si``."""
+    key = f"soft_order_si[{order}]"
+    value = float(res["soft_order_si"][order])
+    return ModelScore(
+        model="", layer="", layer_rule="", reduction="", features=int(res.n_features),
+        index=key, all_features=float(res["si"]), selected=value,
+        subset_size=int(res.n_features), selection_order=[], selection_scores=[],
+        tie_breakers={"si": float(res["si"]), "center_si": float(res["center_si"])},
+        method="soft_order", scores={key: value})
 
 
 def _seed_row(res: Any, criterion: str, order: int, task: str) -> ModelScore:

@@ -97,14 +97,14 @@ def test_rank_method_seed_reproduces_algorithm_2_and_the_table_names_the_method(
     assert row["method"] == "seed" and row["selection_order"] == order
     assert row["selected"] == pytest.approx(max(scores), rel=1e-12)
     code, out, _ = run_cli(["rank", p["info"], "--data", p["target"]], capsys)
-    assert code == 0 and "method folded" in out
+    assert code == 0 and "method soft_order" in out
 
 
 def test_rank_unknown_method_exits_2(files, capsys):
     p = files["paths"]
     code, _, err = run_cli(["rank", p["info"], "--data", p["target"], "--method", "best"],
                            capsys)
-    assert code == 2 and "method must be one of folded, seed; got 'best'" in err
+    assert code == 2 and "method must be one of soft_order, folded, seed; got 'best'" in err
 
 
 def test_certify_table_says_a_guarantee_is_not_correctness(files, capsys):

@@ -227,9 +227,9 @@ def test_build_reference_unknown_layer_is_invalid_argument(client, data):
     assert err.code == "INVALID_ARGUMENT" and "nope" in err.details
 
 
-def test_start_ranking_default_is_the_folded_score_over_the_wire(client, data):
+def test_start_ranking_folded_score_over_the_wire(client, data):
     x, y = data["x"], data["y"]
-    res = client.rank_models([data["info"]], {"x": x}, labels=y, folds=3)
+    res = client.rank_models([data["info"]], {"x": x}, labels=y, folds=3, method="folded")
     row = res.models[0]
     want = R.folded_si(H.hidden_of(x, INFO_COLS), y, 3, 5, max_features=32)
     assert res.data["options"]["method"] == "folded" and res.data["options"]["folds"] == 3

@@ -405,11 +405,24 @@ def test_folded_si_caps_folds_at_the_largest_class():
                   patience=None, candidates=None, memory_budget_mb=64.0)
 
 
-def test_rank_models_default_method_is_folded_and_equals_the_reference():
+def test_rank_models_default_method_is_soft_order_si_of_all_features():
+    x, y = H.informative_data()
+    cols = [2, 0, 3]
+    hid = H.hidden_of(x, cols)
+    res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, order=3)
+    row = res.models[0]
+    assert res.options["method"] == "soft_order" and row.method == "soft_order"
+    assert row.index == "soft_order_si[3]"
+    assert row.selected == pytest.approx(H.soft_order_si(hid, y, 3), rel=1e-12)
+    assert row.tie_breakers == pytest.approx({"si": H.si(hid, y),
+                                              "center_si": H.center_si(hid, y)}, rel=1e-12)
+
+
+def test_rank_models_folded_method_equals_the_reference():
     x, y = H.informative_data()
     cols = [2, 0, 3]
     res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, names=["a"],
-                      order=3)
+                      order=3, method="folded")
     row = res.models[0]
     want = R.folded_si(H.hidden_of(x, cols), y, 5, 3, max_features=None)
     assert res.options["method"] == "folded" and res.options["folds"] == 5
@@ -437,7 +450,7 @@ def test_rank_models_seed_method_is_algorithm_2_unchanged():
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"method": "best"}, "method must be one of folded, seed"),
+    ({"method": "best"}, "method must be one of soft_order, folded, seed"),
     ({"folds": 1}, "folds must be an integer in 2..100"),
     ({"folds": 101}, "folds must be an integer in 2..100"),
 ])
@@ -447,8 +460,9 @@ def test_rank_models_refuses_a_bad_method_or_folds(kw, match):
         rank_models([H.selection_mlp(6, [0])], x, labels=y, **kw)
 
 
-def test_rank_models_folded_is_refused_for_regression():
+@pytest.mark.parametrize("method", ["folded", "soft_order"])
+def test_rank_models_folded_is_refused_for_regression(method):
     x, _ = H.informative_data()
     with pytest.raises(ValueError, match="use method 'seed' for regression"):
         rank_models([H.selection_mlp(6, [0], n_classes=1)], x, targets=x[:, 0],
-                    method="folded")
+                    method=method)
