@@ -469,8 +469,8 @@ def run_rank(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     result = client.rank_models(
         args.models, data, layers=layers, reduce=args.reduce,
         max_features=args.max_features, patience=args.patience, order=args.order,
-        baselines=args.baselines, batch_size=args.batch_size,
-        progress=_show_progress(args))
+        baselines=args.baselines, batch_size=args.batch_size, method=args.method,
+        folds=args.folds, progress=_show_progress(args))
     return result.to_dict()
 
 
@@ -814,8 +814,12 @@ COMMANDS: tuple[Command, ...] = (
         help="rank pre-trained models for a target dataset",
         description=(
             "For each model, take the features that feed its fully connected head (or the "
-            "--layer given), select the SI-maximising feature subset (SmI for regression) "
-            "and rank the models by it (METRICS.md section 4). TARGET.npz holds one array "
+            "--layer given) and rank the models by how well they separate the labels: by "
+            "default (--method soft_order) soft_order_si[r] of all features; --method folded "
+            "the out-of-sample soft-order SI of a feature subset selected on the other "
+            "folds; --method seed is Algorithm 2 as written (the "
+            "in-sample SI of the SI-maximising subset; SmI for regression, its only "
+            "method) (METRICS.md section 4). TARGET.npz holds one array "
             "per model input name (or 'inputs' when every model has one input) and "
             "'labels' or 'targets'. Models are named by their paths as given."
         ),
@@ -833,7 +837,13 @@ COMMANDS: tuple[Command, ...] = (
                 help="forward selection steps (default 32)"),
             arg("--patience", type=int, default=None,
                 help="stop the selection after this many steps without a new maximum"),
-            arg("--order", type=int, default=None, help="soft-order tie-breaker order (5)"),
+            arg("--order", type=int, default=None,
+                help="order r of the folded score and the soft-order tie-breaker (5)"),
+            arg("--method", default=None, metavar="{soft_order,folded,seed}",
+                help="soft_order (default for classification), folded, or seed "
+                     "(Algorithm 2 as written)"),
+            arg("--folds", type=int, default=None,
+                help="folds of the folded method (default 5)"),
             arg("--baselines", nargs="?", const=True, default=False, metavar="NAMES",
                 help="also transferability baselines on the same features: alone, LogME, "
                      "LEEP, NCE and H-score; or a comma list of logme, leep, nce, h_score, "

@@ -772,6 +772,8 @@ class Client:
         baselines: bool | str | Sequence[str] = False,
         batch_size: int | None = None,
         progress: bool = False,
+        method: str | None = None,
+        folds: int | None = None,
         **options: Any,
     ) -> RankingResult:
         """Rank models for a target dataset (dict of input arrays, one array, or a stored
@@ -784,7 +786,9 @@ class Client:
         each path" in docs/api.md), e.g. ``criterion`` or ``memory_budget_mb``.
         ``baselines``: ``True`` for LogME, LEEP, NCE and H-score, or the names of the
         transferability scores to compute (a list or a comma list; ``"all"`` for every one;
-        docs/ranking-and-certification.md lists them).
+        docs/ranking-and-certification.md lists them). ``method``
+        is ``soft_order`` (the classification default), ``folded`` or ``seed`` (Algorithm 2);
+        ``folds`` the folded method's folds (5).
         """
         if isinstance(models, Mapping):
             given, names = list(models.values()), [str(k) for k in models]
@@ -803,7 +807,9 @@ class Client:
             model_ids=[m.id for m in stored], dataset_id=ds.id, reduce=reduce,
             baselines=baselines is True, baseline_names=_baseline_names(baselines),
             batch_size=batch_size or 0,
-            options=_options(None, options))
+            options=_options(None, options), method=method or "")
+        if folds is not None:
+            req.folds = folds
         for key, tensor in (layers or {}).items():
             req.layers[_which_model(key, given, stored, names)] = tensor
         for option, value in (("max_features", max_features), ("patience", patience),

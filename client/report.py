@@ -226,7 +226,9 @@ def format_ranking(out: dict[str, Any]) -> str:
            f"{'size':>5}"
     widths = {k: max(9, len(k)) for k in base}
     head += "".join(f" {k:>{widths[k]}}" for k in base)
-    lines = [f"ranking for {out['task']} (index: {models[0]['index'] if models else '-'})",
+    method = (out.get("options") or {}).get("method", "seed")
+    lines = [f"ranking for {out['task']} (method {method}, index: "
+             f"{models[0]['index'] if models else '-'})",
              head, "-" * len(head)]
     for m in models:
         name = str(m["model"])[-28:]
@@ -240,6 +242,10 @@ def format_ranking(out: dict[str, Any]) -> str:
         lines.append(f"  {m['model']}: {m['layer_rule']}; "
                      f"reduction {m['reduction']}; {m['seconds']:.2f} s")
     return "\n".join(lines)
+
+
+CERTIFY_NOTE = ("guarantee +1 means the nearest-neighbour label cannot change within the "
+                "uncertainty, not that it is correct")
 
 
 def format_certify(out: dict[str, Any]) -> str:
@@ -260,6 +266,7 @@ def format_certify(out: dict[str, Any]) -> str:
                 f"{i:>4} {'-' if pred is None else pred:>5} {r['nn_label']:>5} {r['dp']:>10.4g} "
                 f"{_fmt(r['dn']):>10} {r['confidence']:>7.4f} {r['guarantee']:>+5d} "
                 f"{_fmt(r['certified_radius']):>10}")
+        lines.append(CERTIFY_NOTE)
     else:
         lines.append(f"confidence (smi_linear) {s['smi_linear']:.4f}")
         lines.append(f"{'#':>4} {'dp':>10} {'error_bound':>12} {'|N_u|':>6} mode")

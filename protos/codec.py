@@ -286,8 +286,10 @@ def ranking(result: dict[str, Any]) -> analysis_pb2.RankingResult:
             all_features=m["all_features"], selected=m["selected"],
             subset_size=m["subset_size"], selection_order=m["selection_order"],
             selection_scores=m["selection_scores"], seconds=m["seconds"], rank=m["rank"],
-            notes=m.get("notes", []),
+            notes=m.get("notes", []), method=m.get("method", "seed"),
         )
+        for k, v in (m.get("scores") or {}).items():
+            row.scores[k] = float(v)
         for k, v in m["tie_breakers"].items():
             row.tie_breakers[k] = float(v)
         for k, v in (m.get("baselines") or {}).items():

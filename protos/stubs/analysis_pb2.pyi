@@ -52,7 +52,7 @@ class CompressionResult(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., size_bytes: _Optional[int] = ..., task: _Optional[str] = ..., cut_layer: _Optional[str] = ..., original_score: _Optional[float] = ..., compressed_score: _Optional[float] = ..., report_json: _Optional[str] = ...) -> None: ...
 
 class StartRankingRequest(_message.Message):
-    __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size", "options", "baseline_names")
+    __slots__ = ("model_ids", "dataset_id", "layers", "reduce", "max_features", "patience", "order", "baselines", "batch_size", "options", "baseline_names", "method", "folds")
     class LayersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,8 @@ class StartRankingRequest(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     BASELINE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    FOLDS_FIELD_NUMBER: _ClassVar[int]
     model_ids: _containers.RepeatedScalarFieldContainer[str]
     dataset_id: str
     layers: _containers.ScalarMap[str, str]
@@ -82,10 +84,12 @@ class StartRankingRequest(_message.Message):
     batch_size: int
     options: IndexOptions
     baseline_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., dataset_id: _Optional[str] = ..., layers: _Optional[_Mapping[str, str]] = ..., reduce: _Optional[str] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., order: _Optional[int] = ..., baselines: _Optional[bool] = ..., batch_size: _Optional[int] = ..., options: _Optional[_Union[IndexOptions, _Mapping]] = ..., baseline_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    method: str
+    folds: int
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., dataset_id: _Optional[str] = ..., layers: _Optional[_Mapping[str, str]] = ..., reduce: _Optional[str] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., order: _Optional[int] = ..., baselines: _Optional[bool] = ..., batch_size: _Optional[int] = ..., options: _Optional[_Union[IndexOptions, _Mapping]] = ..., baseline_names: _Optional[_Iterable[str]] = ..., method: _Optional[str] = ..., folds: _Optional[int] = ...) -> None: ...
 
 class ModelScore(_message.Message):
-    __slots__ = ("model", "layer", "layer_rule", "reduction", "features", "index", "all_features", "selected", "subset_size", "selection_order", "selection_scores", "tie_breakers", "baselines", "seconds", "rank", "notes")
+    __slots__ = ("model", "layer", "layer_rule", "reduction", "features", "index", "all_features", "selected", "subset_size", "selection_order", "selection_scores", "tie_breakers", "baselines", "seconds", "rank", "notes", "method", "scores")
     class TieBreakersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +98,13 @@ class ModelScore(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class BaselinesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +127,8 @@ class ModelScore(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     model: str
     layer: str
     layer_rule: str
@@ -132,7 +145,9 @@ class ModelScore(_message.Message):
     seconds: float
     rank: int
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., layer_rule: _Optional[str] = ..., reduction: _Optional[str] = ..., features: _Optional[int] = ..., index: _Optional[str] = ..., all_features: _Optional[float] = ..., selected: _Optional[float] = ..., subset_size: _Optional[int] = ..., selection_order: _Optional[_Iterable[int]] = ..., selection_scores: _Optional[_Iterable[float]] = ..., tie_breakers: _Optional[_Mapping[str, float]] = ..., baselines: _Optional[_Mapping[str, float]] = ..., seconds: _Optional[float] = ..., rank: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    method: str
+    scores: _containers.ScalarMap[str, float]
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., layer_rule: _Optional[str] = ..., reduction: _Optional[str] = ..., features: _Optional[int] = ..., index: _Optional[str] = ..., all_features: _Optional[float] = ..., selected: _Optional[float] = ..., subset_size: _Optional[int] = ..., selection_order: _Optional[_Iterable[int]] = ..., selection_scores: _Optional[_Iterable[float]] = ..., tie_breakers: _Optional[_Mapping[str, float]] = ..., baselines: _Optional[_Mapping[str, float]] = ..., seconds: _Optional[float] = ..., rank: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ..., method: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RankingResult(_message.Message):
     __slots__ = ("task", "ranking", "models", "options_json")

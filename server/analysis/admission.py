@@ -31,6 +31,8 @@ from .options import (
     COMPUTE_INDICES,
     LAYER_ANALYSIS,
     RANKING,
+    check_folds,
+    check_method,
     check_options,
     check_probe,
     ranking_indices,
@@ -171,6 +173,9 @@ def ranking(store: Store, req: RankingRequest) -> Ranking:
     if req.order < 1:
         raise ValueError(f"order must be >= 1; got {req.order}")
     _batch_size(req.batch_size)
+    check_method(req.method, dataset.task)
+    if req.folds is not None:
+        check_folds(req.folds)
     check_options(RANKING, req.options, dataset.task, ranking_indices(dataset.task,
                                                                       req.options))
     return Ranking(req, models, dataset)

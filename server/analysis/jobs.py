@@ -25,6 +25,7 @@ from . import admission, memory
 from .compress import compress_model, cut_candidates
 from .data import EXTRACT_MEMORY_MB
 from .layerwise import analyze_layers
+from .options import FOLDS
 from .ranking import rank_models
 from .requests import CompressionRequest, LayerAnalysisRequest, RankingRequest, ReferenceRequest
 from .uploads import store_model
@@ -80,7 +81,8 @@ def run_ranking(job: admission.Ranking, progress: ProgressFn, cancel: Cancellati
         names=list(req.model_ids), layers=dict(req.layers), reduce=req.reduce,
         order=req.order, baselines=req.baselines, batch_size=req.batch_size,
         options=req.options, extract_memory_mb=extract_memory_mb, device=device,
-        progress=progress, cancel=cancel, executor=executor,
+        progress=progress, cancel=cancel, executor=executor, method=req.method,
+        folds=FOLDS if req.folds is None else req.folds,
     )
     return result.to_dict()
 

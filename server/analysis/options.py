@@ -65,6 +65,13 @@ _REFUSED: dict[tuple[str, str], str] = {
 LAYER_INDICES = frozenset(("si", *ORDERED_SI, "center_si", "smi_linear", "smi_exp",
                            *ORDERED_SMI))
 _SELECTION = ("max_features", "patience", "candidates", "criterion")
+# Ranking methods (docs/ranking-and-certification.md says why "folded" is the default).
+METHODS = ("soft_order", "folded", "seed")
+# Classification; regression ranks with "seed", its only method. benchmarks/transfer.py:
+# soft_order_si[r] of all features tracked probe accuracy best (RESULTS.md).
+DEFAULT_METHOD = "soft_order"
+FOLDS = 5
+MAX_FOLDS = 100
 
 
 def _refusal_reason(path: str, name: str) -> str:
@@ -139,3 +146,21 @@ def ranking_indices(task: str, options: IndexOptions) -> tuple[str, ...]:
 def reference_order(options: IndexOptions) -> int:
     """The confidence order r of a reference (si for r = 1)."""
     return options.orders[0] if options.orders else 1
+
+
+def check_method(method: str | None, task: str) -> str:
+    """The ranking method: ``method``, or the task's default; refuse an unknown one."""
+    if method is None or method == "":
+        return DEFAULT_METHOD if task == "classification" else "seed"
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method != "seed" and task != "classification":
+        raise ValueError(f"method {method!r} ranks classification targets; use method 'seed' "
+                         "for regression")
+    return method
+
+
+def check_folds(folds: int) -> None:
+    """Refuse a fold count outside 2..MAX_FOLDS."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= MAX_FOLDS:
+        raise ValueError(f"folds must be an integer in 2..{MAX_FOLDS}; got {folds!r}")

@@ -27,7 +27,7 @@ from ..graph.inspect import LayerInfo, describe
 from ..graph.load import load_model
 from ..graph.select import LayerSelectionError
 from ..metrics import compute_indices
-from ..metrics.backend import to_host
+from ..metrics.backend import get_backend, to_host
 from ..metrics.baselines import (
     BASELINES,
     LEGACY,
@@ -35,10 +35,19 @@ from ..metrics.baselines import (
     compute_baselines,
     resolve_baselines,
 )
+from ..metrics.folded import folded_si
 from ..runtime.extract import extract, ran_on
 from ..runtime.reduce import Reduction
 from .data import EXTRACT_MEMORY_MB
-from .options import RANKING, check_options, ranking_indices, with_options
+from .options import (
+    FOLDS,
+    RANKING,
+    check_folds,
+    check_method,
+    check_options,
+    ranking_indices,
+    with_options,
+)
 
 Progress = Callable[[str, int, int], None]
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
@@ -64,6 +73,8 @@ class ModelScore:
     seconds: float = 0.0
     rank: int = 0
     notes: list[str] = field(default_factory=list)
+    method: str = "seed"
+    scores: dict[str, float] = field(default_factory=dict)
     # where its extraction and indices ran (extract.ran_on), for the result's options
     ran: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +128,8 @@ def rank_models(
     device: str | None = None,
     progress: Progress | None = None,
     cancel: Cancellation | None = None,
+    method: str | None = None,
+    folds: int = FOLDS,
     executor: Executor = LOCAL,
     **option_kw: Any,
 ) -> RankingResult:
@@ -129,7 +142,13 @@ def rank_models(
     ``candidates``, ``criterion`` (``smi_linear`` or ``smi_exp`` for regression),
     ``gamma``, ``normalize``, ``precision``, ``memory_budget_mb``; the others are refused.
     ``cancel`` stops the work between batches, blocks and models, and terminates a model
-    run under way. ``baselines`` names the transferability scores to compute beside
+    run under way. ``method``: ``soft_order`` (the default for classification) ranks by
+    ``soft_order_si[order]`` of all features; ``folded`` by the out-of-sample
+    ``soft_order_si[order]`` of the subset selected without each of ``folds`` folds
+    (:func:`..metrics.folded.folded_si`); ``seed`` (the default for regression, the
+    only method there) by the subset's index on the samples it was selected on, Algorithm 2
+    of METRICS.md section 4 exactly.
+    ``baselines`` names the transferability scores to compute beside
     (registry names of :mod:`..metrics.baselines`, a comma list, or ``all``); ``True`` is
     LogME, LEEP, NCE and H-score. ``executor`` runs one task per model on a cluster
     (results in input order; ``LOCAL``: one after the other here).
@@ -146,15 +165,20 @@ def rank_models(
     wanted_baselines = resolve_baselines(
         LEGACY if baselines is True else None if baselines is False else baselines)
     arrays = dict(data) if isinstance(data, Mapping) else {"inputs": data}
+    method = check_method(method, task)
+    check_folds(folds)
     opts = with_options(options, option_kw)
     indices = ranking_indices(task, opts)
     check_options(RANKING, opts, task, indices)
     criterion = indices[0]
     engine = opts.engine_kwargs() | {"indices": list(indices), "orders": [order],
                                      "criterion": criterion}
+    if method != "seed":
+        engine["indices"] = [n for n in indices if n != "feature_ranking"]
     cancel = checker(cancel)
     shared = _Shared(arrays, y, task, layers, reduce, order, tuple(wanted_baselines),
-                     batch_size, extract_memory_mb, device, engine, criterion)
+                     batch_size, extract_memory_mb, device, engine, criterion, method, folds,
+                     opts)
     local = executor is LOCAL
     # On a cluster each model is one task: extraction and selection run on its worker, with
     # their own progress and stops; the driver reports models done and cancels the tasks.
@@ -170,7 +194,8 @@ def rank_models(
     for rank, i in enumerate(order_key, start=1):
         rows[i].rank = rank
     applied: dict[str, Any] = {
-        "order": order, "max_features": opts.max_features, "patience": opts.patience,
+        "method": method, "order": order, "max_features": opts.max_features,
+        "patience": opts.patience,
         "reduce": reduce.describe() if isinstance(reduce, Reduction) else reduce,
         "baselines": bool(wanted_baselines),
         "baseline_names": list(wanted_baselines), "criterion": criterion,
@@ -182,6 +207,8 @@ def rank_models(
         applied["candidates"] = list(opts.candidates)
     if task == "regression":
         applied["gamma"] = opts.gamma
+    if method == "folded":
+        applied["folds"] = folds
     return RankingResult(task, rows, applied)
 
 
@@ -201,6 +228,9 @@ class _Shared:
     device: str | None
     engine: dict[str, Any]
     criterion: str
+    method: str
+    folds: int
+    opts: IndexOptions
 
 
 def _score_model(sh: _Shared, item: tuple[int, tuple[str, ModelSource]], *,
@@ -239,23 +269,13 @@ def _score_model(sh: _Shared, item: tuple[int, tuple[str, ModelSource]], *,
     feats = to_host(got[0].train)
     target: dict[str, Any] = {"labels" if task == "classification" else "targets": y}
     res = compute_indices(feats, **target, device=device, cancel=cancel, **engine)
-    fr = res.feature_ranking
-    assert fr is not None
-    if task == "classification":
-        ties = {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
-                "center_si": float(res["center_si"])}
-    else:
-        ties = {f"soft_order_smi_linear[{order}]":
-                float(res["soft_order_smi_linear"][order])}
-    row = ModelScore(
-        model=name, layer=layer.name, layer_rule=rule,
-        reduction=got[0].reduction.describe(), features=int(feats.shape[1]),
-        index=criterion, all_features=float(res[criterion]),
-        selected=max(fr.scores) if fr.scores else float("nan"),
-        subset_size=len(fr.best_subset), selection_order=list(fr.order),
-        selection_scores=[float(s) for s in fr.scores], tie_breakers=ties,
-        notes=list(got[0].notes) + list(res.warnings),
-    )
+    method = sh.method
+    row = (_folded_row(feats, y, res, order, sh.folds, sh.opts, device, cancel)
+           if method == "folded" else _soft_order_row(res, order)
+           if method == "soft_order" else _seed_row(res, criterion, order, task))
+    row.model, row.layer, row.layer_rule = name, layer.name, rule
+    row.reduction = got[0].reduction.describe()
+    row.notes = list(got[0].notes) + list(res.warnings) + row.notes
     if baselines:
         if cancel is not None:
             cancel.check()
@@ -265,6 +285,63 @@ def _score_model(sh: _Shared, item: tuple[int, tuple[str, ModelSource]], *,
     row.ran = ran_on(got, device)
     row.seconds = round(time.perf_counter() - started, 3)
     return row
+
+
+def _ties(res: Any, order: int, task: str) -> dict[str, float]:
+    if task == "classification":
+        return {f"soft_order_si[{order}]": float(res["soft_order_si"][order]),
+                "center_si": float(res["center_si"])}
+    return {f"soft_order_smi_linear[{order}]": float(res["soft_order_smi_linear"][order])}
+
+
+def _soft_order_row(res: Any, order: int) -> ModelScore:
+    """``soft_order_si[order]`` of all features (each point's neighbours exclude itself, so
+    it is scored out of sample); ties by ``si``, then ``center_si``."""
+    key = f"soft_order_si[{order}]"
+    value = float(res["soft_order_si"][order])
+    return ModelScore(
+        model="", layer="", layer_rule="", reduction="", features=int(res.n_features),
+        index=key, all_features=float(res["si"]), selected=value,
+        subset_size=int(res.n_features), selection_order=[], selection_scores=[],
+        tie_breakers={"si": float(res["si"]), "center_si": float(res["center_si"])},
+        method="soft_order", scores={key: value})
+
+
+def _seed_row(res: Any, criterion: str, order: int, task: str) -> ModelScore:
+    """Algorithm 2 as written: the selected subset's index on the samples it was selected on."""
+    fr = res.feature_ranking
+    assert fr is not None
+    return ModelScore(
+        model="", layer="", layer_rule="", reduction="", features=int(res.n_features),
+        index=criterion, all_features=float(res[criterion]),
+        selected=max(fr.scores) if fr.scores else float("nan"),
+        subset_size=len(fr.best_subset), selection_order=list(fr.order),
+        selection_scores=[float(s) for s in fr.scores], tie_breakers=_ties(res, order, task),
+        method="seed")
+
+
+def _folded_row(feats: np.ndarray, y: np.ndarray, res: Any, order: int, folds: int,
+                opts: IndexOptions, device: str | None, cancel: Any) -> ModelScore:
+    """The folded score: ``soft_order_si[order]`` of each sample against the other folds,
+    under the subset selected without its fold; ties by the folded ``si``, then the
+    all-feature tie-breakers."""
+    _, xp = get_backend(device)
+    fs = folded_si(xp, feats, y, folds=folds, order=order, max_features=opts.max_features,
+                   patience=opts.patience, candidates=opts.candidates,
+                   memory_budget_mb=opts.memory_budget_mb, precision=opts.precision,
+                   cancel=cancel)
+    vals = fs.values
+    key = f"folded_soft_order_si[{order}]"
+    scores = {key: vals["soft_order_si"], "folded_si": vals["si"],
+              f"folded_high_order_si[{order}]": vals["high_order_si"]}
+    sizes = [len(s) for s in fs.subsets]
+    return ModelScore(
+        model="", layer="", layer_rule="", reduction="", features=int(feats.shape[1]),
+        index=key, all_features=float(res["si"]), selected=scores[key],
+        subset_size=int(np.median(sizes)), selection_order=[], selection_scores=[],
+        tie_breakers={"folded_si": vals["si"], **_ties(res, order, "classification")},
+        method="folded", scores=scores,
+        notes=[f"folded: {fs.folds} folds, subsets of {min(sizes)} to {max(sizes)} features"])
 
 
 def _override(layers: Mapping[str, str] | Sequence[str | None] | None, name: str,

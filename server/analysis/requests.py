@@ -56,9 +56,12 @@ class RankingRequest:
     baselines: tuple[str, ...] = ()
     batch_size: int | None = None
     options: IndexOptions = field(default_factory=IndexOptions)
+    method: str | None = None
+    folds: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"model_ids": list(self.model_ids), "dataset_id": self.dataset_id,
+                "method": self.method, "folds": self.folds,
                 "layers": dict(self.layers), "reduce": self.reduce,
                 "max_features": self.options.max_features, "patience": self.options.patience,
                 "order": self.order, "baselines": list(self.baselines),

@@ -146,7 +146,8 @@ def ranking_request(msg: analysis_pb2.StartRankingRequest) -> RankingRequest:
         model_ids=tuple(msg.model_ids), dataset_id=msg.dataset_id, layers=dict(msg.layers),
         reduce=msg.reduce or "auto", order=msg.order if msg.HasField("order") else RANKING_ORDER,
         baselines=resolve_baselines([*(LEGACY if msg.baselines else ()), *msg.baseline_names]),
-        batch_size=msg.batch_size or None, options=options)
+        batch_size=msg.batch_size or None, options=options,
+        method=msg.method or None, folds=msg.folds if msg.HasField("folds") else None)
 
 
 def reference_request(msg: analysis_pb2.BuildReferenceRequest) -> ReferenceRequest:

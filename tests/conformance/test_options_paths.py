@@ -148,9 +148,10 @@ def layers(c: dict, opts: dict[str, Any], task: str = "classification",
 
 def rank(c: dict, opts: dict[str, Any], task: str = "classification") -> dict[str, Any]:
     """A ranking of the one model: its row, with the result's options under "options"."""
+    # method seed: the selection options are options of Algorithm 2's forward selection.
     req = analysis_pb2.StartRankingRequest(
         model_ids=[c["model"]], dataset_id=c["cls" if task == "classification" else "reg"],
-        options=_options(opts))
+        options=_options(opts), method="seed")
     res = _run(c, c["raw"].analysis.StartRanking, req)
     return res["models"][0] | {"options": res["options"]}
 
@@ -418,7 +419,8 @@ def test_layer_analysis_refuses_indices_without_a_dataset_value(ctx: dict) -> No
 
 def test_ranking_max_features_in_the_request_and_the_options_must_agree(ctx: dict) -> None:
     req = analysis_pb2.StartRankingRequest(model_ids=[ctx["model"]], dataset_id=ctx["cls"],
-                                           max_features=2, options=_options({"max_features": 3}))
+                                           max_features=2, options=_options({"max_features": 3}),
+                                           method="seed")
     code, details = F.code_of(lambda: ctx["raw"].analysis.StartRanking(req, timeout=30))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_features" in details, details
     req.options.max_features = 2

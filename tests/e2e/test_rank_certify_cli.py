@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers import rank as H
+from helpers import reference as R
 from helpers.server import embedded_server_fixture
 
 from layerscope.client.cli import main
@@ -111,6 +112,35 @@ def test_rank_unknown_baseline_exits_2_naming_the_valid_names(files, capsys):
                               "logme,nope"], capsys)
     assert code == 2, (out, err)
     assert "nope" in err and "nleep" in err and "shrinkage_h_score" in err
+
+
+def test_rank_method_seed_reproduces_algorithm_2_and_the_table_names_the_method(files,
+                                                                               capsys):
+    p = files["paths"]
+    code, out, _ = run_cli(["rank", p["info"], "--data", p["target"], "--method", "seed",
+                            "--json"], capsys)
+    assert code == 0
+    row = json.loads(out)["models"][0]
+    hid = H.hidden_of(files["x"], INFO_COLS)
+    order, scores, best = R.feature_ranking_si(hid, files["y"], max_features=32)
+    assert row["method"] == "seed" and row["selection_order"] == order
+    assert row["selected"] == pytest.approx(max(scores), rel=1e-12)
+    code, out, _ = run_cli(["rank", p["info"], "--data", p["target"]], capsys)
+    assert code == 0 and "method soft_order" in out
+
+
+def test_rank_unknown_method_exits_2(files, capsys):
+    p = files["paths"]
+    code, _, err = run_cli(["rank", p["info"], "--data", p["target"], "--method", "best"],
+                           capsys)
+    assert code == 2 and "method must be one of soft_order, folded, seed; got 'best'" in err
+
+
+def test_certify_table_says_a_guarantee_is_not_correctness(files, capsys):
+    p = files["paths"]
+    code, out, _ = run_cli(["certify", p["info"], "--reference", p["ref"], "--queries",
+                            p["q_inputs"]], capsys)
+    assert code == 0 and "cannot change within the uncertainty, not that it is correct" in out
 
 
 def test_certify_json_with_raw_inputs_gives_guarantees_and_predictions(files, capsys):

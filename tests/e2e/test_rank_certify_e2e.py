@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers import rank as H
+from helpers import reference as R
 from helpers import server as F
 
 from layerscope.server.metrics.baselines import ncti_terms
@@ -89,7 +90,7 @@ def test_start_ranking_orders_models_and_fills_every_field(client, data):
     x, y = data["x"], data["y"]
     noise_id = client.upload_model(data["noise"]).id
     info_id = client.upload_model(data["info"]).id
-    res = client.rank_models([noise_id, info_id], {"x": x}, labels=y)
+    res = client.rank_models([noise_id, info_id], {"x": x}, labels=y, method="seed")
     assert res.data["task"] == "classification"
     assert res.ranking == [info_id, noise_id]
     rows = {m["model"]: m for m in res.models}
@@ -147,7 +148,7 @@ def test_start_ranking_refuses_an_unknown_baseline_name(client, data):
 
 def test_start_ranking_passes_its_options(client, data):
     res = client.rank_models([data["noise"]], {"x": data["x"]}, labels=data["y"],
-                             max_features=1, order=3)
+                             max_features=1, order=3, method="seed")
     row = res.models[0]
     assert len(row["selection_order"]) == 1
     assert set(row["tie_breakers"]) == {"soft_order_si[3]", "center_si"}
@@ -257,6 +258,28 @@ def test_build_reference_unknown_layer_is_invalid_argument(client, data):
     err = F.client_error(lambda: client.build_reference(
         data["info"], {"x": data["x"]}, labels=data["y"], layer="nope"))
     assert err.code == "INVALID_ARGUMENT" and "nope" in err.details
+
+
+def test_start_ranking_folded_score_over_the_wire(client, data):
+    x, y = data["x"], data["y"]
+    res = client.rank_models([data["info"]], {"x": x}, labels=y, folds=3, method="folded")
+    row = res.models[0]
+    want = R.folded_si(H.hidden_of(x, INFO_COLS), y, 3, 5, max_features=32)
+    assert res.data["options"]["method"] == "folded" and res.data["options"]["folds"] == 3
+    assert row["method"] == "folded" and row["index"] == "folded_soft_order_si[5]"
+    assert row["selected"] == pytest.approx(want["soft_order_si"].mean(), rel=1e-12)
+    assert row["scores"] == pytest.approx({
+        "folded_soft_order_si[5]": want["soft_order_si"].mean(),
+        "folded_si": want["si"].mean(), "folded_high_order_si[5]": want["high_order_si"].mean()},
+        rel=1e-12)
+
+
+@pytest.mark.parametrize("kw,match", [({"method": "best"}, "method must be one of"),
+                                      ({"folds": 1}, "folds must be an integer in 2..100")])
+def test_rank_bad_method_or_folds_is_invalid_argument(client, data, kw, match):
+    err = F.client_error(lambda: client.rank_models(
+        [data["info"]], {"x": data["x"]}, labels=data["y"], **kw))
+    assert err.code == "INVALID_ARGUMENT" and match in err.details
 
 
 def test_rank_unknown_layer_is_invalid_argument(client, data):

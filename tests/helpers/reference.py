@@ -352,3 +352,36 @@ def feature_ranking_smi(
     return forward_selection(
         lambda cols: smi(x[:, cols], targets, variant, gamma), x.shape[1], **options
     )
+
+
+def folded_si(x: np.ndarray, labels: np.ndarray, folds: int, order: int,
+              max_features: int | None = None) -> dict:
+    """Return the folded out-of-sample SI family (ranking method ``folded``).
+
+    Folds: within each class, samples in index order are dealt to folds 0, 1, ..., folds-1,
+    0, ... For each fold, forward selection (criterion si) on the samples of the other
+    folds gives a subset; the fold's samples are scored by cross si, soft_order_si[order]
+    and high_order_si[order] against the other folds under that subset. Returns
+    ``{"fold": (m,), "subsets": [...], name: (m,) per-sample values}``.
+    """
+    x, labels = as_f64_2d(x), np.asarray(labels)
+    m = len(labels)
+    fold = np.full(m, -1)
+    for c in sorted(set(labels.tolist())):
+        dealt = 0
+        for i in range(m):
+            if labels[i] == c:
+                fold[i] = dealt % folds
+                dealt += 1
+    out = {"fold": fold, "subsets": [], "si": np.full(m, np.nan),
+           "soft_order_si": np.full(m, np.nan), "high_order_si": np.full(m, np.nan)}
+    for k in range(folds):
+        rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        _, _, subset = feature_ranking_si(x[rest], labels[rest], max_features=max_features)
+        out["subsets"].append(subset)
+        got = cross_separation(x[rest][:, subset], labels[rest], x[held][:, subset],
+                               labels[held], [order])["per_sample"]
+        out["si"][held] = got["si"]
+        out["soft_order_si"][held] = got["soft_order_si"][order]
+        out["high_order_si"][held] = got["high_order_si"][order]
+    return out

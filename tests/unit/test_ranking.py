@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import rank as H
+from helpers import reference as R
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -19,6 +20,7 @@ from layerscope.server.graph.head import NoHead, head_layer
 from layerscope.server.graph.inspect import describe
 from layerscope.server.graph.select import LayerSelectionError
 from layerscope.server.metrics import compute_indices
+from layerscope.server.metrics.folded import folded_si
 
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -242,7 +244,8 @@ def test_rank_models_puts_the_informative_model_first():
 def test_rank_models_rows_equal_brute_force_on_the_head_features():
     x, y = H.informative_data()
     cols = [2, 0, 3]
-    res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, names=["a"])
+    res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, names=["a"],
+                      method="seed")
     row = res.models[0]
     hid = H.hidden_of(x, cols)
     want = H.brute_forward(hid, lambda s: H.si(s, y), [0, 1, 2], None, None)
@@ -262,11 +265,11 @@ def test_rank_models_rows_equal_brute_force_on_the_head_features():
 def test_rank_models_respects_max_features_and_patience():
     x, y = H.informative_data()
     m = H.selection_mlp(6, [2, 3, 4, 5, 0], n_classes=3)
-    one = rank_models([m], x, labels=y, max_features=1).models[0]
+    one = rank_models([m], x, labels=y, max_features=1, method="seed").models[0]
     assert len(one.selection_order) == 1
     hid = H.hidden_of(x, [2, 3, 4, 5, 0])
     want = H.brute_forward(hid, lambda s: H.si(s, y), list(range(5)), None, 1)
-    row = rank_models([m], x, labels=y, patience=1).models[0]
+    row = rank_models([m], x, labels=y, patience=1, method="seed").models[0]
     assert row.selection_order == want["order"]
 
 
@@ -288,6 +291,7 @@ def test_rank_models_equal_index_ties_go_to_higher_soft_order_si():
     assert H.si(hp, y) == H.si(hb, y) == 1.0
     assert H.soft_order_si(hp, y, 3) < H.soft_order_si(hb, y, 3) == 1.0
     res = rank_models([H.selection_mlp(2, [0]), H.selection_mlp(2, [1])], x, labels=y,
+                      method="seed",
                       names=["pairs", "blobs"], order=3)
     assert res.ranking == ["blobs", "pairs"]
     rows = {r.model: r for r in res.models}
@@ -306,6 +310,7 @@ def test_rank_models_equal_index_and_soft_order_ties_go_to_higher_center_si():
     assert H.si(hs, y) == H.si(ht, y) == 1.0
     assert H.center_si(hs, y) == 0.75 and H.center_si(ht, y) == 1.0
     res = rank_models([H.selection_mlp(2, [0]), H.selection_mlp(2, [1])], x, labels=y,
+                      method="seed",
                       names=["split", "tight"], order=1)
     assert res.ranking == ["tight", "split"]
     rows = {r.model: r for r in res.models}
@@ -341,3 +346,123 @@ def test_rank_models_unknown_layer_and_no_head_are_errors():
         rank_models([H.selection_mlp(6, [0])], x, labels=y, names=["a"], layers={"a": "nope"})
     with pytest.raises(NoHead):
         rank_models([H.no_head_model(6)], x, labels=y)
+
+
+# ---------------------------------------------------------------------------------------
+# The folded method (the classification default)
+# ---------------------------------------------------------------------------------------
+
+
+def _uneven_data() -> tuple[np.ndarray, np.ndarray]:
+    """Classes of 11, 4 and 16 samples, interleaved, 5 features (2 informative)."""
+    rng = np.random.default_rng(3)
+    y = np.array([0] * 11 + [1] * 4 + [2] * 16)[rng.permutation(31)]
+    centres = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    x = np.concatenate([centres[y] + rng.normal(0, 0.8, (31, 2)),
+                        rng.normal(0, 1.0, (31, 3))], axis=1)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("folds,order", [(5, 3), (3, 1), (2, 5)])
+def test_folded_si_equals_the_reference_folds(folds, order):
+    x, y = _uneven_data()
+    got = folded_si(np, x, y, folds=folds, order=order, max_features=None, patience=None,
+                    candidates=None, memory_budget_mb=64.0)
+    want = R.folded_si(x, y, folds, order)
+    np.testing.assert_array_equal(got.fold, want["fold"])
+    assert got.subsets == want["subsets"]
+    for name in ("si", "soft_order_si", "high_order_si"):
+        assert not np.isnan(want[name]).any()  # the reference scored every sample
+        np.testing.assert_array_equal(got.per_sample[name], want[name])
+        assert got.values[name] == pytest.approx(want[name].mean(), rel=1e-12)
+
+
+def test_folded_si_scores_every_sample_exactly_once_by_a_subset_that_never_saw_it():
+    x, y = _uneven_data()
+    got = folded_si(np, x, y, folds=4, order=1, max_features=2, patience=None,
+                    candidates=None, memory_budget_mb=64.0)
+    assert sorted(np.concatenate([np.flatnonzero(got.fold == k) for k in range(4)])) == \
+        list(range(len(y)))
+    for k in range(4):
+        held = got.fold == k
+        # each class is dealt evenly: class sizes in a fold differ by at most one between folds
+        for c in np.unique(y):
+            assert abs((y[held] == c).sum() - (y == c).sum() / 4) < 1
+        # the held-out samples' si is recomputed from their neighbours outside the fold
+        rest = ~held
+        want = R.cross_separation(x[rest][:, got.subsets[k]], y[rest],
+                                  x[held][:, got.subsets[k]], y[held], [1])
+        np.testing.assert_array_equal(got.per_sample["si"][held], want["per_sample"]["si"])
+
+
+def test_folded_si_caps_folds_at_the_largest_class():
+    x, y = _uneven_data()
+    got = folded_si(np, x[:6], np.array([0, 1, 0, 1, 2, 2]), folds=5, order=1,
+                    max_features=None, patience=None, candidates=None, memory_budget_mb=64.0)
+    assert got.folds == 2 and sorted(set(got.fold.tolist())) == [0, 1]
+    with pytest.raises(ValueError, match="a class of at least 2 samples"):
+        folded_si(np, x[:3], np.array([0, 1, 2]), folds=5, order=1, max_features=None,
+                  patience=None, candidates=None, memory_budget_mb=64.0)
+
+
+def test_rank_models_default_method_is_soft_order_si_of_all_features():
+    x, y = H.informative_data()
+    cols = [2, 0, 3]
+    hid = H.hidden_of(x, cols)
+    res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, order=3)
+    row = res.models[0]
+    assert res.options["method"] == "soft_order" and row.method == "soft_order"
+    assert row.index == "soft_order_si[3]"
+    assert row.selected == pytest.approx(H.soft_order_si(hid, y, 3), rel=1e-12)
+    assert row.tie_breakers == pytest.approx({"si": H.si(hid, y),
+                                              "center_si": H.center_si(hid, y)}, rel=1e-12)
+
+
+def test_rank_models_folded_method_equals_the_reference():
+    x, y = H.informative_data()
+    cols = [2, 0, 3]
+    res = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y, names=["a"],
+                      order=3, method="folded")
+    row = res.models[0]
+    want = R.folded_si(H.hidden_of(x, cols), y, 5, 3, max_features=None)
+    assert res.options["method"] == "folded" and res.options["folds"] == 5
+    assert row.method == "folded" and row.index == "folded_soft_order_si[3]"
+    assert row.selected == pytest.approx(want["soft_order_si"].mean(), rel=1e-12)
+    assert row.scores == pytest.approx({
+        "folded_soft_order_si[3]": want["soft_order_si"].mean(),
+        "folded_si": want["si"].mean(),
+        "folded_high_order_si[3]": want["high_order_si"].mean()}, rel=1e-12)
+    assert row.all_features == H.si(H.hidden_of(x, cols), y)
+
+
+def test_rank_models_seed_method_is_algorithm_2_unchanged():
+    """--method seed: the in-sample SI of the forward-selected subset, as the seed computed
+    it (the brute-force reference of METRICS.md section 4), whatever the default."""
+    x, y = H.informative_data()
+    cols = [2, 0, 3, 5]
+    hid = H.hidden_of(x, cols)
+    row = rank_models([H.selection_mlp(6, cols, n_classes=3)], x, labels=y,
+                      method="seed").models[0]
+    order, scores, best = R.feature_ranking_si(hid, y, max_features=None)
+    assert row.method == "seed" and row.index == "si"
+    assert row.selection_order == order and row.selected == max(scores)
+    assert row.subset_size == len(best) and row.scores == {}
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"method": "best"}, "method must be one of soft_order, folded, seed"),
+    ({"folds": 1}, "folds must be an integer in 2..100"),
+    ({"folds": 101}, "folds must be an integer in 2..100"),
+])
+def test_rank_models_refuses_a_bad_method_or_folds(kw, match):
+    x, y = H.informative_data()
+    with pytest.raises(ValueError, match=match):
+        rank_models([H.selection_mlp(6, [0])], x, labels=y, **kw)
+
+
+@pytest.mark.parametrize("method", ["folded", "soft_order"])
+def test_rank_models_folded_is_refused_for_regression(method):
+    x, _ = H.informative_data()
+    with pytest.raises(ValueError, match="use method 'seed' for regression"):
+        rank_models([H.selection_mlp(6, [0], n_classes=1)], x, targets=x[:, 0],
+                    method=method)
