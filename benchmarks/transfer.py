@@ -290,7 +290,7 @@ def scores_of(models: dict[str, bytes], x: np.ndarray, y: np.ndarray,
     names = list(models)
     out: dict[str, dict[str, float]] = {n: {} for n in names}
     folded = rank_models(list(models.values()), {"image": x}, labels=y, names=names,
-                         baselines=True, method="folded", batch_size=64,
+                         baselines="all", method="folded", batch_size=64,
                          max_features=max_features)
     seed = rank_models(list(models.values()), {"image": x}, labels=y, names=names,
                        method="seed", batch_size=64, max_features=max_features)

@@ -222,8 +222,16 @@ def _fisher_probabilities(x: np.ndarray, codes: np.ndarray, counts: np.ndarray, 
         lam = math.exp(-a * float(np.linalg.eigvalsh(s_w)[-1]))
     reg = (1.0 - lam) * s_w
     reg[np.diag_indices(d)] += lam * max(float(np.trace(s_w)) / d, np.finfo(np.float64).tiny)
-    k = min(c - 1, d)
-    _, vecs = linalg.eigh(s_b, reg, subset_by_index=[d - k, d - 1])
+    # The generalised problem S_B u = mu S_W' u, solved in the range of S_W': with fewer
+    # samples than features (or constant features) and a tiny lambda, S_W' is singular and
+    # a Cholesky-based solver fails. Whitening by S_W'^(-1/2) on its non-null eigenvectors
+    # gives the same directions (normalised to u^T S_W' u = 1) wherever S_W' is definite.
+    w, v = linalg.eigh(reg)
+    keep = w > max(float(w[-1]), np.finfo(np.float64).tiny) * d * np.finfo(np.float64).eps
+    white = v[:, keep] / np.sqrt(w[keep])[None, :]
+    k = min(c - 1, int(keep.sum()))
+    _, u = linalg.eigh(white.T @ s_b @ white)
+    vecs = white @ u[:, u.shape[1] - k:]
     z, mz = x @ vecs, means @ vecs  # in this space the regularised S_W is the identity
     logits = z @ mz.T - 0.5 * np.sum(mz * mz, axis=1)[None, :] + np.log(counts / n)[None, :]
     return _softmax_rows(logits), lam

@@ -237,3 +237,18 @@ def test_compute_baselines_gives_each_named_score_and_none_where_undefined() -> 
     assert got["ncti"] == pytest.approx(B.ncti(x, y))
     reg = B.compute_baselines(["logme", "gbc"], x, targets=x[:, 0])
     assert reg["gbc"] is None and reg["logme"] is not None
+
+
+def test_sfda_on_singular_within_class_scatter_ignores_its_null_directions():
+    # Large features make lambda = exp(-sigma_max) vanish, so the regularised S_W keeps the
+    # null directions of a constant column (or of fewer samples than features): the score
+    # is that of the features without them, not a factorisation error.
+    rng = np.random.default_rng(11)
+    y = np.repeat(np.arange(3), 20)
+    x = (rng.normal(size=(60, 5)) + y[:, None]) * 100.0
+    with_constant = np.hstack([x, np.full((60, 1), 7.0)])
+    base = B.sfda(x, y)
+    assert np.isfinite(base)
+    assert B.sfda(with_constant, y) == pytest.approx(base, rel=1e-9)
+    wide = np.hstack([x, np.zeros((60, 80))])  # more features than samples
+    assert B.sfda(wide, y) == pytest.approx(base, rel=1e-9)
