@@ -295,6 +295,12 @@ def _wrap(handler: Any, kind: str, method: str, limiter: CallLimiter) -> Any:
 
         behavior = unary
 
+    return handler_like(handler, behavior)
+
+
+def handler_like(handler: Any, behavior: Callable[..., Any]) -> Any:
+    """A method handler of ``handler``'s kind (unary or streaming on each side) and
+    (de)serializers that runs ``behavior``: how an interceptor wraps a call."""
     make = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,

@@ -20,6 +20,7 @@ import grpc
 from ..runtime.extract import EXTRACTION
 from ..store import Store
 from ..store.jobs import JobManager
+from .limits import handler_like
 
 log = logging.getLogger("layerscope.monitoring")
 METRICS_EXTRA = "pip install 'layerscope[metrics]'"
@@ -198,11 +199,4 @@ class CallMetrics(grpc.ServerInterceptor):
 
             behavior = unary
 
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(bool(handler.request_streaming), bool(streaming_out))]
-        return make(behavior, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        return handler_like(handler, behavior)
