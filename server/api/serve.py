@@ -150,7 +150,7 @@ class Server:
         if not (math.isfinite(idle_timeout_s) and idle_timeout_s >= 0):
             raise ValueError(f"--idle-timeout-s must be a finite number of seconds >= 0 "
                              f"(0: never); got {idle_timeout_s}")
-        self.device = device or os.environ.get("LAYERSCOPE_DEVICE") or "auto"
+        self.device = requested_device(device)
         self.idle_timeout_s = float(idle_timeout_s)
         # The device is settled at start: 'gpu' without a usable GPU (CuPy and onnxruntime's
         # CUDA provider) refuses here, naming what is missing; 'auto' logs its choice once.
