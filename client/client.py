@@ -346,11 +346,9 @@ class Client:
 
     def _upload_files(self, found: ModelFiles, name: str) -> Model:
         """Upload a model set unless the server has it already (asked first, by its id)."""
-        try:
-            return self.get_model(found.id)
-        except LayerscopeError as exc:
-            if exc.code != "NOT_FOUND":
-                raise
+        stored = self._stored(self._models.GetModel, models_pb2.GetModelRequest(id=found.id))
+        if stored is not None:
+            return Model.from_proto(stored)
 
         def requests() -> Iterator[models_pb2.UploadModelFilesRequest]:
             yield models_pb2.UploadModelFilesRequest(header=models_pb2.UploadModelFilesHeader(
@@ -437,12 +435,9 @@ class Client:
         header = datasets_pb2.UploadDatasetHeader(
             name=name or "", tensors=[_spec(k, a) for k, a in arrays.items()],
             size_bytes=size, sha256=sha)
-        specs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
-                 for t in header.tensors]
-        stored = self._stored(self._datasets.GetDataset,
-                              datasets_pb2.GetDatasetRequest(id=codec.dataset_id(specs, sha)))
-        if stored is not None:  # the same arrays are there: nothing to send
-            return Dataset.from_proto(stored)
+        held = self._held_dataset(header)
+        if held is not None:  # the same arrays are there: nothing to send
+            return held
 
         def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
             yield datasets_pb2.UploadDatasetRequest(header=header)
@@ -450,6 +445,15 @@ class Client:
                 yield datasets_pb2.UploadDatasetRequest(chunk=chunk)
 
         return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
+
+    def _held_dataset(self, header: datasets_pb2.UploadDatasetHeader) -> Dataset | None:
+        """The stored dataset this upload's header describes (its id computed as the
+        contract defines Dataset.id), or None when the server does not hold it."""
+        specs = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+                 for t in header.tensors]
+        stored = self._stored(self._datasets.GetDataset, datasets_pb2.GetDatasetRequest(
+            id=codec.dataset_id(specs, header.sha256)))
+        return None if stored is None else Dataset.from_proto(stored)
 
     def upload_source(self, source: Source, name: str | None = None,
                       progress: bool = False) -> Dataset:
@@ -478,6 +482,9 @@ class Client:
             name=name or "", size_bytes=size, sha256=sha,
             tensors=[common_pb2.TensorSpec(name=n, dtype=d, shape=list(s))
                      for n, d, s in source.specs])
+        held = self._held_dataset(header)
+        if held is not None:  # the same data is there: nothing to send
+            return held
 
         def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
             yield datasets_pb2.UploadDatasetRequest(header=header)

@@ -248,6 +248,12 @@ def test_upload_of_what_the_server_holds_sends_nothing(tmp_path):
         changed = client.upload_dataset({"x": x[:49]}, labels=y[:49])
         assert changed.id != first.id
         assert count.calls["/layerscope.v1.Datasets/UploadDataset"] == 2
+        # a data file streamed from disk (the command line's path) asks first too
+        np.savez(tmp_path / "train.npz", x=x[:40], labels=y[:40])
+        from_file = client.upload_file(tmp_path / "train.npz")
+        again_file = client.upload_file(tmp_path / "train.npz")
+        assert again_file.id == from_file.id
+        assert count.calls["/layerscope.v1.Datasets/UploadDataset"] == 3
         m1 = client.upload_model(model)
         m2 = client.upload_model(model)
         assert m1.id == m2.id
