@@ -300,16 +300,21 @@ def _augmented(prep: _Prepared) -> Any:
     return prep.w
 
 
-def _swap_tail(xp: ModuleType, w: Any) -> Any:
-    out = w.copy()
-    out[:, -2], out[:, -1] = w[:, -1], w[:, -2]
+def _column_operand(xp: ModuleType, w: Any) -> Any:
+    """``swap(w)^T``, C-contiguous ((d + 2), n): the right operand of a block's product,
+    built once per column block (a plain ``a @ b`` is the faster BLAS layout)."""
+    out = xp.empty((w.shape[1], w.shape[0]), dtype=w.dtype)
+    out[:-2] = w[:, :-2].T
+    out[-2], out[-1] = w[:, -1], w[:, -2]
     return out
 
 
-def block_product(a: Any, b: Any) -> Any:
-    """``a @ b.T``: the one matrix product of the self-join (a module attribute so that a
-    test can count the products)."""
-    return a @ b.T
+def block_product(a: Any, bt: Any, out: Any | None = None) -> Any:
+    """``a @ bt`` (into ``out`` when given): the one matrix product of the self-join (a
+    module attribute so that a test can count the products)."""
+    if out is None:
+        return a @ bt
+    return np.matmul(a, bt, out=out)
 
 
 class _Pools:
@@ -402,19 +407,21 @@ class _HeapPools:
     def push_cols(self, t: int, g: Any, i0: int) -> None:
         nc = g.shape[1]
         top = np.ascontiguousarray(self.val[t : t + nc, 0])
-        flat = np.flatnonzero(g > top[None, :])
-        if len(flat) == 0:
+        rows, cols = np.nonzero(g > top[None, :])  # any view of a block: no copy of it
+        if len(rows) == 0:
             return
-        cols = flat % nc
-        order = np.argsort(cols, kind="stable")
-        cols = cols[order]
-        starts = np.searchsorted(cols, np.arange(nc))
+        # Grouped by column, row order kept: a stable sort of small integers is a radix
+        # sort in NumPy (ten times the int64 merge sort's speed on these sizes).
+        order = np.argsort(cols.astype(np.uint16 if nc <= 1 << 16 else np.int64),
+                           kind="stable")
+        rows, cols = rows[order], cols[order]
+        starts = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=nc))[:-1]])
         rank = np.arange(len(cols)) - starts[cols]
         width = int(rank.max()) + 1
         v = np.full((nc, width), -np.inf, dtype=np.float32)
         ids = np.full((nc, width), -1, dtype=np.int64)
-        v[cols, rank] = g.ravel()[flat[order]]
-        ids[cols, rank] = flat[order] // nc + i0
+        v[cols, rank] = g[rows, cols]
+        ids[cols, rank] = rows + i0
         self.heaps.addn_with_ids(width, self.faiss.swig_ptr(v), self.faiss.swig_ptr(ids),
                                  width, t, nc)
 
@@ -446,9 +453,9 @@ def _seed_thresholds(xp: ModuleType, prep: _Prepared, w: Any, want: int, block: 
     ns = len(sample)
     h0 = xp.empty(m, dtype=xp.float32)
     slack = prep.c * (prep.query_n + prep.base_nmax) + prep.abs_err
-    bs = _swap_tail(xp, w[sample])
+    bt = _column_operand(xp, w[sample])
     for s in range(0, m, block):
-        g = w[s : s + block] @ bs.T
+        g = w[s : s + block] @ bt
         is_self = sample[None, :] == xp.arange(s, min(s + block, m), dtype=xp.int64)[:, None]
         g[is_self] = -xp.inf
         kth = -xp.partition(-g, min(want, ns - 1) - 1, axis=1)[:, min(want, ns - 1) - 1]
@@ -479,9 +486,12 @@ def _selfjoin_candidates(
     else:
         pools = _Pools(xp, m, want, block, _seed_thresholds(xp, prep, w, want, block))
     starts = list(range(0, m, block))
-    pairs = [(s, s) for s in starts] + [
-        (s, t) for i, s in enumerate(starts) for t in starts[i + 1 :]
-    ]  # the diagonal first: every row's threshold is then that of a block of its own
+    # Column block by column block: its operand is built once, its diagonal block comes
+    # first, then the row blocks above it. Every row block meets its own diagonal block
+    # before any other, so its first threshold is that of a block of its own.
+    order = [(t, [t] + starts[:i]) for i, t in enumerate(starts)]
+    n_pairs = len(starts) * (len(starts) + 1) // 2
+
     def offer(s: int, t: int, g: Any) -> None:
         if t == s:
             n = g.shape[0]
@@ -492,29 +502,39 @@ def _selfjoin_candidates(
             pools.push_cols(t, g, s)
 
     # On the CPU a block's offers (partly single-threaded NumPy passes) run in a second
-    # thread while the next product runs: the offers stay in order, one block waiting.
-    pool = ThreadPoolExecutor(1, thread_name_prefix="selfjoin") if xp is np else None
+    # thread while the next product runs, into the other of two preallocated products
+    # (no fresh pages per block): the offers stay in order, one block waiting.
+    cpu = xp is np
+    pool = ThreadPoolExecutor(1, thread_name_prefix="selfjoin") if cpu else None
+    bufs = [np.empty(min(block, m) ** 2, dtype=np.float32) for _ in range(2)] if cpu else []
     pending: Future[None] | None = None
+    done = 0
     try:
-        for done, (s, t) in enumerate(pairs, 1):
-            if cancel is not None:
-                cancel.check()
-            g = block_product(w[s : s + block], _swap_tail(xp, w[t : t + block]))
-            if pending is not None:
-                pending.result()
-            if pool is None:
-                offer(s, t, g)
-            else:
-                pending = pool.submit(offer, s, t, g)
-            if progress is not None:
-                progress(done, len(pairs))
+        for t, row_blocks in order:
+            bt = _column_operand(xp, w[t : t + block])
+            for s in row_blocks:
+                if cancel is not None:
+                    cancel.check()
+                a = w[s : s + block]
+                out = bufs[done % 2][: a.shape[0] * bt.shape[1]].reshape(
+                    a.shape[0], bt.shape[1]) if cpu else None
+                g = block_product(a, bt, out)
+                if pending is not None:
+                    pending.result()
+                done += 1
+                if pool is None:
+                    offer(s, t, g)
+                else:
+                    pending = pool.submit(offer, s, t, g)
+                if progress is not None:
+                    progress(done, n_pairs)
         if pending is not None:
             pending.result()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     idx, d32 = pools.result()
-    return idx, d32, len(pairs)
+    return idx, d32, n_pairs
 
 
 def knn(

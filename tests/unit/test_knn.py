@@ -449,11 +449,11 @@ def test_self_join_computes_each_block_pair_once(
     seen: list[tuple[int, int]] = []
     real = knn_module.block_product
 
-    def counting(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        # The last two columns are (-|z|^2 / 2, 1) for rows and (1, -|z|^2 / 2) for
-        # columns: a block is known by the norm of its first point.
-        seen.append((round(float(a[0, -2]), 12), round(float(b[0, -1]), 12)))
-        return real(a, b)
+    def counting(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        # The last two columns of a row block are (-|z|^2 / 2, 1), the last two rows of a
+        # column block's operand (1, -|z|^2 / 2): a block is known by its first point's norm.
+        seen.append((round(float(a[0, -2]), 12), round(float(bt[-1, 0]), 12)))
+        return real(a, bt, out)
 
     monkeypatch.setattr(knn_module, "block_product", counting)
     nb = knn(x, 5, candidate_search="selfjoin", block_rows=block)
