@@ -26,10 +26,16 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx
 from google.protobuf.descriptor import Descriptor
+
+from .lazy import lazy_module
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 __all__ = [
     "ExternalDataError", "ExternalRef", "PlannedRead", "all_tensors", "check_external_data",
@@ -76,7 +82,8 @@ class PlannedRead:
 # ---------------------------------------------------------------------------------------
 
 
-TENSOR = onnx.TensorProto.DESCRIPTOR.full_name
+# onnx.TensorProto.DESCRIPTOR.full_name, written out: reading it would import onnx (a second)
+TENSOR = "onnx.TensorProto"
 
 # One step of a path: (parent message, field name, repeated?, index, item).
 Step = tuple[Any, str, bool, int, Any]

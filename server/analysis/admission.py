@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import onnx
-
+from ...lazy import lazy_module
 from ...protos.options import DEFAULT_ORDERS, IndexOptions
 from ..graph import LayerSelectionError, ModelInfo, describe, load_model, select_layers
 from ..graph.head import NoHead, feature_layer
@@ -43,6 +43,11 @@ from .requests import (
     RankingRequest,
     ReferenceRequest,
 )
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 
 class FailedPrecondition(ValueError):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
+from ...lazy import lazy_module
 from ..cancellation import Cancellation
 from ..graph.head import classifier_output, feature_layer
 from ..graph.inspect import describe
@@ -19,6 +19,11 @@ from ..metrics.guarantee import RegressionReference, dataset_guarantee
 from ..runtime.extract import extract
 from ..runtime.reduce import Reduction, parse_reduction
 from .data import EXTRACT_MEMORY_MB
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 Progress = Callable[[str, int, int], None]
 

@@ -16,11 +16,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
+from ...lazy import lazy_module
 from ..cancellation import Cancellation, checker
 from ..graph.compress import (
     CompressionError,
@@ -42,6 +42,11 @@ from ..runtime.extract import extract, model_feeds
 from ..runtime.session import make_session
 from .data import EXTRACT_MEMORY_MB
 from .layerwise import analyze_layers, plateau_position
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 Progress = Callable[[str, int, int], None]
 CRITERIA = ("probe", "si")

@@ -12,11 +12,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
+from ...lazy import lazy_module
 from ...protos.options import DEFAULT_ORDERS, IndexOptions
 from ..cancellation import Cancellation, checker
 from ..cluster import LOCAL, Executor
@@ -32,6 +32,11 @@ from .data import EXTRACT_MEMORY_MB
 from .options import LAYER_ANALYSIS, check_options, check_probe, with_options
 from .probe import fit_probe, ridge_probe
 from .requests import DEFAULT_TOLERANCE
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 Progress = Callable[[str, int, int], None]
 

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import onnx
 
+from ...lazy import lazy_module
 from ...protos.options import IndexOptions
 from ..cancellation import Cancellation, checker
 from ..cluster import LOCAL, Executor
@@ -49,8 +49,13 @@ from .options import (
     with_options,
 )
 
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
+
 Progress = Callable[[str, int, int], None]
-ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
+ModelSource: TypeAlias = "str | os.PathLike[str] | bytes | onnx.ModelProto"
 
 
 @dataclass

@@ -12,14 +12,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
+from ...lazy import lazy_module
 from .expose import _default_opset, max_ir_version
-from .inspect import infer
+from .inspect import FLOAT_TYPES, infer
 from .load import ModelError
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import helper, numpy_helper
+else:
+    onnx = lazy_module("onnx")
+    helper = lazy_module("onnx.helper")
+    numpy_helper = lazy_module("onnx.numpy_helper")
 
 PREFIX = "layerscope_compress"
 
@@ -39,7 +47,7 @@ class OutputSpec:
 
     name: str
     kind: str
-    elem_type: int = onnx.TensorProto.FLOAT
+    elem_type: int = 1  # onnx.TensorProto.FLOAT (onnx.proto's number: no import of onnx)
     shape_rank: int = 2
     classes: tuple[int, ...] = ()
 
@@ -232,10 +240,6 @@ def _output_nodes(spec: OutputSpec, scores: str, inits: list[onnx.TensorProto],
     raise CompressionError(f"output {out!r}: unknown kind {spec.kind!r}")
 
 
-FLOAT_ELEMS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
-                         onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
-
-
 def parameters(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto] | None = None) -> int:
     """Return the number of float values (weights) in the initializers and Constant nodes
     that ``nodes`` (default: the whole graph) use; integer constants (shapes, pads, axes)
@@ -245,7 +249,7 @@ def parameters(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto] | None = 
     tensors += [a.t for n in nodes if n.op_type == "Constant" for a in n.attribute
                 if a.name == "value"]
     return sum(int(np.prod(t.dims, dtype=np.int64)) for t in tensors
-               if t.data_type in FLOAT_ELEMS)
+               if t.data_type in FLOAT_TYPES)
 
 
 COST_OPS = ("Conv", "Gemm", "MatMul")

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import onnx
-from onnx import helper
-
+from ...lazy import lazy_module
 from .inspect import infer
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import helper
+else:
+    onnx = lazy_module("onnx")
+    helper = lazy_module("onnx.helper")
 
 
 @functools.cache

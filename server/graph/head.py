@@ -16,11 +16,17 @@ penultimate features) is taken instead, and the reason says so.
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
 
+from ...lazy import lazy_module
 from .inspect import ACTIVATIONS, AFFINE, PASS_THROUGH, LayerInfo, ModelInfo
 from .load import ModelError
 from .select import LayerSelectionError
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 FC_OPS = frozenset({"Gemm", "MatMul"})
 BETWEEN = ACTIVATIONS | PASS_THROUGH | {"Softmax", "LogSoftmax", "Cast"}

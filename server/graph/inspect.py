@@ -19,11 +19,19 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import helper, shape_inference
+
+from ...lazy import lazy_module
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import helper, shape_inference
+else:
+    onnx = lazy_module("onnx")
+    helper = lazy_module("onnx.helper")
+    shape_inference = lazy_module("onnx.shape_inference")
 
 AUTO_RULE = """\
 auto picks, in topological order:
@@ -55,8 +63,10 @@ MERGE_OPS = frozenset({"Add", "Sum", "Concat"})
 HEAD_SPLIT = frozenset({"Reshape", "Transpose", "Split"})
 SHAPE_OPS = frozenset({"Shape", "Size"})
 CONTROL_FLOW = frozenset({"Loop", "If", "Scan"})
-FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
-                         onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+# TensorProto.DataType of the floating-point element types: FLOAT, FLOAT16, DOUBLE and
+# BFLOAT16. The numbers are onnx.proto's own (fixed by the IR), written out so that importing
+# this module does not import onnx (test_imports checks them against onnx.TensorProto).
+FLOAT_TYPES = frozenset({1, 10, 11, 16})
 
 Dim = int | str | None
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
 from google.protobuf.message import DecodeError
 
+from ...lazy import lazy_module
 from ...onnx_external import (
     ExternalDataError,
     external_refs,
@@ -30,6 +31,11 @@ from ...onnx_external import (
 )
 from ...onnx_external import check_external_data as _check_files
 from ..field_limits import LimitError, check_model_text
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 # onnxruntime reads session options from this metadata key when ORT_LOAD_CONFIG_FROM_MODEL
 # is set (profiling files included); the server chooses its own options.

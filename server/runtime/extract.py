@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
+from ...lazy import lazy_module
 from ..cancellation import Cancellation, checker
 from ..graph.expose import expose, mean_output
 from ..graph.inspect import LayerInfo, ModelInfo, TensorInfo, largest_activation_bytes
@@ -35,6 +35,11 @@ from .reduce import (
     reduced_width,
 )
 from .session import CUDA, make_session
+
+if TYPE_CHECKING:
+    import onnx
+else:
+    onnx = lazy_module("onnx")
 
 MIB = 1 << 20
 Progress = Callable[[str, int, int], None]
