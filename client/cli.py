@@ -31,7 +31,6 @@ from ..local import default_data_dir, write_atomic
 from ..protos import write_protos
 from ..protos.options import IndexOptions
 from .client import Client, LayerscopeError, _is_id
-from .html_report import report_from_json, write_report
 from .loaders import (
     Columns,
     ImageOptions,
@@ -598,6 +597,8 @@ def run_protos(args: argparse.Namespace, client: None) -> dict[str, Any]:
 
 def run_report(args: argparse.Namespace, client: None) -> dict[str, Any]:
     """Write the HTML report of a saved ``--json`` result."""
+    from .html_report import report_from_json  # noqa: PLC0415 - only this command and --report
+
     return {"report": str(report_from_json(args.result, args.out))}
 
 
@@ -1131,6 +1132,8 @@ def _emit(cmd: Command, out: dict[str, Any] | int, args: argparse.Namespace) -> 
     if isinstance(out, int):
         return out
     if getattr(args, "report", None) and cmd.name != "report":
+        from .html_report import write_report  # noqa: PLC0415 - only with --report
+
         out["report"] = str(write_report(out, args.report))
     if getattr(args, "json", False) or cmd.render is None:
         json.dump(out, sys.stdout)

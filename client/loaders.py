@@ -9,7 +9,6 @@ imported where used (extras ``images`` and ``parquet``).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -226,6 +225,8 @@ def _class_codes(values: Sequence[str], path: Path, column: str) -> tuple[np.nda
 def csv_source(path: Path, columns: Columns, input_name: str) -> Source:
     """A CSV with a header: the label (or target) column and the other columns as float32
     features. Rows are numbered as in the file (the header is row 1)."""
+    import csv  # noqa: PLC0415 - only CSV sources
+
     key, ycol = columns.key_and_name(path)
     try:
         with open(path, newline="", encoding="utf-8") as f:

@@ -33,3 +33,22 @@ def test_client_imports_no_heavy_module():
 def test_server_imports_no_runtime_or_framework_at_start(module):
     # onnx itself is the server's graph library, needed to describe any upload
     assert imported_after(f"import {module}") - {"onnx"} == set()
+
+
+# What only some commands use stays out of the command line's start (each import is where
+# its command needs it). Modules the libraries themselves import are not ours to pin.
+CLI_LAZY = ("layerscope.client.html_report", "importlib.resources", "tempfile", "csv")
+LIBRARIES = "import numpy, grpc, google.protobuf.json_format, argparse, zipfile"
+
+
+def loaded_after(statement: str, names: tuple[str, ...]) -> set[str]:
+    code = (f"import sys\n{statement}\n"
+            f"print(' '.join(m for m in {names!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return set(out.stdout.split())
+
+
+def test_command_line_start_leaves_out_what_only_some_commands_use():
+    by_libraries = loaded_after(LIBRARIES, CLI_LAZY)
+    assert loaded_after("import layerscope.client.cli", CLI_LAZY) - by_libraries == set()
