@@ -1186,7 +1186,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``layerscope`` with ``argv``; return the exit code."""
+    """Run ``layerscope`` with ``argv``; return the exit code. Without ``argv`` (the command
+    line's process) what is imported by now is frozen out of the garbage collector."""
+    if argv is None:
+        _freeze_imports()
     try:
         try:
             return _main(argv)
@@ -1198,6 +1201,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
+
+
+def _freeze_imports() -> None:
+    """Move the objects alive now (NumPy's, gRPC's, protobuf's and our modules': ~35 000)
+    to the collector's permanent generation, as ``gc.freeze`` documents. They live until the
+    process exits, and the interpreter's shutdown collections would traverse all of them,
+    several times, to free memory the exit returns anyway: ~50 ms of a warm command (more
+    than its RPC). Objects the command creates stay collectable, at exit too; reference
+    counting, atexit handlers and the threads' shutdown run as before."""
+    import gc  # noqa: PLC0415
+
+    gc.freeze()
 
 
 def _discard_stdout() -> None:
