@@ -79,7 +79,8 @@ def load_npz(path: str | os.PathLike[str], required_any: tuple[str, ...] = ()) -
                     if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
                         raise DataFileError(f"{p}: array {name!r} {PICKLED}") from None
                     raise DataFileError(f"{p}: array {name!r} cannot be read: {exc}") from None
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+                    # NotImplementedError: a compression method zipfile cannot read
                     raise DataFileError(f"{p}: array {name!r} cannot be read: {exc}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DataFileError(f"{p}: not a readable .npz file ({exc})") from None
