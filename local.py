@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     A temporary file in the same folder, fsync, then rename: a crash or an error leaves
     the old file (or none), never half a file.
     """
+    import tempfile  # noqa: PLC0415 - not on the command line's read-only paths
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)

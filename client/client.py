@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,11 +221,13 @@ class Client:
         folder.mkdir(parents=True, exist_ok=True)
         dev = [*(["--device", device] if device else []), *(["--ray", ray] if ray else [])]
         with start_lock(folder):
-            running = _running_server(folder, startup_timeout)
-            if running is not None:
+            found = _running_server(folder, startup_timeout, cls)
+            if found is not None:
+                running, client = found
                 unfit = _unfit(running, device)
                 if unfit is None or not running.warm:
-                    return cls(running.address)
+                    return client
+                client.close()
                 log.info("replacing the warm server (pid %d): %s", running.pid, unfit)
                 stop_server(folder)
             if keep_warm is not None:
@@ -979,34 +981,35 @@ def _is_id(value: str) -> bool:
     return len(value) in (32, 64) and all(c in "0123456789abcdef" for c in value)
 
 
-def _health(address: str, timeout: float) -> int | None:
-    """The health status of the server at ``address`` (1: SERVING, 2: NOT_SERVING while it
-    shuts down), or None when nothing answers. The request and response are written out
-    (grpc.health.v1: an empty request, the status as field 1) so that the light client
-    needs no grpc-health package."""
-    channel = grpc.insecure_channel(address)
+def _health(channel: grpc.Channel, timeout: float) -> int | None:
+    """The health status of the server at the other end of ``channel`` (1: SERVING, 2:
+    NOT_SERVING while it shuts down), or None when nothing answers. The request and response
+    are written out (grpc.health.v1: an empty request, the status as field 1) so that the
+    light client needs no grpc-health package."""
+    check = channel.unary_unary("/grpc.health.v1.Health/Check",
+                                request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
     try:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check",
-                                    request_serializer=lambda b: b,
-                                    response_deserializer=lambda b: b)
         reply = check(b"", timeout=timeout)
-        return reply[1] if len(reply) == 2 and reply[0] == 0x08 else 0
     except grpc.RpcError:
         return None
-    finally:
-        channel.close()
+    return reply[1] if len(reply) == 2 and reply[0] == 0x08 else 0
 
 
-def _running_server(folder: Path, timeout: float) -> Announcement | None:
-    """The announcement of a live, serving server holding ``folder``, if there is one. A
+def _running_server(folder: Path, timeout: float, connect: Callable[[str], Client]
+                    ) -> tuple[Announcement, Client] | None:
+    """The announcement of a live, serving server holding ``folder``, if there is one, and a
+    client of it (``connect(address)``: the connection that asked is the one kept). A
     server in the middle of shutting down is waited for (up to ``timeout`` seconds), so
     that the caller may start the next one."""
     info = read_announcement(folder)
     if info is None or exited(info.pid):
         return None
-    status = _health(info.address, timeout=5.0)
+    client = connect(info.address)
+    status = _health(client._channel, timeout=5.0)
     if status == 1:
-        return info
+        return info, client
+    client.close()
     if holds_data_dir(folder) and is_server(info.pid):
         if status is None and info.warm:
             stop_server(folder, timeout=10.0)  # a warm server that no longer answers

@@ -9,7 +9,6 @@ imported where used (extras ``images`` and ``parquet``).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -31,13 +30,15 @@ class Source:
     """Tensors to upload: ``specs`` (name, dtype, shape) in upload order, and ``blocks()``
     yielding their C-order little-endian bytes in that order (callable more than once).
     ``key`` is ``labels`` or ``targets``; ``note`` says how the data was read (shown to the
-    user: the image preprocessing, the class names)."""
+    user: the image preprocessing, the class names); ``held``, for a source of arrays
+    already in memory, those arrays (what ``arrays()`` hands back)."""
 
     specs: tuple[tuple[str, str, tuple[int, ...]], ...]
     blocks: Callable[[], Iterator[np.ndarray]]
     key: str
     note: str = ""
     classes: tuple[str, ...] = field(default=())
+    held: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def size_bytes(self) -> int:
@@ -48,15 +49,30 @@ class Source:
         return self.specs[0][2][0]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The tensors as arrays (the whole source in memory: for small data)."""
-        raw = np.concatenate([np.zeros(0, np.uint8)] + [
-            np.ascontiguousarray(b).reshape(-1).view(np.uint8) for b in self.blocks()])
-        out, pos = {}, 0
-        for name, dtype, shape in self.specs:
-            dt = np.dtype(dtype).newbyteorder("<")
-            n = dt.itemsize * math.prod(shape)
-            out[name] = raw[pos : pos + n].view(dt).reshape(shape)
-            pos += n
+        """The tensors as little-endian arrays (the whole source in memory). A source of
+        arrays already in memory hands them back, no copy; the others fill one new array
+        per tensor a block at a time (no block held beyond its copy)."""
+        if self.held is not None:
+            return dict(self.held)
+        out = {name: np.empty(shape, np.dtype(dtype).newbyteorder("<"))
+               for name, dtype, shape in self.specs}
+        targets = [a.reshape(-1).view(np.uint8) for a in out.values()]
+        part, pos = 0, 0  # the tensor being filled, and the bytes of it filled
+        for block in self.blocks():
+            data = np.ascontiguousarray(block).reshape(-1).view(np.uint8)
+            done = 0
+            while done < len(data):  # a block may end one tensor and start the next
+                while part < len(targets) and pos == len(targets[part]):
+                    part, pos = part + 1, 0
+                if part == len(targets):
+                    raise ValueError("the source's blocks hold more bytes than its specs")
+                n = min(len(data) - done, len(targets[part]) - pos)
+                targets[part][pos : pos + n] = data[done : done + n]
+                done, pos = done + n, pos + n
+        while part < len(targets) and pos == len(targets[part]):
+            part, pos = part + 1, 0
+        if part != len(targets):
+            raise ValueError("the source's blocks hold fewer bytes than its specs")
         return out
 
 
@@ -67,7 +83,7 @@ def array_source(arrays: dict[str, np.ndarray], key: str, note: str = "") -> Sou
         np.asarray(arrays[k]).dtype.newbyteorder("<"), copy=False) for k in order}
     return Source(tuple((k, str(fixed[k].dtype.newbyteorder("=")), tuple(fixed[k].shape))
                         for k in order),
-                  lambda: iter(list(fixed.values())), key, note)
+                  lambda: iter(list(fixed.values())), key, note, held=fixed)
 
 
 # options --------------------------------------------------------------------------------
@@ -209,6 +225,8 @@ def _class_codes(values: Sequence[str], path: Path, column: str) -> tuple[np.nda
 def csv_source(path: Path, columns: Columns, input_name: str) -> Source:
     """A CSV with a header: the label (or target) column and the other columns as float32
     features. Rows are numbered as in the file (the header is row 1)."""
+    import csv  # noqa: PLC0415 - only CSV sources
+
     key, ycol = columns.key_and_name(path)
     try:
         with open(path, newline="", encoding="utf-8") as f:

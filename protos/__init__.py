@@ -7,7 +7,6 @@ other languages (``layerscope protos --out DIR``).
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -22,6 +21,8 @@ PROTO_PACKAGE = "layerscope/v1"
 def proto_files() -> list[Traversable]:
     """Return the shipped .proto files, sorted by name (each imports the others by their
     path under an include root, ``layerscope/v1/NAME.proto``)."""
+    from importlib import resources  # noqa: PLC0415 - only `layerscope protos` reads them
+
     folder = resources.files(__name__).joinpath(*PROTO_PACKAGE.split("/"))
     return sorted((f for f in folder.iterdir() if f.name.endswith(".proto")),
                   key=lambda f: f.name)

@@ -254,3 +254,45 @@ def test_progress_line_of_a_finished_job_is_its_final_stage_at_100_percent():
                "remaining_seconds": 65.0, "layer": ""}
     assert job_line(running, "running") == ("extract:train", 0.25, 65.0, "3/8")
     assert (duration(65), duration(5), duration(3720)) == ("1m05s", "5s", "1h02m")
+
+
+# Source.arrays ----------------------------------------------------------------------------
+def test_an_npz_source_hands_back_its_arrays_without_a_copy(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = np.array([0, 1, 0, 1])
+    np.savez(tmp_path / "d.npz", features=x, labels=y)
+    source = open_source(tmp_path / "d.npz")
+    first, second = source.arrays(), source.arrays()
+    # the arrays read from the file, not a new concatenation per call
+    assert np.shares_memory(first["features"], second["features"])
+    assert np.shares_memory(first["labels"], second["labels"])
+    np.testing.assert_array_equal(first["features"], x)
+    np.testing.assert_array_equal(first["labels"], y)
+
+
+def test_an_npz_source_of_big_endian_fortran_arrays_is_little_endian_c_order(tmp_path):
+    x = np.asfortranarray(np.arange(12, dtype=">f8").reshape(4, 3))
+    y = np.array([3, 1, 2, 0], dtype=">i4")
+    np.savez(tmp_path / "d.npz", features=x, labels=y)
+    arrays = open_source(tmp_path / "d.npz").arrays()
+    assert arrays["features"].dtype == np.dtype("<f8") and arrays["features"].flags.c_contiguous
+    assert arrays["labels"].dtype == np.dtype("<i4")
+    np.testing.assert_array_equal(arrays["features"], np.arange(12.0).reshape(4, 3))
+    np.testing.assert_array_equal(arrays["labels"], [3, 1, 2, 0])
+
+
+def test_blocks_that_span_tensors_fill_each_array(tmp_path):
+    from layerscope.client.loaders import Source
+
+    x = np.arange(10, dtype=np.uint8).reshape(5, 2)  # 10 bytes
+    y = np.array([7, 8, 9, 10, 11], dtype="<i8")     # 40 bytes
+    raw = np.concatenate([x.reshape(-1), y.view(np.uint8)])
+    pieces = [raw[:3], raw[3:25], raw[25:25], raw[25:]]  # one block ends x and starts y
+    source = Source((("inputs", "uint8", (5, 2)), ("labels", "int64", (5,))),
+                    lambda: iter(pieces), "labels")
+    arrays = source.arrays()
+    np.testing.assert_array_equal(arrays["inputs"], x)
+    np.testing.assert_array_equal(arrays["labels"], y)
+    short = Source(source.specs, lambda: iter(pieces[:2]), "labels")
+    with pytest.raises(ValueError, match="fewer bytes than its specs"):
+        short.arrays()
