@@ -9,7 +9,6 @@ the CPU backend, which tests/unit/test_knn.py pins against its own reference.
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import numpy as np
@@ -99,13 +98,8 @@ def test_the_stand_in_refuses_numpy_arrays_mixed_with_its_own(fake) -> None:
 # --- the engine on the GPU module ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("search", "split"), [("selfjoin", 512), ("selfjoin", 8),
-                                               ("blas", 512)])
-def test_knn_on_the_gpu_module_matches_the_brute_force(fake, search: str, split: int,
-                                                       monkeypatch) -> None:
-    # split 8: the self-join's diagonal blocks as two products each, on the GPU module too
-    monkeypatch.setattr(importlib.import_module("layerscope.server.metrics.knn"),
-                        "DIAG_SPLIT_MIN", split)
+@pytest.mark.parametrize("search", ["selfjoin", "blas"])
+def test_knn_on_the_gpu_module_matches_the_brute_force(fake, search: str) -> None:
     rng = np.random.default_rng(4)
     x = np.concatenate([rng.normal(size=(150, 5)), np.repeat(rng.normal(size=(2, 5)), 12, 0),
                         rng.integers(0, 2, size=(40, 5)).astype(np.float64)])

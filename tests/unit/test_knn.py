@@ -463,52 +463,6 @@ def test_self_join_computes_each_block_pair_once(
     np.testing.assert_array_equal(nb.indices, reference_knn(x, 5)[0])
 
 
-@pytest.mark.parametrize("block", [16, 23, 100])
-def test_self_join_splits_large_diagonal_blocks_and_still_covers_every_pair_once(
-    block: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A diagonal block of DIAG_SPLIT_MIN rows or more is two products (first half of its
-    rows against all its columns, second half against the second half): 3/4 of the work.
-    Every pair of points in different blocks is still computed exactly once, a pair in one
-    diagonal block once or, inside one half, twice (both ways round), and the neighbours
-    are exactly the reference's."""
-    knn_module = importlib.import_module("layerscope.server.metrics.knn")
-    monkeypatch.setattr(knn_module, "DIAG_SPLIT_MIN", 8)
-    rng = np.random.default_rng(11)
-    m = 100
-    x = rng.normal(size=(m, 6))
-    x[:, 0] = np.arange(m) / 8  # the first coordinate tells a point's index
-    calls: list[tuple[np.ndarray, np.ndarray]] = []
-    real = knn_module.block_product
-
-    def recording(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        calls.append((a[:, 0].copy(), bt[0, :].copy()))
-        return real(a, bt, out)
-
-    monkeypatch.setattr(knn_module, "block_product", recording)
-    nb = knn(x, 5, candidate_search="selfjoin", block_rows=block)
-    values = np.unique(np.concatenate([v for c in calls for v in c]))
-    assert len(values) == m
-    covered = np.zeros((m, m), dtype=np.int64)
-    for rows, cols in calls:
-        covered[np.ix_(np.searchsorted(values, rows), np.searchsorted(values, cols))] += 1
-    both = covered + covered.T
-    blk = np.arange(m) // block
-    same = blk[:, None] == blk[None, :]
-    off = ~np.eye(m, dtype=bool)
-    assert (both[off & ~same] == 1).all()
-    assert ((both[off & same] >= 1) & (both[off & same] <= 2)).all()
-    n_blocks = -(-m // block)
-    sizes = [min(block, m - s) for s in range(0, m, block)]
-    assert nb.products == len(calls) == n_blocks * (n_blocks + 1) // 2 + sum(
-        n >= 8 for n in sizes)
-    for s, n in zip(range(0, m, block), sizes, strict=True):  # 3/4 of a square's work
-        h = n // 2
-        work = h * n + (n - h) ** 2 if n >= 8 else n * n
-        assert covered[s : s + n, s : s + n].sum() == work
-    np.testing.assert_array_equal(nb.indices, reference_knn(x, 5)[0])
-
-
 def test_self_mode_searches_with_the_self_join_by_default() -> None:
     x = np.random.default_rng(3).normal(size=(300, 4))
     nb = knn(x, 3)
