@@ -355,27 +355,36 @@ def full_matrix_bytes(m: int) -> int:
     return m * m * (4 + 8)  # float32 distances + int64 argsort
 
 
-def measure(method: str, m: int, d: int, repeats: int, timeout: float) -> Row:
-    row = Row(method)
+def measure(methods: list[str], m: int, d: int, repeats: int, timeout: float
+            ) -> dict[str, Row]:
+    """Each method ``repeats`` times, best time kept, the methods taking turns round by
+    round (a slower or busier minute of the machine then weighs on all of them alike)."""
+    rows = {method: Row(method) for method in methods}
     ram = mem_info("MemTotal")
-    if method in ("full", "full1") and full_matrix_bytes(m) > FULL_MATRIX_RAM_SHARE * ram:
-        row.note = f"skipped (m x m needs {full_matrix_bytes(m) / GB:.1f} GB)"
-        return row
+    live = []
+    for method in methods:
+        if method in ("full", "full1") and full_matrix_bytes(m) > FULL_MATRIX_RAM_SHARE * ram:
+            rows[method].note = f"skipped (m x m needs {full_matrix_bytes(m) / GB:.1f} GB)"
+        else:
+            live.append(method)
     for i in range(repeats):
-        res, err = run_child(["--worker", method, str(m), str(d)], timeout)
-        if res is None:
-            row.note = err
-            break
-        print(f"  {m}x{d} {method:8s} run {i + 1}/{repeats}: {res['seconds']:.3f} s, "
-              f"peak extra {res['peak_extra_mb']:.0f} MB", file=sys.stderr, flush=True)
-        if row.seconds is None or res["seconds"] < row.seconds:
-            row.seconds = res["seconds"]
-        row.peak_mb = max(row.peak_mb or 0.0, res["peak_extra_mb"])
-        row.si = res.get("si")
-        row.extra = {k: res[k] for k in ("knn", "device", "peak_source") if k in res}
-        if res["peak_source"] != "ru_maxrss":
-            row.note = f"peak from {res['peak_source']}"
-    return row
+        for method in list(live):
+            row = rows[method]
+            res, err = run_child(["--worker", method, str(m), str(d)], timeout)
+            if res is None:
+                row.note = err
+                live.remove(method)
+                continue
+            print(f"  {m}x{d} {method:8s} run {i + 1}/{repeats}: {res['seconds']:.3f} s, "
+                  f"peak extra {res['peak_extra_mb']:.0f} MB", file=sys.stderr, flush=True)
+            if row.seconds is None or res["seconds"] < row.seconds:
+                row.seconds = res["seconds"]
+            row.peak_mb = max(row.peak_mb or 0.0, res["peak_extra_mb"])
+            row.si = res.get("si")
+            row.extra = {k: res[k] for k in ("knn", "device", "peak_source") if k in res}
+            if res["peak_source"] != "ru_maxrss":
+                row.note = f"peak from {res['peak_source']}"
+    return rows
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -516,8 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cr = results[(m, d)] = ConfigResult(m, d)
         methods = ("ours",) if m > OURS_ONLY_ABOVE else args.methods
         repeats = args.repeats if m <= SMALL_M else args.big_repeats
-        for method in (x for x in METHODS if x in methods):
-            cr.rows[method] = measure(method, m, d, max(1, repeats), args.timeout)
+        cr.rows.update(measure([x for x in METHODS if x in methods], m, d, max(1, repeats),
+                               args.timeout))
         lines = table_lines(cr, args.markdown)
         if args.markdown:
             out += lines

@@ -31,10 +31,12 @@ How it gets there fast:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -312,12 +314,48 @@ def _column_operand(xp: ModuleType, w: Any) -> Any:
     return out
 
 
-def block_product(a: Any, bt: Any, out: Any | None = None) -> Any:
-    """``a @ bt`` (into ``out`` when given): the one matrix product of the self-join (a
-    module attribute so that a test can count the products)."""
-    if out is None:
+def block_product(a: Any, bt: Any, out: Any | None = None,
+                  pool: ThreadPoolExecutor | None = None) -> Any:
+    """``a @ bt``: the one matrix product of a block pair of the self-join (a module
+    attribute so that a test can count them). With ``out`` and ``pool`` (NumPy), into
+    ``out`` as two halves of the rows, one per thread of ``pool``."""
+    if out is None or pool is None:
         return a @ bt
-    return np.matmul(a, bt, out=out)
+    h = len(a) // 2
+    for f in [pool.submit(np.matmul, a[rs], bt, out=out[rs])
+              for rs in (slice(0, h), slice(h, None))]:
+        f.result()
+    return out
+
+
+_blas_lock = threading.Lock()
+_blas_joins = 0
+_blas_limited: Any = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread per call while self-joins run (they make their own threads).
+    The setting is the process's: shared by concurrent joins, counted, and the original
+    restored when the last one ends. Without threadpoolctl, BLAS keeps its threads."""
+    global _blas_joins, _blas_limited
+    with _blas_lock:
+        if _blas_joins == 0:
+            try:
+                from threadpoolctl import threadpool_limits  # noqa: PLC0415
+            except ImportError:
+                _blas_limited = None
+            else:
+                _blas_limited = threadpool_limits(1, user_api="blas")
+        _blas_joins += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_joins -= 1
+            if _blas_joins == 0 and _blas_limited is not None:
+                _blas_limited.restore_original_limits()
+                _blas_limited = None
 
 
 class _Pools:
@@ -414,9 +452,11 @@ class _HeapPools:
     def push_cols(self, t: int, g: Any, i0: int) -> None:
         nc = g.shape[1]
         top = np.ascontiguousarray(self.val[t : t + nc, 0])
-        rows, cols = np.nonzero(g > top[None, :])  # any view of a block: no copy of it
-        if len(rows) == 0:
+        # flatnonzero of the (new, contiguous) mask: 2-D nonzero is 8x slower
+        flat = np.flatnonzero(g > top[None, :])
+        if len(flat) == 0:
             return
+        rows, cols = np.divmod(flat, nc)
         # Grouped by column, row order kept: a stable sort of small integers is a radix
         # sort in NumPy (ten times the int64 merge sort's speed on these sizes).
         order = np.argsort(cols.astype(np.uint16 if nc <= 1 << 16 else np.int64),
@@ -538,40 +578,36 @@ def _selfjoin_candidates(
         for s in row_blocks[1:]:
             yield s, w[s : s + block], 0
 
-    # On the CPU a product's offers (partly single-threaded NumPy passes) run while the
-    # next product runs, into the other of two preallocated buffers (no fresh pages per
-    # product): in two threads, each taking half of the rows and half of the columns, so
-    # that both of the product's BLAS threads lose the same share of their core. The
-    # offers stay in order, one product waiting.
-    cpu = xp is np
+    # On the CPU with faiss's heaps, every step runs in two threads of our own, each on
+    # one core: a product as two halves of its rows (BLAS on one thread per call for the
+    # whole join), then its offers, each thread half the rows and half the columns
+    # (different pools). BLAS's own worker threads would otherwise spin on a core after
+    # every product while the offers run (measured: the offers cost 2x their CPU time).
+    threaded = isinstance(pools, _HeapPools) and len(starts) > 1
     pool = ThreadPoolExecutor(2, thread_name_prefix="selfjoin",
-                              initializer=_one_omp_thread) if cpu else None
-    bufs = [np.empty(min(block, m) ** 2, dtype=np.float32) for _ in range(2)] if cpu else []
-    pending: list[Future[None]] = []
+                              initializer=_one_omp_thread) if threaded else None
+    buf = np.empty(block * block, dtype=np.float32) if threaded else None
     products = 0
-    try:
-        for t, row_blocks in order:
-            bt = _column_operand(xp, w[t : t + block])
-            for r0, a, cfrom in tiles(t, bt, row_blocks):
-                if cancel is not None:
-                    cancel.check()
-                nr, nc = a.shape[0], bt.shape[1]
-                out = bufs[products % 2][: nr * nc].reshape(nr, nc) if cpu else None
-                g = block_product(a, bt, out)
-                for f in pending:
-                    f.result()
-                products += 1
-                if pool is None:
-                    offer(r0, t, g, cfrom, None)
-                else:
-                    pending = [pool.submit(offer, r0, t, g, cfrom, part) for part in (0, 1)]
-                if progress is not None:
-                    progress(products, n_pairs)
-        for f in pending:
-            f.result()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    with _one_blas_thread() if threaded else contextlib.nullcontext():
+        try:
+            for t, row_blocks in order:
+                bt = _column_operand(xp, w[t : t + block])
+                for r0, a, cfrom in tiles(t, bt, row_blocks):
+                    if cancel is not None:
+                        cancel.check()
+                    if pool is None or buf is None:
+                        offer(r0, t, block_product(a, bt), cfrom, None)
+                    else:
+                        g = block_product(a, bt, buf[: len(a) * bt.shape[1]].reshape(
+                            len(a), bt.shape[1]), pool)
+                        for f in [pool.submit(offer, r0, t, g, cfrom, part) for part in (0, 1)]:
+                            f.result()
+                    products += 1
+                    if progress is not None:
+                        progress(products, n_pairs)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     idx, d32 = pools.result()
     return idx, d32, products
 

@@ -10,6 +10,7 @@ The reference below computes the full distance matrix and sorts every row with
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -449,11 +450,12 @@ def test_self_join_computes_each_block_pair_once(
     seen: list[tuple[int, int]] = []
     real = knn_module.block_product
 
-    def counting(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def counting(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None,
+                 pool: Any = None) -> np.ndarray:
         # The last two columns of a row block are (-|z|^2 / 2, 1), the last two rows of a
         # column block's operand (1, -|z|^2 / 2): a block is known by its first point's norm.
         seen.append((round(float(a[0, -2]), 12), round(float(bt[-1, 0]), 12)))
-        return real(a, bt, out)
+        return real(a, bt, out, pool)
 
     monkeypatch.setattr(knn_module, "block_product", counting)
     nb = knn(x, 5, candidate_search="selfjoin", block_rows=block)
@@ -461,6 +463,47 @@ def test_self_join_computes_each_block_pair_once(
     assert len(seen) == n_blocks * (n_blocks + 1) // 2 == nb.products
     assert len({frozenset(p) for p in seen}) == len(seen)  # no pair twice, either way round
     np.testing.assert_array_equal(nb.indices, reference_knn(x, 5)[0])
+
+
+@pytest.mark.parametrize("with_faiss", [True, False])
+def test_self_join_is_exact_with_and_without_faiss_heaps(
+    with_faiss: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many blocks, duplicates and ties: the threaded join on faiss's heaps and the
+    NumPy pools (no faiss: one thread) give the reference's neighbours."""
+    knn_module = importlib.import_module("layerscope.server.metrics.knn")
+    if not with_faiss:
+        monkeypatch.setattr(knn_module, "_faiss_module", lambda: None)
+    rng = np.random.default_rng(21)
+    x = np.concatenate([rng.normal(size=(300, 9)), np.repeat(rng.normal(size=(3, 9)), 15, 0),
+                        rng.integers(0, 2, size=(120, 9)).astype(np.float64)])
+    nb = knn(x, 7, candidate_search="selfjoin", block_rows=64)
+    assert nb.products == 8 * 9 // 2
+    np.testing.assert_array_equal(nb.indices, reference_knn(x, 7)[0])
+
+
+def test_blas_is_limited_to_one_thread_while_joins_run_and_restored_after() -> None:
+    """The join's own threads run BLAS one thread per call; the process's setting is
+    shared by concurrent joins and restored when the last one ends."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    knn_module = importlib.import_module("layerscope.server.metrics.knn")
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"}
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        if blas_threads() != {2}:
+            pytest.skip("this machine's BLAS runs on one thread only")
+        first = knn_module._one_blas_thread()
+        second = knn_module._one_blas_thread()
+        first.__enter__()
+        assert blas_threads() == {1}
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert blas_threads() == {1}  # the second join still runs
+        second.__exit__(None, None, None)
+        assert blas_threads() == {2}
 
 
 def test_self_mode_searches_with_the_self_join_by_default() -> None:
