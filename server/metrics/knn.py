@@ -315,41 +315,51 @@ def _column_operand(xp: ModuleType, w: Any) -> Any:
 
 
 def block_product(a: Any, bt: Any, out: Any | None = None,
-                  pool: ThreadPoolExecutor | None = None) -> Any:
+                  pool: ThreadPoolExecutor | None = None, parts: int = 1) -> Any:
     """``a @ bt``: the one matrix product of a block pair of the self-join (a module
     attribute so that a test can count them). With ``out`` and ``pool`` (NumPy), into
-    ``out`` as two halves of the rows, one per thread of ``pool``."""
+    ``out`` as ``parts`` slices of the rows, one task of ``pool`` each."""
     if out is None or pool is None:
         return a @ bt
-    h = len(a) // 2
-    for f in [pool.submit(np.matmul, a[rs], bt, out=out[rs])
-              for rs in (slice(0, h), slice(h, None))]:
+    for f in [pool.submit(np.matmul, a[rs], bt, out=out[rs]) for rs in _split(len(a), parts)]:
         f.result()
     return out
+
+
+def _split(n: int, parts: int, start: int = 0) -> list[slice]:
+    """``range(start, n)`` as ``parts`` consecutive slices of sizes within one."""
+    cuts = [start + (n - start) * p // parts for p in range(parts + 1)]
+    return [slice(cuts[p], cuts[p + 1]) for p in range(parts)]
 
 
 _blas_lock = threading.Lock()
 _blas_joins = 0
 _blas_limited: Any = None
+_blas_threads = 1
 
 
 @contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread per call while self-joins run (they make their own threads).
-    The setting is the process's: shared by concurrent joins, counted, and the original
-    restored when the last one ends. Without threadpoolctl, BLAS keeps its threads."""
-    global _blas_joins, _blas_limited
+def _one_blas_thread() -> Iterator[int]:
+    """BLAS on one thread per call while self-joins run; yields the number of threads
+    BLAS had (the parallelism this process allows), which the join then runs itself. The
+    setting is the process's: shared by concurrent joins, counted, and the original
+    restored when the last one ends. Without threadpoolctl, BLAS keeps its threads and
+    the join runs on one."""
+    global _blas_joins, _blas_limited, _blas_threads
     with _blas_lock:
         if _blas_joins == 0:
             try:
                 from threadpoolctl import threadpool_limits  # noqa: PLC0415
             except ImportError:
-                _blas_limited = None
+                _blas_limited, _blas_threads = None, 1
             else:
                 _blas_limited = threadpool_limits(1, user_api="blas")
+                _blas_threads = max(1, int(
+                    _blas_limited.get_original_num_threads().get("blas") or 1))
         _blas_joins += 1
+        threads = _blas_threads
     try:
-        yield
+        yield threads
     finally:
         with _blas_lock:
             _blas_joins -= 1
@@ -547,16 +557,12 @@ def _selfjoin_candidates(
     order = [(t, [t] + starts[:i]) for i, t in enumerate(starts)]
     n_pairs = len(starts) * (len(starts) + 1) // 2
 
-    def offer(r0: int, c0: int, g: Any, cfrom: int, part: int | None) -> None:
+    def offer(r0: int, c0: int, g: Any, cfrom: int, part: int = 0, parts: int = 1) -> None:
         """Offer product ``g`` (rows ``r0..``, columns ``c0..``) to its rows, a point never
-        to itself, and its columns from ``cfrom`` on to theirs. ``part`` 0 or 1: half the
-        rows and half of those columns (the two halves touch different pools)."""
+        to itself, and its columns from ``cfrom`` on to theirs; part ``part`` of ``parts``:
+        that slice of the rows and of those columns (the parts touch different pools)."""
         nr, nc = g.shape
-        rs, cs = slice(0, nr), slice(cfrom, nc)
-        if part is not None:
-            rh, ch = nr // 2, cfrom + (nc - cfrom) // 2
-            rs, cs = (slice(0, rh), slice(cfrom, ch)) if part == 0 else (
-                slice(rh, nr), slice(ch, nc))
+        rs, cs = _split(nr, parts)[part], _split(nc, parts, cfrom)[part]
         rows = g[rs]
         if r0 + rs.start < c0 + nc and r0 + rs.stop > c0:  # this part meets the diagonal
             i = xp.arange(rs.start, rs.stop, dtype=xp.int64)
@@ -578,17 +584,17 @@ def _selfjoin_candidates(
         for s in row_blocks[1:]:
             yield s, w[s : s + block], 0
 
-    # On the CPU with faiss's heaps, every step runs in two threads of our own, each on
-    # one core: a product as two halves of its rows (BLAS on one thread per call for the
-    # whole join), then its offers, each thread half the rows and half the columns
-    # (different pools). BLAS's own worker threads would otherwise spin on a core after
-    # every product while the offers run (measured: the offers cost 2x their CPU time).
+    # On the CPU with faiss's heaps, every step runs in threads of the join's own, one per
+    # core BLAS would use: a product as slices of its rows (BLAS on one thread per call for
+    # the whole join), then its offers, each thread a slice of the rows and one of the
+    # columns (different pools). BLAS's own worker threads would spin on their cores after
+    # every product while the offers run (measured: the offers then cost 2x their time).
     threaded = isinstance(pools, _HeapPools) and len(starts) > 1
-    pool = ThreadPoolExecutor(2, thread_name_prefix="selfjoin",
-                              initializer=_one_omp_thread) if threaded else None
     buf = np.empty(block * block, dtype=np.float32) if threaded else None
     products = 0
-    with _one_blas_thread() if threaded else contextlib.nullcontext():
+    with _one_blas_thread() if threaded else contextlib.nullcontext(1) as parts:
+        pool = ThreadPoolExecutor(parts, thread_name_prefix="selfjoin",
+                                  initializer=_one_omp_thread) if threaded else None
         try:
             for t, row_blocks in order:
                 bt = _column_operand(xp, w[t : t + block])
@@ -596,11 +602,12 @@ def _selfjoin_candidates(
                     if cancel is not None:
                         cancel.check()
                     if pool is None or buf is None:
-                        offer(r0, t, block_product(a, bt), cfrom, None)
+                        offer(r0, t, block_product(a, bt), cfrom)
                     else:
                         g = block_product(a, bt, buf[: len(a) * bt.shape[1]].reshape(
-                            len(a), bt.shape[1]), pool)
-                        for f in [pool.submit(offer, r0, t, g, cfrom, part) for part in (0, 1)]:
+                            len(a), bt.shape[1]), pool, parts)
+                        for f in [pool.submit(offer, r0, t, g, cfrom, part, parts)
+                                  for part in range(parts)]:
                             f.result()
                     products += 1
                     if progress is not None:

@@ -9,6 +9,7 @@ The reference below computes the full distance matrix and sorts every row with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
@@ -451,11 +452,11 @@ def test_self_join_computes_each_block_pair_once(
     real = knn_module.block_product
 
     def counting(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None,
-                 pool: Any = None) -> np.ndarray:
+                 pool: Any = None, parts: int = 1) -> np.ndarray:
         # The last two columns of a row block are (-|z|^2 / 2, 1), the last two rows of a
         # column block's operand (1, -|z|^2 / 2): a block is known by its first point's norm.
         seen.append((round(float(a[0, -2]), 12), round(float(bt[-1, 0]), 12)))
-        return real(a, bt, out, pool)
+        return real(a, bt, out, pool, parts)
 
     monkeypatch.setattr(knn_module, "block_product", counting)
     nb = knn(x, 5, candidate_search="selfjoin", block_rows=block)
@@ -465,15 +466,20 @@ def test_self_join_computes_each_block_pair_once(
     np.testing.assert_array_equal(nb.indices, reference_knn(x, 5)[0])
 
 
-@pytest.mark.parametrize("with_faiss", [True, False])
+@pytest.mark.parametrize(("with_faiss", "threads"), [(True, None), (True, 3), (True, 7),
+                                                    (False, None)])
 def test_self_join_is_exact_with_and_without_faiss_heaps(
-    with_faiss: bool, monkeypatch: pytest.MonkeyPatch
+    with_faiss: bool, threads: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Many blocks, duplicates and ties: the threaded join on faiss's heaps and the
-    NumPy pools (no faiss: one thread) give the reference's neighbours."""
+    """Many blocks, duplicates and ties: the threaded join on faiss's heaps (as many
+    threads as BLAS had: 3 and 7 forced here, slices of unequal sizes) and the NumPy
+    pools (no faiss: one thread) give the reference's neighbours."""
     knn_module = importlib.import_module("layerscope.server.metrics.knn")
     if not with_faiss:
         monkeypatch.setattr(knn_module, "_faiss_module", lambda: None)
+    if threads is not None:
+        monkeypatch.setattr(knn_module, "_one_blas_thread",
+                            lambda: contextlib.nullcontext(threads))
     rng = np.random.default_rng(21)
     x = np.concatenate([rng.normal(size=(300, 9)), np.repeat(rng.normal(size=(3, 9)), 15, 0),
                         rng.integers(0, 2, size=(120, 9)).astype(np.float64)])
