@@ -222,8 +222,10 @@ class _Prepared:
         # bound (1 + (d + 2) u) is used: an upper bound of the exact value, one pass cheaper.
         grow = 1.0 + (d + 2) * _U32
         for s in range(0, m, chunk):
-            z = ((x[s : s + chunk] - mu) * self.scale).astype(xp.float32)
-            out[s : s + chunk] = z
+            centred = x[s : s + chunk] - mu  # float64; scaled in place, rounded once into out
+            centred *= self.scale
+            out[s : s + chunk] = centred
+            z = out[s : s + chunk]
             norms[s : s + chunk] = xp.einsum("ij,ij->i", z, z).astype(xp.float64) * grow
             if augment:  # -fl32(|z|^2) / 2 from a float64 sum, for the self-join's product
                 full[s : s + chunk, d] = (_sumsq64(xp, z) * -0.5).astype(xp.float32)
@@ -302,15 +304,26 @@ def _augmented(prep: _Prepared) -> Any:
     return prep.w
 
 
-def _column_operand(xp: ModuleType, w: Any) -> Any:
+def _column_operand(xp: ModuleType, w: Any, pool: ThreadPoolExecutor | None = None,
+                    parts: int = 1) -> Any:
     """``swap(w)^T``, C-contiguous ((d + 2), n): the right operand of a block's product,
-    built once per column block (a plain ``a @ b`` is the faster BLAS layout)."""
+    built once per column block (a plain ``a @ b`` is the faster BLAS layout); with
+    ``pool``, ``parts`` slices of the columns, one task each."""
     out = xp.empty((w.shape[1], w.shape[0]), dtype=w.dtype)
-    # On the CPU by bands of 16 rows: a whole transposed copy misses the caches (4x slower)
-    step = 16 if xp is np else w.shape[0]
-    for i in range(0, w.shape[0], step):
-        out[:-2, i : i + step] = w[i : i + step, :-2].T
-    out[-2], out[-1] = w[:, -1], w[:, -2]
+
+    def columns(cs: slice) -> None:
+        # on the CPU by bands of 16: a whole transposed copy misses the caches (4x slower)
+        step = 16 if xp is np else w.shape[0]
+        for i in range(cs.start, cs.stop, step):
+            j = min(i + step, cs.stop)
+            out[:-2, i:j] = w[i:j, :-2].T
+        out[-2, cs], out[-1, cs] = w[cs, -1], w[cs, -2]
+
+    if pool is None:
+        columns(slice(0, w.shape[0]))
+    else:
+        for f in [pool.submit(columns, cs) for cs in _split(w.shape[0], parts)]:
+            f.result()
     return out
 
 
@@ -597,7 +610,7 @@ def _selfjoin_candidates(
                                   initializer=_one_omp_thread) if threaded else None
         try:
             for t, row_blocks in order:
-                bt = _column_operand(xp, w[t : t + block])
+                bt = _column_operand(xp, w[t : t + block], pool, parts)
                 for r0, a, cfrom in tiles(t, bt, row_blocks):
                     if cancel is not None:
                         cancel.check()
