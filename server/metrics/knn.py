@@ -221,14 +221,19 @@ class _Prepared:
         # Norms only enter the error bounds, so a float32 sum inflated by its own error
         # bound (1 + (d + 2) u) is used: an upper bound of the exact value, one pass cheaper.
         grow = 1.0 + (d + 2) * _U32
+        if xp is np:  # one float64 temporary of about 1 MB, reused: in the caches, and no
+            chunk = min(chunk, max(1, MIB // (8 * d)))  # fresh pages (2 ms a MB at first)
+        centred = xp.empty((min(chunk, m), d), dtype=xp.float64)
         for s in range(0, m, chunk):
-            centred = x[s : s + chunk] - mu  # float64; scaled in place, rounded once into out
-            centred *= self.scale
-            out[s : s + chunk] = centred
-            z = out[s : s + chunk]
-            norms[s : s + chunk] = xp.einsum("ij,ij->i", z, z).astype(xp.float64) * grow
+            n = min(chunk, m - s)
+            # centred and scaled in float64, rounded once into out
+            xp.subtract(x[s : s + n], mu, out=centred[:n])
+            centred[:n] *= self.scale
+            out[s : s + n] = centred[:n]
+            z = out[s : s + n]
+            norms[s : s + n] = xp.einsum("ij,ij->i", z, z).astype(xp.float64) * grow
             if augment:  # -fl32(|z|^2) / 2 from a float64 sum, for the self-join's product
-                full[s : s + chunk, d] = (_sumsq64(xp, z) * -0.5).astype(xp.float32)
+                full[s : s + n, d] = (_sumsq64(xp, z) * -0.5).astype(xp.float32)
         if augment:
             full[:, d + 1] = 1.0
         return out, norms, full if augment else None
