@@ -948,6 +948,8 @@ def _resolve_block(
     pr, pc = xp.nonzero(ambiguous)
     exact = xp.zeros((nu, ncand), dtype=xp.float64)
     chunk = max(1, budget // (48 * base.shape[1]))  # half the budget, beside the block
+    if xp is np:  # temporaries of a few MB, reused from the allocator: fresh pages of tens
+        chunk = min(chunk, max(1, 4 * MIB // (24 * base.shape[1])))  # of MB cost 2 ms a MB
     for a in range(0, len(pr), chunk):
         r_, c_ = pr[a : a + chunk], pc[a : a + chunk]
         exact[r_, c_] = pair_sqdist(xp, q_orig[rows[unsure[r_]]], base[cand[r_, c_]])
