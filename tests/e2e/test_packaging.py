@@ -99,7 +99,8 @@ def test_plain_install_is_the_light_client(wheel):
 
 def test_server_and_gpu_extras_each_bring_one_runtime(wheel):
     reqs = _requirements(wheel)
-    common = {"onnx", "faiss-cpu", "scipy", "grpcio-health-checking", "grpcio-reflection"}
+    common = {"onnx", "faiss-cpu", "scipy", "threadpoolctl", "grpcio-health-checking",
+              "grpcio-reflection"}
     assert _closure(reqs, "server") == common | {"onnxruntime"}
     assert _closure(reqs, "gpu") == common | {"onnxruntime-gpu", "cupy-cuda13x"}
 
