@@ -460,9 +460,10 @@ class _Pools:
 
 
 class _HeapPools:
-    """The same pools as faiss's heaps on the CPU: a row's offers are one fused, threaded
-    pass (``addn``) instead of a comparison and a merge; a column's offers, grouped by
-    their row, go in with their ids. Heap tops are the thresholds (``>`` is admitted)."""
+    """The same pools as faiss's heaps on the CPU: a row's offers are one fused pass
+    (``addn``) instead of a comparison and a merge; a column's offers, grouped by their
+    row, go in with their ids. Heap tops are the thresholds (``>`` is admitted). Calls
+    on disjoint rows may run in different threads."""
 
     def __init__(self, faiss: ModuleType, m: int, want: int) -> None:
         self.faiss = faiss
