@@ -62,6 +62,7 @@ import gc
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -331,6 +332,7 @@ class Row:
 
     method: str
     seconds: float | None = None
+    runs: list[float] = field(default_factory=list)  # every round's time, in round order
     peak_mb: float | None = None
     si: float | None = None
     extra: dict = field(default_factory=dict)
@@ -377,6 +379,7 @@ def measure(methods: list[str], m: int, d: int, repeats: int, timeout: float
                 continue
             print(f"  {m}x{d} {method:8s} run {i + 1}/{repeats}: {res['seconds']:.3f} s, "
                   f"peak extra {res['peak_extra_mb']:.0f} MB", file=sys.stderr, flush=True)
+            row.runs.append(res["seconds"])
             if row.seconds is None or res["seconds"] < row.seconds:
                 row.seconds = res["seconds"]
             row.peak_mb = max(row.peak_mb or 0.0, res["peak_extra_mb"])
@@ -404,6 +407,13 @@ def table_lines(cr: ConfigResult, markdown: bool) -> list[str]:
     if ours and full:
         lines.append(f"ours vs full matrix: {full / ours:.1f}x faster")
     ours_row = cr.rows.get("ours")
+    faiss_row = cr.rows.get("faiss")
+    if ours_row is not None and faiss_row is not None and len(ours_row.runs) > 1 \
+            and len(ours_row.runs) == len(faiss_row.runs):
+        # the machine may drift between rounds: each round's own ratio, beside the best's
+        ratios = sorted(o / f for o, f in zip(ours_row.runs, faiss_row.runs, strict=True))
+        lines.append(f"ours / faiss round by round: median {statistics.median(ratios):.2f} "
+                     f"(from {ratios[0]:.2f} to {ratios[-1]:.2f}, {len(ratios)} rounds)")
     if ours_row is not None and ours_row.extra.get("knn"):
         knn = ours_row.extra["knn"].get("train", ours_row.extra["knn"])
         lines.append(
