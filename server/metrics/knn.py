@@ -327,8 +327,7 @@ def _column_operand(xp: ModuleType, w: Any, pool: ThreadPoolExecutor | None = No
     if pool is None:
         columns(slice(0, w.shape[0]))
     else:
-        for f in [pool.submit(columns, cs) for cs in _split(w.shape[0], parts)]:
-            f.result()
+        _run_all(pool, [(columns, cs) for cs in _split(w.shape[0], parts)])
     return out
 
 
@@ -339,9 +338,15 @@ def block_product(a: Any, bt: Any, out: Any | None = None,
     ``out`` as ``parts`` slices of the rows, one task of ``pool`` each."""
     if out is None or pool is None:
         return a @ bt
-    for f in [pool.submit(np.matmul, a[rs], bt, out=out[rs]) for rs in _split(len(a), parts)]:
-        f.result()
+    _run_all(pool, [(np.matmul, a[rs], bt, out[rs]) for rs in _split(len(a), parts)])
     return out
+
+
+def _run_all(pool: ThreadPoolExecutor, calls: list[tuple[Any, ...]]) -> None:
+    """Run each ``(function, *args)`` of ``calls`` as a task of ``pool``; return when all
+    are done (the first error raised)."""
+    for f in [pool.submit(*call) for call in calls]:
+        f.result()
 
 
 def _split(n: int, parts: int, start: int = 0) -> list[slice]:
@@ -401,20 +406,16 @@ class _Pools:
         self.npending: dict[int, int] = {}
 
     def push_rows(self, s: int, g: Any, j0: int) -> None:
-        """Offer every entry of ``g = -D/2`` (rows ``s..``, columns ``j0..``) to its row
-        (the rows lie in one block of the pools)."""
+        """Offer every entry of ``g = -D/2`` (rows ``s..``, columns ``j0..``) to its row."""
         xp, nc = self.xp, g.shape[1]
         flat = xp.flatnonzero(g >= self.h[s : s + g.shape[0], None])
-        self.push(s // self.block, flat // nc + s % self.block, flat % nc + j0,
-                  g.ravel()[flat])
+        self.push(s // self.block, flat // nc, flat % nc + j0, g.ravel()[flat])
 
     def push_cols(self, t: int, g: Any, i0: int) -> None:
-        """Offer every entry of ``g`` (rows ``i0..``, columns ``t..``, in one block of the
-        pools) to its column's row."""
+        """Offer every entry of ``g`` (rows ``i0..``, columns ``t..``) to its column's row."""
         xp, nc = self.xp, g.shape[1]
         flat = xp.flatnonzero(g >= self.h[None, t : t + nc])
-        self.push(t // self.block, flat % nc + t % self.block, flat // nc + i0,
-                  g.ravel()[flat])
+        self.push(t // self.block, flat % nc, flat // nc + i0, g.ravel()[flat])
 
     def result(self) -> tuple[Any, Any]:
         """``(idx, d32)`` of every row, ascending by float32 distance."""
@@ -625,9 +626,8 @@ def _selfjoin_candidates(
                     else:
                         g = block_product(a, bt, buf[: len(a) * bt.shape[1]].reshape(
                             len(a), bt.shape[1]), pool, parts)
-                        for f in [pool.submit(offer, r0, t, g, cfrom, part, parts)
-                                  for part in range(parts)]:
-                            f.result()
+                        _run_all(pool, [(offer, r0, t, g, cfrom, part, parts)
+                                        for part in range(parts)])
                     products += 1
                     if progress is not None:
                         progress(products, n_pairs)
