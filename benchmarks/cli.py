@@ -7,18 +7,21 @@ Run from the repository root with the project's virtualenv::
     .venv/bin/python benchmarks/cli.py --markdown    # for benchmarks/RESULTS.md
 
 Every row times whole ``layerscope indices DATA.npz --json`` processes (wall clock, the best
-of ``--repeats``), each on its own fresh data directory:
+of ``--repeats`` rounds), each round on its own fresh data directories:
 
 * ``cold (--keep-warm 0)``: what every command cost before the warm server: start a server,
   compute, stop it.
 * ``first (starts a warm server)``: the first command of a session: it starts the warm server
-  and leaves it running (stopped with ``layerscope serve --stop`` after each repeat).
+  and leaves it running (stopped with ``layerscope serve --stop`` at the end of the round).
 * ``warm (second command)``: a command while the warm server runs.
 
-The baseline row ``in-process compute_indices`` is
-``layerscope.server.metrics.compute_indices(features, labels)`` in this process, on the same
-arrays loaded from the same file, libraries imported first (what a Python user who skips the
-server pays), best of ``--repeats``. The ratio column divides by it.
+The baseline row ``in-process compute_indices`` times
+``layerscope.server.metrics.compute_indices(features, labels)`` alone in this process, on the
+arrays of the same file read beforehand, libraries imported first (what a Python user who
+skips the server pays for the computation). Each round runs it and the warm command in
+turns, twice, so that both see the same moment of a machine whose speed drifts; the ratio
+column divides best by best, and the line under the table gives the median and range of the
+warm command's ratio to the in-process call that ran next to it.
 
 The commands run with ``PYTHONDONTWRITEBYTECODE`` removed from their environment, as an
 installed package would (its modules compiled once); the first, untimed, run compiles them.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,36 +68,37 @@ def stop(data: Path) -> None:
                    capture_output=True, check=True)
 
 
-def measure(path: Path, tmp: Path, repeats: int) -> dict[str, float]:
-    """Best wall time of each way of running ``indices`` on ``path``."""
-    best = {"cold": float("inf"), "first": float("inf"), "warm": float("inf")}
-    for r in range(repeats):
-        cold_dir, warm_dir = tmp / f"{path.stem}-cold-{r}", tmp / f"{path.stem}-warm-{r}"
-        best["cold"] = min(best["cold"], run(["indices", str(path), "--json", "--data-dir",
-                                              str(cold_dir), "--keep-warm", "0"]))
-        try:
-            best["first"] = min(best["first"], run(["indices", str(path), "--json",
-                                                    "--data-dir", str(warm_dir)]))
-            best["warm"] = min(best["warm"], run(["indices", str(path), "--json",
-                                                  "--data-dir", str(warm_dir)]))
-        finally:
-            stop(warm_dir)
-    return best
-
-
-def in_process(path: Path, repeats: int) -> float:
+def measure(path: Path, tmp: Path, repeats: int) -> tuple[dict[str, float], list[float]]:
+    """Best wall time of each way of running ``indices`` on ``path`` and of the in-process
+    call, and each warm command's ratio to the in-process call beside it."""
     from layerscope.server.metrics import compute_indices
 
     with np.load(path) as f:
         x, y = f["features"], f["labels"]
     compute_indices(features=x[:100], labels=y[:100])  # imports and first-call costs
-    best = float("inf")
-    for _ in range(repeats):
-        with np.load(path) as f:
-            start = time.perf_counter()
-            compute_indices(features=f["features"], labels=f["labels"])
-            best = min(best, time.perf_counter() - start)
-    return best
+
+    def local() -> float:
+        start = time.perf_counter()
+        compute_indices(features=x, labels=y)
+        return time.perf_counter() - start
+
+    best = dict.fromkeys(("in-process", "cold", "first", "warm"), float("inf"))
+    ratios = []
+    for r in range(repeats):
+        cold_dir, warm_dir = tmp / f"{path.stem}-cold-{r}", tmp / f"{path.stem}-warm-{r}"
+        best["cold"] = min(best["cold"], run(["indices", str(path), "--json", "--data-dir",
+                                              str(cold_dir), "--keep-warm", "0"]))
+        command = ["indices", str(path), "--json", "--data-dir", str(warm_dir)]
+        try:
+            best["first"] = min(best["first"], run(command))
+            for _ in range(2):
+                base, warm = local(), run(command)
+                best["in-process"] = min(best["in-process"], base)
+                best["warm"] = min(best["warm"], warm)
+                ratios.append(warm / base)
+        finally:
+            stop(warm_dir)
+    return best, ratios
 
 
 def main() -> None:
@@ -114,10 +119,10 @@ def main() -> None:
             np.savez(paths[key], features=rng.normal(size=(m, d)).astype(np.float32),
                      labels=rng.integers(0, 10, m))
         run(["--help"])  # compiles the CLI's modules once (not timed)
-        body = []
+        body, notes = [], []
         for key, (m, d) in sets.items():
-            base = in_process(paths[key], args.repeats)
-            got = measure(paths[key], tmp, args.repeats)
+            got, ratios = measure(paths[key], tmp, args.repeats)
+            base = got["in-process"]
             shape = f"m={m}, d={d}"
             body.append([f"{shape}: in-process compute_indices", f"{base:.3f}", "1.00",
                          "baseline"])
@@ -126,10 +131,14 @@ def main() -> None:
                                 ("warm", "warm (second command)")):
                 body.append([f"{shape}: layerscope indices, {label}", f"{got[name]:.3f}",
                              f"{got[name] / base:.2f}", ""])
+            notes.append(f"{shape}: warm command / in-process call beside it: median "
+                         f"{statistics.median(ratios):.2f} (from {min(ratios):.2f} to "
+                         f"{max(ratios):.2f}, {len(ratios)} pairs)")
         lines += pool_lines(thread_pools())
     lines += table("layerscope indices: wall time, best of "
                    f"{args.repeats} (ratio to the in-process call)",
                    ["run", "time s", "ratio", "note"], body, args.markdown)
+    lines += ["", *notes]
     print("\n".join(lines))
 
 

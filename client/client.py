@@ -19,11 +19,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import numpy as np
 
+from ..lazy import lazy_module
 from ..local import Announcement, default_data_dir, package_identity, read_announcement
 from ..protos import codec
 from ..protos.options import IndexOptions, OptionError
@@ -39,6 +39,7 @@ from ..protos.stubs import (
 from .loaders import Source, open_source
 from .modelfile import FOLD_MAX_BYTES, ModelFiles, model_file_bytes, model_files
 from .progress import ProgressLine, job_line
+from .rawarray import RawArray
 from .results import (
     CertifyResult,
     CompressionResult,
@@ -60,6 +61,11 @@ from .server_process import (
     stop_server,
     wait_exit,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 CHUNK = 1 << 20
 log = logging.getLogger("layerscope.client")
@@ -89,18 +95,30 @@ def _sha256_of(parts: Iterable[memoryview]) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _views(arrays: list[np.ndarray]) -> Iterator[memoryview]:
+def _wire(a: Any) -> np.ndarray | RawArray:
+    """``a`` as it goes on the wire: C order, little-endian (a RawArray already is)."""
+    return a if isinstance(a, RawArray) else codec.little_endian(a)
+
+
+def _bytes_of(a: np.ndarray | RawArray) -> memoryview:
+    """The bytes of a C-order array, one byte per item (no copy)."""
+    if isinstance(a, RawArray):
+        return a.view()
+    return memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+
+
+def _views(arrays: list[np.ndarray | RawArray]) -> Iterator[memoryview]:
     """The raw little-endian bytes of each array, in CHUNK-sized pieces, without copies."""
     for a in arrays:
-        buf = memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        buf = _bytes_of(a)
         for s in range(0, len(buf), CHUNK):
             yield buf[s : s + CHUNK]
 
 
-def _block_views(blocks: Iterable[np.ndarray]) -> Iterator[memoryview]:
+def _block_views(blocks: Iterable[np.ndarray | RawArray]) -> Iterator[memoryview]:
     """The raw bytes of each block (C order; the loaders yield little-endian blocks)."""
     for b in blocks:
-        yield memoryview(np.ascontiguousarray(b).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        yield _bytes_of(b)
 
 
 def _counted(views: Iterable[memoryview], stage: str, total: int, bar: ProgressLine
@@ -131,14 +149,14 @@ def _rechunk(views: Iterable[memoryview]) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def _chunks(arrays: list[np.ndarray]) -> Iterator[common_pb2.Chunk]:
+def _chunks(arrays: list[np.ndarray | RawArray]) -> Iterator[common_pb2.Chunk]:
     offset = 0
     for view in _views(arrays):
         yield common_pb2.Chunk(offset=offset, data=view.tobytes())
         offset += len(view)
 
 
-def _spec(name: str, a: np.ndarray) -> common_pb2.TensorSpec:
+def _spec(name: str, a: np.ndarray | RawArray) -> common_pb2.TensorSpec:
     return common_pb2.TensorSpec(name=name, dtype=str(a.dtype), shape=list(a.shape))
 
 
@@ -431,7 +449,7 @@ class Client:
             raise ValueError("input arrays may not be named 'labels' or 'targets'")
         named["labels" if labels is not None else "targets"] = (
             labels if labels is not None else targets)
-        arrays = {k: codec.little_endian(v) for k, v in named.items()}
+        arrays = {k: _wire(v) for k, v in named.items()}
         order = list(arrays.values())
         sha, size = _sha256_of(_views(order))
         header = datasets_pb2.UploadDatasetHeader(
@@ -549,7 +567,7 @@ class Client:
         named = {"features": features, "labels": labels, "targets": targets,
                  "test_features": test_features, "test_labels": test_labels,
                  "test_targets": test_targets}
-        arrays = {k: codec.little_endian(v) for k, v in named.items() if v is not None}
+        arrays = {k: _wire(v) for k, v in named.items() if v is not None}
         header = analysis_pb2.ComputeIndicesHeader(
             options=_options(options, keywords),
             tensors=[_spec(k, a) for k, a in arrays.items()])

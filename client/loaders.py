@@ -14,11 +14,16 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ..lazy import lazy_module
 from .npz import DataFileError, load_npz
+from .rawarray import ITEMSIZE, RawArray
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ROWS_PER_CHUNK = 4096   # Parquet rows per batch
@@ -31,18 +36,21 @@ class Source:
     yielding their C-order little-endian bytes in that order (callable more than once).
     ``key`` is ``labels`` or ``targets``; ``note`` says how the data was read (shown to the
     user: the image preprocessing, the class names); ``held``, for a source of arrays
-    already in memory, those arrays (what ``arrays()`` hands back)."""
+    already in memory, those arrays (NumPy arrays, or RawArrays as the .npz reader gives
+    them: what ``tensors()`` hands back)."""
 
     specs: tuple[tuple[str, str, tuple[int, ...]], ...]
-    blocks: Callable[[], Iterator[np.ndarray]]
+    blocks: Callable[[], Iterator[np.ndarray | RawArray]]
     key: str
     note: str = ""
     classes: tuple[str, ...] = field(default=())
-    held: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    held: dict[str, np.ndarray | RawArray] | None = field(default=None, repr=False,
+                                                         compare=False)
 
     @property
     def size_bytes(self) -> int:
-        return sum(np.dtype(d).itemsize * math.prod(s) for _, d, s in self.specs)
+        return sum((ITEMSIZE[d] if d in ITEMSIZE else np.dtype(d).itemsize) * math.prod(s)
+                   for _, d, s in self.specs)
 
     @property
     def rows(self) -> int:
@@ -53,7 +61,7 @@ class Source:
         arrays already in memory hands them back, no copy; the others fill one new array
         per tensor a block at a time (no block held beyond its copy)."""
         if self.held is not None:
-            return dict(self.held)
+            return {k: np.asarray(v) for k, v in self.held.items()}
         out = {name: np.empty(shape, np.dtype(dtype).newbyteorder("<"))
                for name, dtype, shape in self.specs}
         targets = [a.reshape(-1).view(np.uint8) for a in out.values()]
@@ -75,15 +83,30 @@ class Source:
             raise ValueError("the source's blocks hold fewer bytes than its specs")
         return out
 
+    def tensors(self) -> dict[str, np.ndarray | RawArray]:
+        """The tensors as they are held: what ``arrays()`` gives, except that a RawArray
+        stays one (so that sending it imports no NumPy)."""
+        return dict(self.held) if self.held is not None else dict(self.arrays())
 
-def array_source(arrays: dict[str, np.ndarray], key: str, note: str = "") -> Source:
-    """A source of arrays already in memory (the ``key`` array last)."""
+
+def array_source(arrays: dict[str, Any], key: str, note: str = "") -> Source:
+    """A source of arrays already in memory (the ``key`` array last): NumPy arrays or
+    array-likes, made C-order and little-endian; RawArrays, which are, as they are."""
     order = [k for k in arrays if k != key] + [key]
-    fixed = {k: np.ascontiguousarray(arrays[k]).astype(
-        np.asarray(arrays[k]).dtype.newbyteorder("<"), copy=False) for k in order}
-    return Source(tuple((k, str(fixed[k].dtype.newbyteorder("=")), tuple(fixed[k].shape))
-                        for k in order),
+    fixed: dict[str, np.ndarray | RawArray] = {}
+    for k in order:
+        a = arrays[k]
+        if not isinstance(a, RawArray):
+            a = np.ascontiguousarray(a)
+            a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        fixed[k] = a
+    return Source(tuple((k, _dtype_name(a), tuple(a.shape)) for k, a in fixed.items()),
                   lambda: iter(list(fixed.values())), key, note, held=fixed)
+
+
+def _dtype_name(a: np.ndarray | RawArray) -> str:
+    """The dtype's name as the contract writes it (no byte order)."""
+    return a.dtype if isinstance(a, RawArray) else str(a.dtype.newbyteorder("="))
 
 
 # options --------------------------------------------------------------------------------
@@ -159,7 +182,7 @@ def open_source(
         return parquet_source(p, columns, input_name)
     if kind == "images":
         return image_folder(p, images, input_name, classes)
-    arrays = load_npz(p, required_any=("labels|targets",))
+    arrays = load_npz(p, required_any=("labels|targets",), raw=True)
     if "labels" in arrays and "targets" in arrays:
         raise DataFileError(f"{p}: holds both 'labels' and 'targets'; keep one (labels for "
                             "classification, targets for regression)")

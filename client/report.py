@@ -3,9 +3,14 @@ table, the ranking, certification and export reports."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from ..lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 # Canonical names (METRICS.md) in the order reports list them.
 INDEX_NAMES = (

@@ -12,12 +12,16 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ..lazy import lazy_module
 from ..protos import codec
 from ..protos.stubs import analysis_pb2, common_pb2, datasets_pb2, models_pb2
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 PANDAS_EXTRA = "pip install 'layerscope[pandas]'"
 

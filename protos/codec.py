@@ -12,13 +12,18 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from google.protobuf import json_format
 
+from ..lazy import lazy_module
 from .options import IndexOptions
 from .stubs import analysis_pb2, common_pb2
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy")
 
 ORDERED_PER_CLASS = ("high_order_si_per_class", "soft_order_si_per_class",
                      "anti_si_per_class")

@@ -91,6 +91,37 @@ def test_second_command_reuses_the_warm_server_and_serve_stop_ends_it(train, dat
     assert again.returncode == 0 and "no layerscope server holds" in again.stdout
 
 
+def test_a_command_sends_an_npz_without_importing_numpy(tmp_path, data):
+    """The command's own process reads the .npz and sends its arrays as their bytes: NumPy
+    (0.1 s of a command's start) is never imported there; the numbers are the reference's,
+    for a test set too."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(90, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 90).astype(np.int16)
+    tx = rng.normal(size=(40, 6)).astype(np.float32)
+    ty = rng.integers(0, 3, 40).astype(np.int16)
+    np.savez(tmp_path / "train.npz", features=x, labels=y)
+    np.savez(tmp_path / "test.npz", features=tx, labels=ty)
+    report = tmp_path / "modules.txt"
+    run = ("import atexit, sys\n"
+           "from layerscope.client.cli import main\n"
+           f"atexit.register(lambda: open({str(report)!r}, 'w').write(' '.join(sys.modules)))\n"
+           "main()\n")
+    proc = subprocess.run([sys.executable, "-c", run, "indices", str(tmp_path / "train.npz"),
+                           "--test", str(tmp_path / "test.npz"), "--json", "--data-dir",
+                           str(data), "--keep-warm", "120"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    x64 = x.astype(np.float64)
+    assert out["si"] == pytest.approx(F.brute_si(x64, y), abs=1e-12)
+    assert out["cross"]["si"] == pytest.approx(
+        F.brute_si(x64, y, tx.astype(np.float64), ty), abs=1e-12)
+    loaded = report.read_text().split()
+    assert "layerscope.client.cli" in loaded and "grpc" in loaded
+    assert "numpy" not in loaded
+
+
 def _open_stream(address: str, release: threading.Event, opened: threading.Event
                  ) -> threading.Thread:
     """A ComputeIndices call that sends its header and then waits for ``release``: a long

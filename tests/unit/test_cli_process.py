@@ -1,7 +1,7 @@
-"""The command line's process: it builds the arguments of the command it runs only, and leaves
-what it imported to the exit (``gc.freeze``), so that the interpreter's shutdown collections
-do not traverse NumPy's, gRPC's and protobuf's objects; ``main(argv)`` called from Python
-changes nothing in the caller's collector."""
+"""The command line's process: it builds the arguments of the command it runs only, leaves
+what it imported out of the collector (``gc.freeze``) and ends as soon as the command is done
+(atexit handlers, logging and the streams' flush as a normal exit; no interpreter teardown);
+``main(argv)`` called from Python changes nothing in the caller's collector and returns."""
 
 from __future__ import annotations
 
@@ -9,23 +9,67 @@ import gc
 import shlex
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 from layerscope.client.cli import COMMANDS, build_parser
 
 
-def test_the_command_lines_process_freezes_its_imports(tmp_path):
-    code = ("import gc, sys\n"
-            "from layerscope.client.cli import main\n"
-            f"sys.argv = ['layerscope', 'protos', '--out', {str(tmp_path)!r}]\n"
-            "code = main()\n"
-            "print(code, gc.get_freeze_count())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120).stdout.split()
-    assert out[-2] == "0"  # the command succeeded ...
-    assert int(out[-1]) > 1000  # ... with the imported modules' objects frozen
-    assert (tmp_path / "layerscope" / "v1").is_dir()  # and its output written
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, check=False, timeout=120)
+
+
+def test_the_command_lines_process_freezes_its_imports_and_ends_at_once(tmp_path):
+    done = run_python(f"""
+        import atexit, gc, sys
+        from layerscope.client.cli import main
+        atexit.register(lambda: print("atexit", gc.get_freeze_count()))
+        sys.argv = ['layerscope', 'protos', '--out', {str(tmp_path)!r}]
+        code = main()
+        print("after main")  # never: the process ended inside main
+        """)
+    assert done.returncode == 0, done.stderr  # the command succeeded ...
+    lines = done.stdout.splitlines()
+    assert "after main" not in lines
+    assert lines[-1].split()[0] == "atexit"  # ... its atexit handlers ran ...
+    assert int(lines[-1].split()[1]) > 1000  # ... with the imported modules' objects frozen
+    assert (tmp_path / "layerscope" / "v1").is_dir()  # and its output is written
+
+
+def test_the_early_end_keeps_the_exit_code_the_output_and_the_log(tmp_path):
+    log = tmp_path / "log.txt"
+    done = run_python(f"""
+        import logging, sys, tempfile, weakref
+        from layerscope.client import cli
+        handler = logging.FileHandler({str(log)!r}, delay=True)
+        logging.getLogger("t").addHandler(handler)
+        logging.getLogger("t").warning("logged before the end")
+        held = tempfile.TemporaryDirectory(dir={str(tmp_path)!r})  # removed by its finalizer
+        sys.stdout.write("unflushed output")
+        cli._end_process(7)
+        """)
+    assert done.returncode == 7
+    assert done.stdout == "unflushed output"
+    assert log.read_text() == "logged before the end\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]  # the temporary folder went
+
+
+def test_the_process_waits_for_a_running_thread_as_a_normal_exit_does(tmp_path):
+    done = run_python("""
+        import threading
+        from layerscope.client import cli
+        release = threading.Event()
+        def work():
+            release.wait(); print("thread finished", flush=True)
+        threading.Thread(target=work).start()
+        cli._end_process(0)  # the thread is alive, waiting: this returns
+        print("normal exit", flush=True)
+        release.set()
+        """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["normal exit", "thread finished"]
 
 
 def test_main_called_from_python_freezes_nothing(tmp_path, capsys):

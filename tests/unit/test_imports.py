@@ -34,6 +34,14 @@ def test_client_imports_no_heavy_module():
     assert imported_after("from layerscope.client import Client") == set()
 
 
+@pytest.mark.parametrize("statement", ["import layerscope.client.cli",
+                                       "from layerscope.client import Client"])
+def test_command_line_and_client_start_without_numpy(statement):
+    # NumPy and BLAS's threads take ~0.1 s to start here; a command that sends an .npz
+    # never needs them (tests/e2e/test_warm_server.py runs one)
+    assert loaded_after(statement, ("numpy",)) == set()
+
+
 @pytest.mark.parametrize("module", ["layerscope.server.api", "layerscope.server.api.serve",
                                     "layerscope.server.api.servicers"])
 def test_server_imports_no_graph_library_runtime_or_framework_at_start(module):

@@ -270,6 +270,26 @@ def test_an_npz_source_hands_back_its_arrays_without_a_copy(tmp_path):
     np.testing.assert_array_equal(first["labels"], y)
 
 
+def test_an_npz_source_holds_plain_arrays_as_their_bytes_and_the_others_as_arrays(tmp_path):
+    from layerscope.client.rawarray import RawArray
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = np.array([3, 1, 2, 0], dtype=">i4")  # big-endian: through NumPy, made little-endian
+    np.savez(tmp_path / "d.npz", features=x, labels=y)
+    source = open_source(tmp_path / "d.npz")
+    held = source.tensors()
+    assert isinstance(held["features"], RawArray) and held["features"].dtype == "float32"
+    assert held["features"].view().tobytes() == x.tobytes()
+    assert isinstance(held["labels"], np.ndarray) and held["labels"].dtype == np.dtype("<i4")
+    assert source.specs == (("features", "float32", (4, 3)), ("labels", "int32", (4,)))
+    assert source.size_bytes == x.nbytes + y.nbytes
+    arrays = source.arrays()  # NumPy arrays over the same bytes
+    assert isinstance(arrays["features"], np.ndarray)
+    np.testing.assert_array_equal(arrays["features"], x)
+    sent = b"".join(bytes(np.asarray(b).reshape(-1).view(np.uint8)) for b in source.blocks())
+    assert sent == x.tobytes() + y.astype("<i4").tobytes()
+
+
 def test_an_npz_source_of_big_endian_fortran_arrays_is_little_endian_c_order(tmp_path):
     x = np.asfortranarray(np.arange(12, dtype=">f8").reshape(4, 3))
     y = np.array([3, 1, 2, 0], dtype=">i4")
