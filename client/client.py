@@ -149,11 +149,21 @@ def _rechunk(views: Iterable[memoryview]) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def _chunks(arrays: list[np.ndarray | RawArray]) -> Iterator[common_pb2.Chunk]:
+def _chunk_requests(message: Callable[[], Any], pieces: Iterable[bytes | memoryview],
+                    sent: Callable[[int], None] | None = None) -> Iterator[Any]:
+    """One request ``message()`` per piece, its ``chunk`` (offset, data) set in place.
+    Building a Chunk and handing it to the request would copy its data once more (and each
+    read of a bytes field copies it out again): at 20 MB those copies took 25 ms of a
+    command's 0.15 s. ``sent`` is told the bytes sent so far after each request."""
     offset = 0
-    for view in _views(arrays):
-        yield common_pb2.Chunk(offset=offset, data=view.tobytes())
-        offset += len(view)
+    for piece in pieces:
+        req = message()
+        req.chunk.offset = offset
+        req.chunk.data = piece if isinstance(piece, bytes) else piece.tobytes()
+        offset += len(piece)
+        yield req
+        if sent is not None:
+            sent(offset)
 
 
 def _spec(name: str, a: np.ndarray | RawArray) -> common_pb2.TensorSpec:
@@ -355,9 +365,8 @@ class Client:
         def requests() -> Iterator[models_pb2.UploadModelRequest]:
             yield models_pb2.UploadModelRequest(header=models_pb2.UploadModelHeader(
                 name=name or "", size_bytes=len(data), sha256=sha))
-            for s in range(0, len(data), CHUNK):
-                yield models_pb2.UploadModelRequest(
-                    chunk=common_pb2.Chunk(offset=s, data=data[s : s + CHUNK]))
+            yield from _chunk_requests(models_pb2.UploadModelRequest,
+                                       (data[s : s + CHUNK] for s in range(0, len(data), CHUNK)))
 
         try:
             return Model.from_proto(self._call(self._models.UploadModel, requests()).model)
@@ -461,8 +470,7 @@ class Client:
 
         def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
             yield datasets_pb2.UploadDatasetRequest(header=header)
-            for chunk in _chunks(order):
-                yield datasets_pb2.UploadDatasetRequest(chunk=chunk)
+            yield from _chunk_requests(datasets_pb2.UploadDatasetRequest, _views(order))
 
         return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
 
@@ -508,13 +516,9 @@ class Client:
 
         def requests() -> Iterator[datasets_pb2.UploadDatasetRequest]:
             yield datasets_pb2.UploadDatasetRequest(header=header)
-            offset = 0
             bar.started = time.monotonic()
-            for data in _rechunk(_counted(_block_views(source.blocks()), "uploading", size,
-                                          bar)):
-                yield datasets_pb2.UploadDatasetRequest(
-                    chunk=common_pb2.Chunk(offset=offset, data=data))
-                offset += len(data)
+            yield from _chunk_requests(datasets_pb2.UploadDatasetRequest, _rechunk(
+                _counted(_block_views(source.blocks()), "uploading", size, bar)))
 
         return Dataset.from_proto(self._call(self._datasets.UploadDataset, requests()).dataset)
 
@@ -575,11 +579,8 @@ class Client:
 
         def requests() -> Iterator[analysis_pb2.ComputeIndicesRequest]:
             yield analysis_pb2.ComputeIndicesRequest(header=header)
-            sent = 0
-            for chunk in _chunks(order):
-                yield analysis_pb2.ComputeIndicesRequest(chunk=chunk)
-                sent += len(chunk.data)
-                bar("uploading", sent / total if total else 1.0)
+            yield from _chunk_requests(analysis_pb2.ComputeIndicesRequest, _views(order),
+                                       lambda sent: bar("uploading", sent / total))
             uploaded.append(True)
 
         total = sum(a.nbytes for a in order)
