@@ -203,3 +203,17 @@ def test_a_raw_array_checks_what_it_is_given():
     assert (len(raw), raw.ndim, raw.size, raw.nbytes) == (2, 2, 4, 8)
     np.testing.assert_array_equal(np.asarray(raw), [[0, 1], [2, 3]])
     np.testing.assert_array_equal(np.asarray(raw, dtype=np.float64), [[0.0, 1.0], [2.0, 3.0]])
+
+
+def test_a_file_that_cannot_be_mapped_is_read_instead(tmp_path, monkeypatch):
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")  # what mmap says of a file it cannot map
+
+    x = np.arange(24, dtype=np.float64).reshape(6, 4)
+    np.savez(tmp_path / "d.npz", features=x)
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    got = load_npz(tmp_path / "d.npz", raw=True)["features"]
+    assert isinstance(got, RawArray) and isinstance(got.data, bytearray)
+    np.testing.assert_array_equal(np.asarray(got), x)
