@@ -1233,7 +1233,7 @@ def _end_process(code: int) -> None:
     if any(t is not threading.main_thread() and not t.daemon and t.is_alive()
            for t in threading.enumerate()):
         return
-    atexit._run_exitfuncs()  # what the interpreter calls first when it exits
+    atexit._run_exitfuncs()  # what the interpreter calls first (and then forgets them)
     logging.shutdown()
     try:
         sys.stdout.flush()

@@ -58,8 +58,9 @@ class Source:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The tensors as little-endian arrays (the whole source in memory). A source of
-        arrays already in memory hands them back, no copy; the others fill one new array
-        per tensor a block at a time (no block held beyond its copy)."""
+        arrays already in memory hands them back, no copy (read-only views of the file's
+        mapped pages for an .npz's plain members); the others fill one new array per
+        tensor a block at a time (no block held beyond its copy)."""
         if self.held is not None:
             return {k: np.asarray(v) for k, v in self.held.items()}
         out = {name: np.empty(shape, np.dtype(dtype).newbyteorder("<"))

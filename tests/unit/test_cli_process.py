@@ -90,3 +90,21 @@ def test_the_parser_of_one_command_reads_its_example_as_the_whole_parser_does(cm
     others = build_parser(cmd.name)
     (sub,) = [a for a in others._actions if a.dest == "command"]
     assert set(sub.choices) == {c.name for c in COMMANDS}  # every command still listed
+
+
+def test_when_a_stream_cannot_be_flushed_the_normal_exit_follows_and_atexit_runs_once():
+    done = run_python("""
+        import atexit, sys
+        from layerscope.client import cli
+        atexit.register(lambda: sys.__stderr__.write("handler ran\\n"))
+        class Full:
+            def write(self, text): return len(text)
+            def flush(self): raise OSError(28, "No space left on device")
+        sys.stdout = Full()
+        cli._end_process(0)
+        sys.stdout = sys.__stdout__
+        print("normal exit", flush=True)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["normal exit"]
+    assert done.stderr.count("handler ran") == 1
