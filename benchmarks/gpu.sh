@@ -44,6 +44,9 @@ for dist in ("numpy", "cupy-cuda13x", "onnx", "onnxruntime", "onnxruntime-gpu", 
         print(f"  {dist} {md.version(dist)}")
     except md.PackageNotFoundError:
         print(f"  {dist}: not installed")
+import google.protobuf, grpc  # the ones imported: .whl/'s, unless a package shadows them
+print("imported: grpc", grpc.__version__, grpc.__file__)
+print("imported: protobuf", google.protobuf.__version__, google.protobuf.__file__)
 import onnxruntime as ort
 print("onnxruntime providers:", ort.get_available_providers())
 import layerscope
