@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -510,6 +511,49 @@ def test_blas_is_limited_to_one_thread_while_joins_run_and_restored_after() -> N
         assert blas_threads() == {1}  # the second join still runs
         second.__exit__(None, None, None)
         assert blas_threads() == {2}
+
+
+def test_the_blas_limit_holds_in_every_thread_that_runs_a_join() -> None:
+    """A server runs its joins in its handlers' threads. threadpoolctl (3.8 on) lets only
+    the first thread that set an OpenBLAS limit change it again, silently: a join run in
+    another thread than the first join's ran its products with BLAS's threads on top of
+    its own (20-30% slower). Joins entered and ended in different threads, one after the
+    other and overlapping, each run with BLAS on one thread, and the last restores it.
+    (The process-wide pools: an OpenMP-built BLAS, as faiss's, is limited per thread.)"""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    knn_module = importlib.import_module("layerscope.server.metrics.knn")
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas" and p.get("threading_layer") != "openmp"}
+
+    def in_thread(fn: Any) -> Any:
+        out: list[Any] = []
+        t = threading.Thread(target=lambda: out.append(fn()))
+        t.start()
+        t.join()
+        return out[0]
+
+    def one_join() -> set[int]:
+        with knn_module._one_blas_thread():
+            return blas_threads()
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        if blas_threads() != {2}:
+            pytest.skip("this machine's BLAS runs on one thread only")
+        assert one_join() == {1}  # this thread first
+        assert in_thread(one_join) == {1}  # then another
+        assert in_thread(one_join) == {1}  # and a third
+        assert blas_threads() == {2}
+        first = knn_module._one_blas_thread()
+        in_thread(first.__enter__)  # a join starts in one thread ...
+        second = knn_module._one_blas_thread()
+        second.__enter__()  # ... another joins it here ...
+        in_thread(lambda: first.__exit__(None, None, None))  # ... the first ends there
+        assert blas_threads() == {1}
+        second.__exit__(None, None, None)  # the last restores, from another thread
+        assert blas_threads() == {2}
+        assert one_join() == {1}
 
 
 def test_self_mode_searches_with_the_self_join_by_default() -> None:
