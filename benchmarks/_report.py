@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -95,6 +96,14 @@ def text_row(cells: list[str], widths: list[int]) -> str:
     """First column left-aligned, numbers right-aligned, the note last and unpadded."""
     mid = [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True)]
     return ("  " + "  ".join([cells[0].ljust(widths[0]), *mid, cells[-1]])).rstrip()
+
+
+def spread(ratios: Sequence[float], what: str) -> str:
+    """``median M (from LO to HI, N what)``: ratios measured in turns on a machine whose
+    speed drifts, each beside its own baseline."""
+    r = sorted(ratios)
+    return (f"median {statistics.median(r):.2f} (from {r[0]:.2f} to {r[-1]:.2f}, "
+            f"{len(r)} {what})")
 
 
 def table(title: str, head: list[str], body: list[list[str]], markdown: bool) -> list[str]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import env_line, machine_line, pool_lines, table, thread_pools  # noqa: E402
+from _report import (  # noqa: E402
+    env_line,
+    machine_line,
+    pool_lines,
+    spread,
+    table,
+    thread_pools,
+)
 
 CLI = [sys.executable, "-m", "layerscope.client.cli"]
 
@@ -131,9 +137,8 @@ def main() -> None:
                                 ("warm", "warm (second command)")):
                 body.append([f"{shape}: layerscope indices, {label}", f"{got[name]:.3f}",
                              f"{got[name] / base:.2f}", ""])
-            notes.append(f"{shape}: warm command / in-process call beside it: median "
-                         f"{statistics.median(ratios):.2f} (from {min(ratios):.2f} to "
-                         f"{max(ratios):.2f}, {len(ratios)} pairs)")
+            notes.append(f"{shape}: warm command / in-process call beside it: "
+                         f"{spread(ratios, 'pairs')}")
         lines += pool_lines(thread_pools())
     lines += table("layerscope indices: wall time, best of "
                    f"{args.repeats} (ratio to the in-process call)",

@@ -62,7 +62,6 @@ import gc
 import os
 import platform
 import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -77,6 +76,7 @@ from _report import (
     machine_line,
     mem_info,
     pool_lines,
+    spread,
     table,
     thread_pools,
 )
@@ -411,9 +411,8 @@ def table_lines(cr: ConfigResult, markdown: bool) -> list[str]:
     if ours_row is not None and faiss_row is not None and len(ours_row.runs) > 1 \
             and len(ours_row.runs) == len(faiss_row.runs):
         # the machine may drift between rounds: each round's own ratio, beside the best's
-        ratios = sorted(o / f for o, f in zip(ours_row.runs, faiss_row.runs, strict=True))
-        lines.append(f"ours / faiss round by round: median {statistics.median(ratios):.2f} "
-                     f"(from {ratios[0]:.2f} to {ratios[-1]:.2f}, {len(ratios)} rounds)")
+        ratios = [o / f for o, f in zip(ours_row.runs, faiss_row.runs, strict=True)]
+        lines.append(f"ours / faiss round by round: {spread(ratios, 'rounds')}")
     if ours_row is not None and ours_row.extra.get("knn"):
         knn = ours_row.extra["knn"].get("train", ours_row.extra["knn"])
         lines.append(

@@ -376,7 +376,7 @@ def _one_blas_thread() -> Iterator[int]:
             except ImportError:
                 _blas_limited, _blas_threads = None, 1
             else:
-                _take_blas_control()
+                _free_blas_claim()
                 _blas_limited = threadpool_limits(1, user_api="blas")
                 _blas_threads = max(1, int(
                     _blas_limited.get_original_num_threads().get("blas") or 1))
@@ -388,13 +388,13 @@ def _one_blas_thread() -> Iterator[int]:
         with _blas_lock:
             _blas_joins -= 1
             if _blas_joins == 0 and _blas_limited is not None:
-                _take_blas_control()
+                _free_blas_claim()
                 _blas_limited.restore_original_limits()
-                _take_blas_control()
+                _free_blas_claim()
                 _blas_limited = None
 
 
-def _take_blas_control() -> None:
+def _free_blas_claim() -> None:
     """Let this thread's next BLAS limit take effect. threadpoolctl (3.8 on) lets only one
     thread, the first to set a limit, change a process-wide OpenBLAS pool, and silently
     ignores the others until that thread clears its claim, which only its ``with`` blocks
@@ -405,8 +405,9 @@ def _take_blas_control() -> None:
     orders every limit this module sets."""
     try:
         from threadpoolctl import OpenBLASController  # noqa: PLC0415
-    except ImportError:  # a threadpoolctl without the claim (before 3.8): nothing to clear
+    except ImportError:  # no threadpoolctl (or one without this controller): no claim
         return
+    # before 3.8, threadpoolctl has no claim to clear
     clear = getattr(OpenBLASController, "clear_controlling_thread", None)
     if clear is not None:
         clear(force=True)
