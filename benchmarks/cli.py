@@ -13,15 +13,20 @@ of ``--repeats`` rounds), each round on its own fresh data directories:
   compute, stop it.
 * ``first (starts a warm server)``: the first command of a session: it starts the warm server
   and leaves it running (stopped with ``layerscope serve --stop`` at the end of the round).
-* ``warm (second command)``: a command while the warm server runs.
+* ``warm (second command)``: a command while the warm server runs, on the same file as the
+  first: the server holds its data (stored by the first command), so nothing is sent.
+* ``warm, new data``: a command while the warm server runs, on a file it has not seen (new
+  random values of the same shapes, written before the timing): the data is hashed,
+  uploaded and stored, then indexed by id.
 
 The baseline row ``in-process compute_indices`` times
 ``layerscope.server.metrics.compute_indices(features, labels)`` alone in this process, on the
 arrays of the same file read beforehand, libraries imported first (what a Python user who
 skips the server pays for the computation). Each round runs it and the warm command in
-turns, twice, so that both see the same moment of a machine whose speed drifts; the ratio
-column divides best by best, and the line under the table gives the median and range of the
-warm command's ratio to the in-process call that ran next to it.
+turns, twice, then once more on the new data, so that both see the same moment of a machine
+whose speed drifts; the ratio column divides best by best, and the lines under the table
+give the median and range of each warm command's ratio to the in-process call that ran next
+to it.
 
 The commands run with ``PYTHONDONTWRITEBYTECODE`` removed from their environment, as an
 installed package would (its modules compiled once); the first, untimed, run compiles them.
@@ -74,7 +79,14 @@ def stop(data: Path) -> None:
                    capture_output=True, check=True)
 
 
-def measure(path: Path, tmp: Path, repeats: int) -> tuple[dict[str, float], list[float]]:
+def write_data(path: Path, m: int, d: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    np.savez(path, features=rng.normal(size=(m, d)).astype(np.float32),
+             labels=rng.integers(0, 10, m))
+
+
+def measure(path: Path, tmp: Path, repeats: int
+            ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Best wall time of each way of running ``indices`` on ``path`` and of the in-process
     call, and each warm command's ratio to the in-process call beside it."""
     from layerscope.server.metrics import compute_indices
@@ -83,13 +95,13 @@ def measure(path: Path, tmp: Path, repeats: int) -> tuple[dict[str, float], list
         x, y = f["features"], f["labels"]
     compute_indices(features=x[:100], labels=y[:100])  # imports and first-call costs
 
-    def local() -> float:
+    def local(x: np.ndarray, y: np.ndarray) -> float:
         start = time.perf_counter()
         compute_indices(features=x, labels=y)
         return time.perf_counter() - start
 
-    best = dict.fromkeys(("in-process", "cold", "first", "warm"), float("inf"))
-    ratios = []
+    best = dict.fromkeys(("in-process", "cold", "first", "warm", "new"), float("inf"))
+    ratios: dict[str, list[float]] = {"warm": [], "new": []}
     for r in range(repeats):
         cold_dir, warm_dir = tmp / f"{path.stem}-cold-{r}", tmp / f"{path.stem}-warm-{r}"
         best["cold"] = min(best["cold"], run(["indices", str(path), "--json", "--data-dir",
@@ -98,10 +110,17 @@ def measure(path: Path, tmp: Path, repeats: int) -> tuple[dict[str, float], list
         try:
             best["first"] = min(best["first"], run(command))
             for _ in range(2):
-                base, warm = local(), run(command)
+                base, warm = local(x, y), run(command)
                 best["in-process"] = min(best["in-process"], base)
                 best["warm"] = min(best["warm"], warm)
-                ratios.append(warm / base)
+                ratios["warm"].append(warm / base)
+            new = tmp / f"{path.stem}-new-{r}.npz"
+            write_data(new, *x.shape, seed=1000 + r)
+            with np.load(new) as f:
+                xn, yn = f["features"], f["labels"]
+            base, warm = local(xn, yn), run([*command[:1], str(new), *command[2:]])
+            best["new"] = min(best["new"], warm)
+            ratios["new"].append(warm / base)
         finally:
             stop(warm_dir)
     return best, ratios
@@ -113,7 +132,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()
-    rng = np.random.default_rng(0)
     m_large = 5000 if args.quick else 20000
     lines = [machine_line(), env_line()]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -122,8 +140,7 @@ def main() -> None:
         paths = {}
         for key, (m, d) in sets.items():
             paths[key] = tmp / f"{key}.npz"
-            np.savez(paths[key], features=rng.normal(size=(m, d)).astype(np.float32),
-                     labels=rng.integers(0, 10, m))
+            write_data(paths[key], m, d, seed=len(paths))
         run(["--help"])  # compiles the CLI's modules once (not timed)
         body, notes = [], []
         for key, (m, d) in sets.items():
@@ -134,11 +151,13 @@ def main() -> None:
                          "baseline"])
             for name, label in (("cold", "cold (--keep-warm 0)"),
                                 ("first", "first (starts a warm server)"),
-                                ("warm", "warm (second command)")):
+                                ("warm", "warm (second command)"),
+                                ("new", "warm, new data (uploaded)")):
                 body.append([f"{shape}: layerscope indices, {label}", f"{got[name]:.3f}",
                              f"{got[name] / base:.2f}", ""])
-            notes.append(f"{shape}: warm command / in-process call beside it: "
-                         f"{spread(ratios, 'pairs')}")
+            for name, label in (("warm", "warm command"), ("new", "warm, new data")):
+                notes.append(f"{shape}: {label} / in-process call beside it: "
+                             f"{spread(ratios[name], 'pairs')}")
         lines += pool_lines(thread_pools())
     lines += table("layerscope indices: wall time, best of "
                    f"{args.repeats} (ratio to the in-process call)",

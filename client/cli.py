@@ -34,6 +34,7 @@ from .loaders import (
     Columns,
     ImageOptions,
     Source,
+    array_source,
     image_options_for,
     kind_of,
     load_npy,
@@ -328,17 +329,16 @@ def _index_options(args: argparse.Namespace, names: Sequence[str]) -> IndexOptio
 def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the result dict of the ``indices`` command."""
     train, test = _train_and_test(args, args.data, args.test, input_name="features")
-    arrays = _with_features(args.data, train)
-    kwargs: dict[str, Any] = {train.key: arrays[train.key]}
-    if test is not None:
-        tarrays = _with_features(args.test, test)
-        kwargs["test_features"] = tarrays["features"]
-        kwargs[f"test_{test.key}"] = tarrays[test.key]
     options = _index_options(args, ("indices", "orders", "gamma", "normalize", "margin_cap",
                                     "max_features", "patience", "precision",
                                     "memory_budget_mb", "per_sample"))
-    result = client.compute_indices(arrays["features"], options=options,
-                                    progress=_show_progress(args), **kwargs)
+    progress = _show_progress(args)
+    # stored once (by sha256), indexed by id: the same data is never sent twice
+    data = client.upload_source(_indexed(args.data, train), Path(args.data).name, progress)
+    held = None if test is None else client.upload_source(
+        _indexed(args.test, test), Path(args.test).name, progress)
+    result = client.compute_indices(data, test_features=held, options=options,
+                                    progress=progress)
     out = result.to_dict()
     out["data"] = str(args.data)
     if args.test:
@@ -346,12 +346,15 @@ def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     return out
 
 
-def _with_features(path: str, source: Source) -> dict[str, Any]:
-    arrays = source.tensors()  # an .npz's arrays as their bytes: sent without NumPy
+def _indexed(path: str, source: Source) -> Source:
+    """The features and the labels or targets of a data file (an .npz's other arrays
+    left out); an .npz's arrays stay their bytes, hashed and sent without NumPy."""
+    arrays = source.tensors()
     if "features" not in arrays:
         found = ", ".join(repr(n) for n in arrays)
         raise DataFileError(f"{path}: missing array 'features' (found: {found})")
-    return arrays
+    return array_source({"features": arrays["features"], source.key: arrays[source.key]},
+                        source.key)
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -719,7 +722,9 @@ COMMANDS: tuple[Command, ...] = (
             "Compute the SI family (labels) or the SmI family (targets) of the feature "
             "vectors in DATA.npz, and their cross indices for TEST.npz. DATA.npz holds "
             "'features' (m x ..., flattened per sample) and 'labels' (m,) integer or "
-            "'targets' (m,) / (m, t)."
+            "'targets' (m,) / (m, t). The data is stored in the server as a dataset (by "
+            "content: a file it already holds is not sent again) and indexed there; "
+            "`layerscope datasets` lists and deletes the stored datasets."
         ),
         example="layerscope indices train.npz --test test.npz --orders 1,5,10 --per-class",
         args=(

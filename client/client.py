@@ -563,6 +563,12 @@ class Client:
     ) -> IndicesResult:
         """The engine's indices of ``features`` (see METRICS.md), computed by the server.
 
+        ``features`` (and ``test_features``) are arrays sent with the call, with
+        ``labels`` or ``targets`` (and ``test_labels`` or ``test_targets``); or stored
+        datasets (a :class:`Dataset` from :meth:`upload_dataset` or :meth:`upload_file`,
+        or its id) of one input tensor each, which hold their own labels or targets: no
+        bytes are sent, however often the same data is indexed.
+
         Options as an :class:`IndexOptions` or as its keywords: indices, orders, gamma,
         normalize, margin_cap, max_features, patience, candidates, criterion, precision,
         memory_budget_mb, per_sample. ``progress=True`` shows the upload and then the
@@ -571,10 +577,14 @@ class Client:
         named = {"features": features, "labels": labels, "targets": targets,
                  "test_features": test_features, "test_labels": test_labels,
                  "test_targets": test_targets}
-        arrays = {k: _wire(v) for k, v in named.items() if v is not None}
-        header = analysis_pb2.ComputeIndicesHeader(
-            options=_options(options, keywords),
-            tensors=[_spec(k, a) for k, a in arrays.items()])
+        if _is_dataset(features) or _is_dataset(test_features):
+            header = _stored_header(named, _options(options, keywords))
+            arrays = {}
+        else:
+            arrays = {k: _wire(v) for k, v in named.items() if v is not None}
+            header = analysis_pb2.ComputeIndicesHeader(
+                options=_options(options, keywords),
+                tensors=[_spec(k, a) for k, a in arrays.items()])
         order = list(arrays.values())
 
         def requests() -> Iterator[analysis_pb2.ComputeIndicesRequest]:
@@ -937,6 +947,31 @@ class Client:
                 yield CertifyResult.from_proto(msg)
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
+
+
+def _is_dataset(value: Any) -> bool:
+    """Whether ``value`` names a stored dataset (a Dataset, its message, or an id)."""
+    return isinstance(value, (str, Dataset, datasets_pb2.Dataset))
+
+
+def _stored_header(named: Mapping[str, Any], options: analysis_pb2.IndexOptions
+                   ) -> analysis_pb2.ComputeIndicesHeader:
+    """The header of a ComputeIndices call on stored datasets (ValueError naming the
+    argument that does not fit that form)."""
+    features, test = named["features"], named["test_features"]
+    for name, value in (("features", features), ("test_features", test)):
+        if value is not None and not _is_dataset(value):
+            other = "test_features" if name == "features" else "features"
+            raise ValueError(f"{other} is a stored dataset, {name} is not: give both as "
+                             "stored datasets (a Dataset or its id) or both as arrays")
+    given = [k for k in ("labels", "targets", "test_labels", "test_targets")
+             if named[k] is not None]
+    if given:
+        raise ValueError(f"a stored dataset holds its own labels or targets; {', '.join(given)} "
+                         "cannot be given with it")
+    return analysis_pb2.ComputeIndicesHeader(
+        options=options, dataset_id=_id(features),
+        test_dataset_id=_id(test) if test is not None else "")
 
 
 def _id(value: Any) -> str:

@@ -323,12 +323,16 @@ class IndexOptions(_message.Message):
     def __init__(self, indices: _Optional[_Iterable[str]] = ..., orders: _Optional[_Iterable[int]] = ..., gamma: _Optional[float] = ..., normalize: _Optional[bool] = ..., margin_cap: _Optional[int] = ..., max_features: _Optional[int] = ..., patience: _Optional[int] = ..., candidates: _Optional[_Iterable[int]] = ..., criterion: _Optional[str] = ..., precision: _Optional[str] = ..., memory_budget_mb: _Optional[float] = ..., per_sample: _Optional[bool] = ..., probe_model: _Optional[str] = ...) -> None: ...
 
 class ComputeIndicesHeader(_message.Message):
-    __slots__ = ("options", "tensors")
+    __slots__ = ("options", "tensors", "dataset_id", "test_dataset_id")
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    TEST_DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     options: IndexOptions
     tensors: _containers.RepeatedCompositeFieldContainer[_common_pb2.TensorSpec]
-    def __init__(self, options: _Optional[_Union[IndexOptions, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_common_pb2.TensorSpec, _Mapping]]] = ...) -> None: ...
+    dataset_id: str
+    test_dataset_id: str
+    def __init__(self, options: _Optional[_Union[IndexOptions, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_common_pb2.TensorSpec, _Mapping]]] = ..., dataset_id: _Optional[str] = ..., test_dataset_id: _Optional[str] = ...) -> None: ...
 
 class ComputeIndicesRequest(_message.Message):
     __slots__ = ("header", "chunk")

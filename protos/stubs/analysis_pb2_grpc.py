@@ -109,7 +109,9 @@ class AnalysisServicer:
         """The index engine on feature vectors sent by the caller. Client stream: one request
         with `header` (options and tensor specs: "features", "labels" or "targets", and
         optionally "test_features", "test_labels"/"test_targets"), then `chunk`s with the
-        tensors' bytes in the order of the specs. INVALID_ARGUMENT names the field and value.
+        tensors' bytes in the order of the specs. Or, on data the server already holds, the
+        header alone naming a stored dataset (`dataset_id`, optionally `test_dataset_id`).
+        INVALID_ARGUMENT names the field and value; NOT_FOUND an unknown dataset id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

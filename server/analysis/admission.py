@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...lazy import lazy_module
 from ...protos.options import DEFAULT_ORDERS, IndexOptions
@@ -45,6 +45,7 @@ from .requests import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 else:
     onnx = lazy_module("onnx")
@@ -118,6 +119,42 @@ def compute_indices(names: Iterable[str], options: IndexOptions) -> str | None:
     task = "classification" if "labels" in names else "regression"
     check_options(COMPUTE_INDICES, options, task)
     return task
+
+
+def stored_indices(store: Store, dataset_id: str, test_dataset_id: str,
+                   specs: list[dict[str, Any]], options: IndexOptions) -> dict[str, np.ndarray]:
+    """The tensors of a ComputeIndices call on stored datasets (memory-mapped), named as
+    the engine takes them: the dataset's one input is ``features``, its labels or targets
+    keep their name, the test set's get the ``test_`` prefix."""
+    if not dataset_id:
+        raise ValueError("ComputeIndices: test_dataset_id needs dataset_id (the training set "
+                         "the test set is indexed against)")
+    if specs:
+        raise ValueError(f"ComputeIndices: a header with dataset_id sends no tensors; got "
+                         f"{len(specs)} tensor spec(s) ({', '.join(s['name'] for s in specs)})")
+    train = _one_input(store, dataset_id, "dataset_id")
+    arrays = {"features": next(iter(train.inputs.values())), **train.target()}
+    if test_dataset_id:
+        test = _one_input(store, test_dataset_id, "test_dataset_id")
+        if test.key != train.key:
+            raise FailedPrecondition(
+                f"test_dataset_id {test_dataset_id!r} holds {test.key} ({test.task}) but "
+                f"dataset_id {dataset_id!r} holds {train.key} ({train.task}); both sets must "
+                "be of the same task")
+        arrays |= {"test_features": next(iter(test.inputs.values())), **test.target("test_")}
+    compute_indices(arrays, options)
+    return arrays
+
+
+def _one_input(store: Store, dataset_id: str, field: str) -> Labelled:
+    found = data.load(store, dataset_id)  # NotFound for an unknown id
+    if len(found.inputs) != 1:
+        names = ", ".join(repr(n) for n in found.inputs)
+        raise FailedPrecondition(
+            f"{field} {dataset_id!r} holds {len(found.inputs)} input tensors ({names}); "
+            "ComputeIndices takes a dataset of one input tensor, the features, and its "
+            "labels or targets")
+    return found
 
 
 @dataclass(frozen=True)

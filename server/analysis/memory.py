@@ -354,14 +354,16 @@ def _rows_and_width(shape: Sequence[int]) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:]) if len(shape) > 1 else 1
 
 
-def compute_indices_estimate(specs: Sequence[Mapping[str, Any]], opts: IndexOptions
-                             ) -> UploadEstimate:
+def compute_indices_estimate(specs: Sequence[Mapping[str, Any]], opts: IndexOptions,
+                             stored: bool = False) -> UploadEstimate:
     """ComputeIndices: the payload, written once into one buffer, and the engine on it.
+    ``stored``: the tensors are a stored dataset's, mapped from its file (page cache the
+    system reclaims, not memory of the call), so no payload is counted.
 
     Before the labels arrive their classes are unknown: the estimate takes two, and
     :func:`with_classes` refines it once they are decoded."""
     by_name = {s["name"]: s for s in specs}
-    payload = sum(spec_bytes(s) for s in specs)
+    payload = 0 if stored else sum(spec_bytes(s) for s in specs)
     m, d = _rows_and_width(by_name["features"]["shape"]) if "features" in by_name else (2, 1)
     n = _rows_and_width(by_name["test_features"]["shape"])[0] \
         if "test_features" in by_name else 0

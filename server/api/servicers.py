@@ -198,11 +198,18 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
     def ComputeIndices(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         h = streams.header(requests, "ComputeIndices")
         options, specs = codec.options_from_message(h.options), convert.specs(h.tensors)
-        admission.compute_indices([s["name"] for s in specs], options)
         cancel = for_call(context)
-        est = memory.compute_indices_estimate(specs, options)
+        if h.dataset_id or h.test_dataset_id:  # stored datasets: the header is the request
+            stored = admission.stored_indices(self.store, h.dataset_id, h.test_dataset_id,
+                                              specs, options)
+            streams.end(requests, "ComputeIndices with dataset_id")
+            specs = [{"name": k, "dtype": a.dtype.name, "shape": list(a.shape)}
+                     for k, a in stored.items()]
+        else:
+            admission.compute_indices([s["name"] for s in specs], options)
+        est = memory.compute_indices_estimate(specs, options, stored=bool(h.dataset_id))
         with self.memory.hold(est) as resize:  # admitted at the header, before any bytes
-            arrays: dict[str, Any] = streams.tensors(
+            arrays: dict[str, Any] = stored if h.dataset_id else streams.tensors(
                 specs, requests, self.store.max_upload_bytes, cancel)
             resize(memory.with_classes(est, options, arrays))
             result = compute_indices(device=self.device, cancel=cancel, **arrays,

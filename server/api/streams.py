@@ -28,6 +28,13 @@ def header(requests: Iterator[Any], what: str) -> Any:
     return first.header
 
 
+def end(requests: Iterator[Any], what: str) -> None:
+    """The stream ends here (ValueError naming the message that came instead)."""
+    for req in requests:
+        raise ValueError(f"{what}: the header is the whole request; got a "
+                         f"{req.WhichOneof('part') or 'empty message'} after it")
+
+
 def chunks(requests: Iterator[Any], cancel: Cancellation) -> Iterator[tuple[int, bytes]]:
     """(offset, data) of each chunk after the header; ``cancel`` (the call's) stops it when
     the client goes away, ValueError for a message that is not a chunk."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import rank as H
+from helpers import server as F
 from helpers.server import embedded_server_fixture
 
 from layerscope.client.cli import main
@@ -78,7 +79,7 @@ def test_regression_file_gives_smi_family(tmp_path, capsys):
     [
         ({"feats": np.zeros((5, 2)), "labels": np.arange(5)}, "missing array 'features'"),
         ({"features": np.zeros((5, 2))}, "'labels' or 'targets'"),
-        ({"features": np.zeros((5, 2)), "labels": np.arange(4)}, "4 entries"),
+        ({"features": np.zeros((5, 2)), "labels": np.arange(4)}, "has 4 samples but"),
         ({"features": np.zeros((5, 2)), "labels": np.zeros(5)}, "integer"),
     ],
 )
@@ -142,6 +143,45 @@ def test_test_set_of_other_task_is_refused(cls_files, tmp_path, capsys):
     code, _, err = run_cli(["indices", str(train), "--test", str(other)], capsys)
     assert code == 2
     assert "same task" in err
+
+
+def test_data_indexed_again_is_not_sent_again(tmp_path, capsys, monkeypatch):
+    """The first `indices` on a file uploads its features and labels (an .npz's other
+    arrays stay home) and indexes them by id; later runs, with other options or a test set
+    beside, send the header alone. Each answer is checked against brute force."""
+    import layerscope.client.client as client_module
+
+    sent: list[int] = []
+    chunk_requests = client_module._chunk_requests
+
+    def counted(message, pieces, *rest):
+        for req in chunk_requests(message, pieces, *rest):
+            sent.append(len(req.chunk.data))
+            yield req
+
+    monkeypatch.setattr(client_module, "_chunk_requests", counted)
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(90, 4))
+    y = rng.integers(0, 3, 90)
+    xt, yt = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
+    path, test = tmp_path / "again.npz", tmp_path / "again-test.npz"
+    np.savez(path, features=x, labels=y, ids=np.arange(90))
+    np.savez(test, features=xt, labels=yt)
+
+    code, out, _ = run_cli(["indices", str(path), "--json"], capsys)
+    assert code == 0 and json.loads(out)["si"] == pytest.approx(H.si(x, y), abs=0)
+    assert sum(sent) == x.nbytes + y.nbytes  # the ids array is not part of the data
+    sent.clear()
+    code, out, _ = run_cli(["indices", str(path), "--json", "--orders", "3"], capsys)
+    res = json.loads(out)
+    assert code == 0 and sent == []
+    assert res["high_order_si"]["3"] == pytest.approx(H.high_order_si(x, y, 3), abs=0)
+    code, out, _ = run_cli(["indices", str(path), "--test", str(test), "--json"], capsys)
+    assert code == 0 and sum(sent) == xt.nbytes + yt.nbytes  # the test set, once
+    assert json.loads(out)["cross"]["si"] == pytest.approx(F.brute_si(x, y, xt, yt), abs=0)
+    sent.clear()
+    code, out, _ = run_cli(["indices", str(path), "--test", str(test), "--json"], capsys)
+    assert code == 0 and sent == []
 
 
 def test_order_too_large_exits_2(cls_files, capsys):

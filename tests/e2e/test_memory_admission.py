@@ -215,6 +215,37 @@ def test_orders_of_m_minus_1_are_refused_before_any_work(small: F.ServerProcess,
         channel.close()
 
 
+def test_compute_indices_on_a_stored_dataset_is_estimated_before_any_work(
+        small: F.ServerProcess) -> None:
+    """By dataset id, the same admission: orders=[m-1] refused with RESOURCE_EXHAUSTED
+    naming the option, from the stored dataset's shapes; a fitting order is answered. The
+    estimate counts no payload (the dataset's file is mapped, not copied), which is all
+    that differs from the same tensors sent with the call."""
+    m = 6000
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((m, 3)).astype(np.float32), rng.integers(0, 10, m)
+    specs = [{"name": "features", "dtype": "float32", "shape": [m, 3]},
+             {"name": "labels", "dtype": "int64", "shape": [m]}]
+    opts = IndexOptions(orders=[5])
+    sent, stored = (memory.compute_indices_estimate(specs, opts, stored=flag).total
+                    for flag in (False, True))
+    assert sent - stored == x.nbytes + y.nbytes
+    with small.client() as c:
+        ds = c.upload_dataset(x, labels=y)
+        channel = small.channel()
+        try:
+            stubs = F.stubs(channel)
+            header = analysis_pb2.ComputeIndicesHeader(
+                dataset_id=ds.id, options=analysis_pb2.IndexOptions(orders=[m - 1]))
+            code, details = F.code_of(lambda: stubs.analysis.ComputeIndices(
+                iter([analysis_pb2.ComputeIndicesRequest(header=header)]), timeout=60))
+        finally:
+            channel.close()
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+        assert "--max-request-memory-mb" in details and "orders" in details, details
+        assert c.compute_indices(ds, orders=[5])["n_samples"] == m
+
+
 def test_a_layer_analysis_beyond_the_budget_is_refused_and_no_job_is_made(
         small: F.ServerProcess) -> None:
     m = 4000

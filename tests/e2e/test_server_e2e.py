@@ -329,6 +329,90 @@ def test_compute_indices_regression_equals_engine(client: Client, targets_2d: bo
     assert got["smi_linear"] == pytest.approx(F.brute_smi_linear(x, t), rel=1e-12)
 
 
+def _stored_header(**fields: Any) -> analysis_pb2.ComputeIndicesRequest:
+    return analysis_pb2.ComputeIndicesRequest(header=analysis_pb2.ComputeIndicesHeader(**fields))
+
+
+def test_compute_indices_on_stored_datasets_sends_the_header_alone(
+        client: Client, raw: F.Stubs) -> None:
+    """Stored datasets are indexed by id: one message on the wire, the same numbers as the
+    arrays sent with the call, and brute force agrees."""
+    labels = [4, -1, 9]
+    x, y = _blobs(300, 6, labels, seed=21)
+    xt, yt = _blobs(90, 6, labels, seed=22)
+    train = client.upload_dataset({"pixels": x}, labels=y)  # any input name: the features
+    test = client.upload_dataset({"pixels": xt}, labels=yt)
+    opts: dict[str, Any] = dict(orders=[1, 4], per_sample=True)
+    got = client.compute_indices(train, test_features=test.id, **opts)
+    want = compute_indices(x, labels=y, test_features=xt, test_labels=yt, orders=[1, 4])
+    _compare_indices(got, want, per_sample=True)
+    assert got["si"] == pytest.approx(F.brute_si(x, y), abs=1e-12)
+    assert got.cross["si"] == pytest.approx(F.brute_si(x, y, xt, yt), abs=1e-12)
+
+    one = raw.analysis.ComputeIndices(iter([_stored_header(dataset_id=train.id)]), timeout=60)
+    assert one.train.n_samples == 300 and one.train.si == got["si"]
+    assert not one.HasField("cross")
+
+
+def test_compute_indices_on_a_stored_regression_set(client: Client) -> None:
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((200, 4))
+    t = np.stack([np.sin(x[:, 0]), x[:, 1] ** 2], axis=1)
+    ds = client.upload_dataset(x, targets=t)
+    got = client.compute_indices(ds, orders=[1, 3], gamma=0.5)
+    want = compute_indices(x, targets=t, orders=[1, 3], gamma=0.5)
+    _compare_indices(got, want, per_sample=False)
+    assert got["smi_linear"] == pytest.approx(F.brute_smi_linear(x, t), rel=1e-12)
+
+
+def test_compute_indices_on_stored_datasets_refuses_what_does_not_fit(
+        client: Client, raw: F.Stubs) -> None:
+    x, y = _blobs(60, 3, [0, 1], seed=24)
+    train = client.upload_dataset(x, labels=y)
+    two_inputs = client.upload_dataset({"a": x, "b": x[:, :2]}, labels=y)
+    regression = client.upload_dataset(x, targets=x[:, 0].astype(np.float64))
+    chunk = analysis_pb2.ComputeIndicesRequest(chunk=common_pb2.Chunk(offset=0, data=b"x"))
+    spec = common_pb2.TensorSpec(name="features", dtype="float32", shape=[60, 3])
+    for what, msgs, want, needle in [
+        ("unknown id", [_stored_header(dataset_id="0" * 64)], grpc.StatusCode.NOT_FOUND,
+         "0" * 64),
+        ("unknown test id", [_stored_header(dataset_id=train.id, test_dataset_id="f" * 64)],
+         grpc.StatusCode.NOT_FOUND, "f" * 64),
+        ("test without train", [_stored_header(test_dataset_id=train.id)],
+         grpc.StatusCode.INVALID_ARGUMENT, "test_dataset_id needs dataset_id"),
+        ("tensors too", [_stored_header(dataset_id=train.id, tensors=[spec])],
+         grpc.StatusCode.INVALID_ARGUMENT, "sends no tensors"),
+        ("a chunk after", [_stored_header(dataset_id=train.id), chunk],
+         grpc.StatusCode.INVALID_ARGUMENT, "the header is the whole request"),
+        ("a second header", [_stored_header(dataset_id=train.id)] * 2,
+         grpc.StatusCode.INVALID_ARGUMENT, "the header is the whole request"),
+        ("two inputs", [_stored_header(dataset_id=two_inputs.id)],
+         grpc.StatusCode.FAILED_PRECONDITION, "2 input tensors ('a', 'b')"),
+        ("other task", [_stored_header(dataset_id=train.id, test_dataset_id=regression.id)],
+         grpc.StatusCode.FAILED_PRECONDITION, "same task"),
+        ("overlong id", [_stored_header(dataset_id="a" * 100_000)],
+         grpc.StatusCode.INVALID_ARGUMENT, "dataset_id"),
+        ("bad option", [_stored_header(dataset_id=train.id,
+                                       options=analysis_pb2.IndexOptions(indices=["nope"]))],
+         grpc.StatusCode.INVALID_ARGUMENT, "nope"),
+        ("order too large", [_stored_header(dataset_id=train.id,
+                                            options=analysis_pb2.IndexOptions(orders=[60]))],
+         grpc.StatusCode.INVALID_ARGUMENT, "orders"),
+    ]:
+        code, details = F.code_of(lambda msgs=msgs: raw.analysis.ComputeIndices(
+            iter(msgs), timeout=60))
+        assert code == want and needle in details, (what, code, details)
+    # the client refuses mixed forms before anything is sent
+    with pytest.raises(ValueError, match="cannot be given with it"):
+        client.compute_indices(train, labels=y)
+    with pytest.raises(ValueError, match="both as stored datasets"):
+        client.compute_indices(train, test_features=x)
+    with pytest.raises(ValueError, match="both as stored datasets"):
+        client.compute_indices(x, labels=y, test_features=train)
+    # and the server is still whole
+    assert client.compute_indices(train.id)["si"] == pytest.approx(F.brute_si(x, y), abs=1e-12)
+
+
 # ---------------------------------------------------------------------------------------
 # Layer-wise analysis jobs
 # ---------------------------------------------------------------------------------------
