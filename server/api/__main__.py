@@ -1,6 +1,15 @@
 """``python -m layerscope.server.api``: the same as ``layerscope serve``."""
 
+import os
 import sys
+
+# OpenBLAS's worker threads spin for 2**28 cycles (~0.1 s) after each multithreaded call
+# before they sleep: in a server, a core kept busy for 0.1 s after every request, taken from
+# the next one (a command-line call right after another started 0.1 s late) and from other
+# processes. 2**24 cycles (~6 ms) keeps calls that follow one another at once hot and
+# wastes ~8 ms of a core after the last one. OpenBLAS reads it once, when NumPy (or faiss)
+# loads it, which has not happened yet here; a value set by the user stays.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "24")
 
 # The server's third-party modules come with the [server] or [gpu] extra, not with the light
 # install: say so instead of a traceback.

@@ -9,6 +9,7 @@ values come from the in-process engine (``layerscope.server.metrics.compute_indi
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -327,6 +328,28 @@ def test_compute_indices_regression_equals_engine(client: Client, targets_2d: bo
     _compare_indices(got, want, per_sample=True)
     assert got["task"] == "regression"
     assert got["smi_linear"] == pytest.approx(F.brute_smi_linear(x, t), rel=1e-12)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_the_server_rests_once_a_call_is_answered(server: F.ServerProcess,
+                                                  client: Client) -> None:
+    """OpenBLAS's threads spin for ~0.1 s of a core after each multithreaded call unless
+    told otherwise; the server tells them to sleep after ~6 ms (OPENBLAS_THREAD_TIMEOUT,
+    set before NumPy loads): in the 0.4 s after each of three answers it uses about
+    nothing, where the spinning threads took 0.05-0.1 s after each."""
+    x, y = _blobs(2000, 64, [0, 1, 2], seed=25)
+    after = []
+    for _ in range(3):
+        client.compute_indices(x, labels=y)
+        before = _cpu_seconds(server.pid)
+        time.sleep(0.4)
+        after.append(_cpu_seconds(server.pid) - before)
+    assert sum(after) < 0.06, after
 
 
 def _stored_header(**fields: Any) -> analysis_pb2.ComputeIndicesRequest:
