@@ -37,7 +37,8 @@ typecheck: $(STAMP)
 		-p layerscope.server.cluster \
 		-p layerscope.server.api -p layerscope.client -p layerscope.exporters \
 		-m layerscope.protos -p layerscope.protos.codec -p layerscope.protos.options -p layerscope.local \
-		-m layerscope.onnx_external -m layerscope.lazy -m layerscope.server.cancellation -m layerscope.server.field_limits
+		-m layerscope.onnx_external -m layerscope.lazy -m layerscope.server.cancellation -m layerscope.server.field_limits \
+		-m layerscope.__main__
 
 test: lint typecheck
 	$(BIN)/pytest -q

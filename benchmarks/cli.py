@@ -28,6 +28,9 @@ whose speed drifts; the ratio column divides best by best, and the lines under t
 give the median and range of each warm command's ratio to the in-process call that ran next
 to it.
 
+Each timed run starts 0.3 s after the one before it (``SETTLE_S``), so that neither
+shares the cores with the other's idle BLAS threads.
+
 The commands run with ``PYTHONDONTWRITEBYTECODE`` removed from their environment, as an
 installed package would (its modules compiled once); the first, untimed, run compiles them.
 """
@@ -54,7 +57,7 @@ from _report import (  # noqa: E402
     thread_pools,
 )
 
-CLI = [sys.executable, "-m", "layerscope.client.cli"]
+CLI = [sys.executable, "-m", "layerscope"]  # what the installed `layerscope` runs
 
 
 def command_env() -> dict[str, str]:
@@ -64,7 +67,14 @@ def command_env() -> dict[str, str]:
     return env
 
 
+SETTLE_S = 0.3
+"""Pause before each timed run: OpenBLAS's threads spin for ~0.1 s of a core after a
+multithreaded call (the benchmark's own, at the default; the server's for ~6 ms), and a run
+started meanwhile would share the cores with them."""
+
+
 def run(args: list[str]) -> float:
+    time.sleep(SETTLE_S)
     start = time.perf_counter()
     proc = subprocess.run([*CLI, *args], env=command_env(), capture_output=True, text=True,
                           check=False)
@@ -96,6 +106,7 @@ def measure(path: Path, tmp: Path, repeats: int
     compute_indices(features=x[:100], labels=y[:100])  # imports and first-call costs
 
     def local(x: np.ndarray, y: np.ndarray) -> float:
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         compute_indices(features=x, labels=y)
         return time.perf_counter() - start

@@ -17,6 +17,7 @@ from helpers import ROOT
 
 EXPECTED = [
     "layerscope/__init__.py",
+    "layerscope/__main__.py",
     "layerscope/onnx_external.py",
     "layerscope/server/metrics/knn.py",
     "layerscope/server/metrics/engine.py",

@@ -21,6 +21,33 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
                           text=True, check=False, timeout=120)
 
 
+def test_the_command_imports_without_the_collector_and_runs_with_it(tmp_path):
+    """``layerscope`` (``layerscope.__main__:main``) imports the command line with the
+    collector paused (no collection during the imports), then runs the command with it
+    enabled and the imports frozen."""
+    done = run_python("""
+        import gc, sys
+        imported = []  # at each collection after the command line's import began: whether
+        gc.callbacks.append(  # it had ended by then (its last function defined)
+            lambda phase, info: phase == "start" and "layerscope.client" in sys.modules
+            and imported.append(hasattr(sys.modules.get("layerscope.client.cli"),
+                                        "_discard_stdout")))
+        import layerscope.__main__ as entry
+        sys.argv = ["layerscope", "--version"]
+        try:
+            entry.main()
+        except SystemExit:
+            pass
+        print(imported.count(False), gc.isenabled(), gc.get_freeze_count())
+        """)
+    assert done.returncode == 0, done.stderr
+    during, enabled, frozen = done.stdout.splitlines()[-1].split()
+    assert during == "0" and enabled == "True" and int(frozen) > 1000, done.stdout
+    version = subprocess.run([sys.executable, "-m", "layerscope", "--version"],
+                             capture_output=True, text=True, check=False, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("layerscope "), version
+
+
 def test_the_command_lines_process_freezes_its_imports_and_ends_at_once(tmp_path):
     done = run_python(f"""
         import atexit, gc, sys
