@@ -333,12 +333,19 @@ def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
                                     "max_features", "patience", "precision",
                                     "memory_budget_mb", "per_sample"))
     progress = _show_progress(args)
-    # stored once (by sha256), indexed by id: the same data is never sent twice
-    data = client.upload_source(_indexed(args.data, train), Path(args.data).name, progress)
-    held = None if test is None else client.upload_source(
-        _indexed(args.test, test), Path(args.test).name, progress)
-    result = client.compute_indices(data, test_features=held, options=options,
-                                    progress=progress)
+    train = _indexed(args.data, train)
+    test = None if test is None else _indexed(args.test, test)
+    if args.no_store:  # the arrays go with the call, and nothing stays on the server
+        arrays, key = train.tensors(), train.key
+        held = {} if test is None else {f"test_{k}": v for k, v in test.tensors().items()}
+        result = client.compute_indices(arrays["features"], **{key: arrays[key]}, **held,
+                                        options=options, progress=progress)
+    else:  # stored once (by sha256), indexed by id: the same data is never sent twice
+        data = client.upload_source(train, Path(args.data).name, progress)
+        stored = None if test is None else client.upload_source(
+            test, Path(args.test).name, progress)
+        result = client.compute_indices(data, test_features=stored, options=options,
+                                        progress=progress)
     out = result.to_dict()
     out["data"] = str(args.data)
     if args.test:
@@ -752,6 +759,10 @@ COMMANDS: tuple[Command, ...] = (
                 help="the engine's working memory beyond the inputs (default 256)"),
             arg("--per-class", action="store_true", help="also show per-class values"),
             arg("--per-sample", action="store_true", help="with --json: per-sample arrays"),
+            arg("--no-store", action="store_true",
+                help="send the arrays with the call and store nothing on the server (by "
+                     "default the data is stored as a dataset, by content, and not sent "
+                     "again)"),
             *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION,
         ),
         run=run_indices,

@@ -184,6 +184,37 @@ def test_data_indexed_again_is_not_sent_again(tmp_path, capsys, monkeypatch):
     assert code == 0 and sent == []
 
 
+def test_no_store_sends_the_arrays_each_time_and_stores_nothing(tmp_path, capsys, monkeypatch,
+                                                                embedded_server):
+    import layerscope.client.client as client_module
+
+    sent: list[int] = []
+    chunk_requests = client_module._chunk_requests
+
+    def counted(message, pieces, *rest):
+        for req in chunk_requests(message, pieces, *rest):
+            sent.append(len(req.chunk.data))
+            yield req
+
+    monkeypatch.setattr(client_module, "_chunk_requests", counted)
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(70, 3)), rng.integers(0, 4, 70)
+    xt, yt = rng.normal(size=(20, 3)), rng.integers(0, 4, 20)
+    path, test = tmp_path / "once.npz", tmp_path / "once-test.npz"
+    np.savez(path, features=x, labels=y)
+    np.savez(test, features=xt, labels=yt)
+    before = {d.id for d in embedded_server.datasets()}
+    for _ in range(2):
+        code, out, _ = run_cli(["indices", str(path), "--test", str(test), "--no-store",
+                                "--json"], capsys)
+        res = json.loads(out)
+        assert code == 0 and sum(sent) == x.nbytes + y.nbytes + xt.nbytes + yt.nbytes
+        assert res["si"] == pytest.approx(H.si(x, y), abs=0)
+        assert res["cross"]["si"] == pytest.approx(F.brute_si(x, y, xt, yt), abs=0)
+        sent.clear()
+    assert {d.id for d in embedded_server.datasets()} == before
+
+
 def test_order_too_large_exits_2(cls_files, capsys):
     train, _, _, _ = cls_files
     code, _, err = run_cli(["indices", str(train), "--orders", "500"], capsys)
