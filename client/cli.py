@@ -50,6 +50,7 @@ from .report import (
     format_ranking,
     format_table,
 )
+from .results import IndicesResult
 from .server_process import (
     SERVER_MODULE,
     ServerExtraMissing,
@@ -335,22 +336,58 @@ def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     progress = _show_progress(args)
     train = _indexed(args.data, train)
     test = None if test is None else _indexed(args.test, test)
-    if args.no_store:  # the arrays go with the call, and nothing stays on the server
+    store = not args.server if args.store is None else args.store
+    result = None
+    if store and (args.store or all(_storable(s) for s in (train, test) if s is not None)):
+        result = _stored_indices(args, client, train, test, options, progress)
+    if result is None:  # the arrays go with the call, and nothing stays on the server
         arrays, key = train.tensors(), train.key
         held = {} if test is None else {f"test_{k}": v for k, v in test.tensors().items()}
         result = client.compute_indices(arrays["features"], **{key: arrays[key]}, **held,
                                         options=options, progress=progress)
-    else:  # stored once (by sha256), indexed by id: the same data is never sent twice
-        data = client.upload_source(train, Path(args.data).name, progress)
-        stored = None if test is None else client.upload_source(
-            test, Path(args.test).name, progress)
-        result = client.compute_indices(data, test_features=stored, options=options,
-                                        progress=progress)
     out = result.to_dict()
     out["data"] = str(args.data)
     if args.test:
         out["test"] = str(args.test)
     return out
+
+
+def _storable(source: Source) -> bool:
+    """Whether a data file's labels or targets are what a stored dataset holds (1-D integer
+    labels; float targets of shape (m,) or (m, t)); the engine also takes (m, 1) labels and
+    integer targets, which are then sent with the call."""
+    _, dtype, shape = next(s for s in source.specs if s[0] == source.key)
+    if source.key == "labels":
+        return len(shape) == 1 and dtype.startswith(("int", "uint", "bool"))
+    return len(shape) <= 2 and dtype.startswith("float")
+
+
+def _stored_indices(args: argparse.Namespace, client: Client, train: Source,
+                    test: Source | None, options: IndexOptions, progress: bool
+                    ) -> IndicesResult | None:
+    """The indices of the data files stored as datasets (not sent again when the server
+    holds them), or None from a server that predates ComputeIndices on stored datasets
+    (what it stored stays). A dataset deleted by someone else between its upload and the
+    call is uploaded once more."""
+    for attempt in (1, 2):
+        data = client.upload_source(train, Path(args.data).name, progress)
+        held = None if test is None else client.upload_source(
+            test, Path(args.test).name, progress)
+        try:
+            return client.compute_indices(data, test_features=held, options=options,
+                                          progress=progress)
+        except LayerscopeError as exc:
+            if exc.code == "NOT_FOUND" and attempt == 1:
+                continue
+            if exc.code == "INVALID_ARGUMENT" and OLD_SERVER_REFUSAL in exc.details:
+                return None
+            raise
+    raise AssertionError("not reached")
+
+
+OLD_SERVER_REFUSAL = "with 'features' present; got []"
+"""How a server from before ``ComputeIndicesHeader.dataset_id`` refuses a stored call: it
+does not know the field, so it sees a header without tensors."""
 
 
 def _indexed(path: str, source: Source) -> Source:
@@ -729,9 +766,10 @@ COMMANDS: tuple[Command, ...] = (
             "Compute the SI family (labels) or the SmI family (targets) of the feature "
             "vectors in DATA.npz, and their cross indices for TEST.npz. DATA.npz holds "
             "'features' (m x ..., flattened per sample) and 'labels' (m,) integer or "
-            "'targets' (m,) / (m, t). The data is stored in the server as a dataset (by "
-            "content: a file it already holds is not sent again) and indexed there; "
-            "`layerscope datasets` lists and deletes the stored datasets."
+            "'targets' (m,) / (m, t). The embedded server keeps the data as a dataset (by "
+            "content: a file it already holds is not sent again) and indexes it there "
+            "(`layerscope datasets` lists and deletes them); with --server the arrays go "
+            "with the call and nothing is kept, unless --store."
         ),
         example="layerscope indices train.npz --test test.npz --orders 1,5,10 --per-class",
         args=(
@@ -759,10 +797,11 @@ COMMANDS: tuple[Command, ...] = (
                 help="the engine's working memory beyond the inputs (default 256)"),
             arg("--per-class", action="store_true", help="also show per-class values"),
             arg("--per-sample", action="store_true", help="with --json: per-sample arrays"),
-            arg("--no-store", action="store_true",
-                help="send the arrays with the call and store nothing on the server (by "
-                     "default the data is stored as a dataset, by content, and not sent "
-                     "again)"),
+            arg("--store", action=argparse.BooleanOptionalAction, default=None,
+                help="--store: keep the data on the server as a dataset (by content) and "
+                     "index it by id, so that it is not sent again (the default with the "
+                     "embedded server); --no-store: send the arrays with the call and keep "
+                     "nothing (the default with --server)"),
             *DATA_ARGS, JSON, NO_PROGRESS, *CONNECTION,
         ),
         run=run_indices,

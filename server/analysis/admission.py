@@ -141,7 +141,14 @@ def stored_indices(store: Store, dataset_id: str, test_dataset_id: str,
                 f"test_dataset_id {test_dataset_id!r} holds {test.key} ({test.task}) but "
                 f"dataset_id {dataset_id!r} holds {train.key} ({train.task}); both sets must "
                 "be of the same task")
-        arrays |= {"test_features": next(iter(test.inputs.values())), **test.target("test_")}
+        test_features = next(iter(test.inputs.values()))
+        width = math.prod(arrays["features"].shape[1:])
+        if math.prod(test_features.shape[1:]) != width:
+            raise FailedPrecondition(
+                f"test_dataset_id {test_dataset_id!r} has {math.prod(test_features.shape[1:])} "
+                f"features per sample (shape {list(test_features.shape)}) but dataset_id "
+                f"{dataset_id!r} has {width} (shape {list(arrays['features'].shape)})")
+        arrays |= {"test_features": test_features, **test.target("test_")}
     compute_indices(arrays, options)
     return arrays
 

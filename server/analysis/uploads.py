@@ -175,16 +175,18 @@ def check_finite(arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) -> 
             continue
         per = max(1, arr[:1].nbytes)
         step = max(1, chunk_bytes // per)
-        count, first = 0, -1
+        count, first, at = 0, -1, 0
         for s in range(0, len(arr), step):
             bad = ~np.isfinite(arr[s : s + step]).reshape(min(step, len(arr) - s), -1)
             rows = bad.any(axis=1)
             if rows.any():
                 count += int(bad.sum())
                 if first < 0:
-                    first = s + int(np.argmax(rows))
+                    row = int(np.argmax(rows))
+                    first, at = s + row, int(np.argmax(bad[row]))
         if count:
+            where = {1: "", 2: f", feature {at}"}.get(arr.ndim, f", value {at} of it (flattened)")
             raise InvalidUpload(
                 f"tensor {name!r} holds {count} non-finite value(s) (NaN or Inf); "
-                f"the first in sample {first}"
+                f"the first in sample {first}{where}"
             )

@@ -31,8 +31,9 @@ def header(requests: Iterator[Any], what: str) -> Any:
 def end(requests: Iterator[Any], what: str) -> None:
     """The stream ends here (ValueError naming the message that came instead)."""
     for req in requests:
-        raise ValueError(f"{what}: the header is the whole request; got a "
-                         f"{req.WhichOneof('part') or 'empty message'} after it")
+        part = req.WhichOneof("part")
+        got = f"a {part}" if part else "an empty message"
+        raise ValueError(f"{what}: the header is the whole request; got {got} after it")
 
 
 def chunks(requests: Iterator[Any], cancel: Cancellation) -> Iterator[tuple[int, bytes]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_nan_features_are_reported_with_count_and_first_index(tmp_path, capsys):
     np.savez(path, features=x, labels=np.arange(6) % 2)
     code, _, err = run_cli(["indices", str(path)], capsys)
     assert code == 2
-    assert "2 non-finite" in err and "sample 4" in err
+    assert "2 non-finite" in err and "sample 4, feature 1" in err
 
 
 def test_pickled_npz_is_refused(tmp_path, capsys):
@@ -213,6 +214,114 @@ def test_no_store_sends_the_arrays_each_time_and_stores_nothing(tmp_path, capsys
         assert res["cross"]["si"] == pytest.approx(F.brute_si(x, y, xt, yt), abs=0)
         sent.clear()
     assert {d.id for d in embedded_server.datasets()} == before
+
+
+def _server_address() -> str:
+    from layerscope.local import read_announcement
+
+    found = read_announcement(Path(os.environ["LAYERSCOPE_DATA_DIR"]))
+    assert found is not None
+    return found.address
+
+
+def test_with_server_the_arrays_go_with_the_call_unless_store(tmp_path, capsys, monkeypatch,
+                                                              embedded_server):
+    """A --server keeps nothing by default (a shared server's datasets are visible to its
+    other users); --store keeps the data there, once."""
+    import layerscope.client.client as client_module
+
+    sent: list[int] = []
+    chunk_requests = client_module._chunk_requests
+
+    def counted(message, pieces, *rest):
+        for req in chunk_requests(message, pieces, *rest):
+            sent.append(len(req.chunk.data))
+            yield req
+
+    monkeypatch.setattr(client_module, "_chunk_requests", counted)
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(50, 3)), rng.integers(0, 3, 50)
+    path = tmp_path / "remote.npz"
+    np.savez(path, features=x, labels=y)
+    before = {d.id for d in embedded_server.datasets()}
+    server = ["--server", _server_address()]
+    for flags, stored in (([], False), ([], False), (["--store"], True), (["--store"], True)):
+        code, out, _ = run_cli(["indices", str(path), *server, *flags, "--json"], capsys)
+        assert code == 0 and json.loads(out)["si"] == pytest.approx(H.si(x, y), abs=0)
+        new = {d.id for d in embedded_server.datasets()} - before
+        assert len(new) == stored, flags
+        sent.clear()
+    code, _, _ = run_cli(["indices", str(path), *server, "--store", "--json"], capsys)
+    assert code == 0 and sent == []  # stored by the --store run before
+
+
+@pytest.mark.parametrize("kind", ["labels (m, 1)", "integer targets"])
+def test_data_a_dataset_cannot_hold_is_sent_with_the_call(tmp_path, capsys, embedded_server,
+                                                         kind):
+    """The engine takes (m, 1) labels and integer targets; a stored dataset does not (1-D
+    integer labels, float targets): such a file is indexed as before, its arrays sent."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(60, 3))
+    path = tmp_path / "odd.npz"
+    before = {d.id for d in embedded_server.datasets()}
+    if kind == "labels (m, 1)":
+        y = rng.integers(0, 3, 60)
+        np.savez(path, features=x, labels=y[:, None])
+        code, out, err = run_cli(["indices", str(path), "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["si"] == pytest.approx(H.si(x, y), abs=0)
+    else:
+        t = rng.integers(0, 5, 60)
+        np.savez(path, features=x, targets=t)
+        code, out, err = run_cli(["indices", str(path), "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["smi_linear"] == pytest.approx(H.smi_linear(x, t), abs=1e-12)
+    assert {d.id for d in embedded_server.datasets()} == before
+
+
+def test_a_server_without_stored_indices_gets_the_arrays(cls_files, capsys, monkeypatch):
+    """A server from before ComputeIndicesHeader.dataset_id sees a header without tensors
+    and refuses it; the command then sends the arrays with the call."""
+    from layerscope.client.client import Client, LayerscopeError
+    from layerscope.client.results import Dataset
+
+    train, _, x, y = cls_files
+    compute = Client.compute_indices
+    refused = []
+
+    def old_server(self, features, *args, **kwargs):
+        if isinstance(features, Dataset):
+            refused.append(features.id)
+            raise LayerscopeError("INVALID_ARGUMENT", "ComputeIndices tensors must be named "
+                                  "among [...] with 'features' present; got []")
+        return compute(self, features, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "compute_indices", old_server)
+    code, out, err = run_cli(["indices", str(train), "--json"], capsys)
+    assert code == 0, err
+    assert refused and json.loads(out)["si"] == pytest.approx(H.si(x, y), abs=0)
+
+
+def test_a_dataset_deleted_before_the_call_is_uploaded_again(cls_files, capsys, monkeypatch,
+                                                             embedded_server):
+    from layerscope.client.client import Client
+
+    train, _, x, y = cls_files
+    upload = Client.upload_source
+    uploads = []
+
+    def deleted_at_once(self, source, *args, **kwargs):
+        stored = upload(self, source, *args, **kwargs)
+        uploads.append(stored.id)
+        if len(uploads) == 1:
+            embedded_server.delete_dataset(stored)  # someone else's `datasets delete`
+        return stored
+
+    monkeypatch.setattr(Client, "upload_source", deleted_at_once)
+    code, out, err = run_cli(["indices", str(train), "--json"], capsys)
+    assert code == 0, err
+    assert len(uploads) == 2 and uploads[0] == uploads[1]
+    assert json.loads(out)["si"] == pytest.approx(H.si(x, y), abs=0)
 
 
 def test_order_too_large_exits_2(cls_files, capsys):

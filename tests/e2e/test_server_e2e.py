@@ -394,6 +394,7 @@ def test_compute_indices_on_stored_datasets_refuses_what_does_not_fit(
     train = client.upload_dataset(x, labels=y)
     two_inputs = client.upload_dataset({"a": x, "b": x[:, :2]}, labels=y)
     regression = client.upload_dataset(x, targets=x[:, 0].astype(np.float64))
+    narrow = client.upload_dataset(x[:, :2], labels=y)
     chunk = analysis_pb2.ComputeIndicesRequest(chunk=common_pb2.Chunk(offset=0, data=b"x"))
     spec = common_pb2.TensorSpec(name="features", dtype="float32", shape=[60, 3])
     for what, msgs, want, needle in [
@@ -413,6 +414,8 @@ def test_compute_indices_on_stored_datasets_refuses_what_does_not_fit(
          grpc.StatusCode.FAILED_PRECONDITION, "2 input tensors ('a', 'b')"),
         ("other task", [_stored_header(dataset_id=train.id, test_dataset_id=regression.id)],
          grpc.StatusCode.FAILED_PRECONDITION, "same task"),
+        ("other width", [_stored_header(dataset_id=train.id, test_dataset_id=narrow.id)],
+         grpc.StatusCode.FAILED_PRECONDITION, "2 features per sample"),
         ("overlong id", [_stored_header(dataset_id="a" * 100_000)],
          grpc.StatusCode.INVALID_ARGUMENT, "dataset_id"),
         ("bad option", [_stored_header(dataset_id=train.id,
