@@ -18,15 +18,18 @@ of ``--repeats`` rounds), each round on its own fresh data directories:
 * ``warm, new data``: a command while the warm server runs, on a file it has not seen (new
   random values of the same shapes, written before the timing): the data is hashed,
   uploaded and stored, then indexed by id.
+* ``warm, --no-store``: a command while the warm server runs, its arrays sent with the call
+  and nothing stored (what every command did before the data was stored; the default with
+  ``--server``).
 
 The baseline row ``in-process compute_indices`` times
 ``layerscope.server.metrics.compute_indices(features, labels)`` alone in this process, on the
 arrays of the same file read beforehand, libraries imported first (what a Python user who
 skips the server pays for the computation). Each round runs it and the warm command in
-turns, twice, then once more on the new data, so that both see the same moment of a machine
-whose speed drifts; the ratio column divides best by best, and the lines under the table
-give the median and range of each warm command's ratio to the in-process call that ran next
-to it.
+turns, twice, then once more on the new data and once with ``--no-store``, so that both
+see the same moment of a machine whose speed drifts; the ratio column divides best by
+best, and the lines under the table give the median and range of each warm command's ratio
+to the in-process call that ran next to it.
 
 Each timed run starts 0.3 s after the one before it (``SETTLE_S``), so that neither
 shares the cores with the other's idle BLAS threads.
@@ -111,8 +114,8 @@ def measure(path: Path, tmp: Path, repeats: int
         compute_indices(features=x, labels=y)
         return time.perf_counter() - start
 
-    best = dict.fromkeys(("in-process", "cold", "first", "warm", "new"), float("inf"))
-    ratios: dict[str, list[float]] = {"warm": [], "new": []}
+    best = dict.fromkeys(("in-process", "cold", "first", "warm", "new", "sent"), float("inf"))
+    ratios: dict[str, list[float]] = {"warm": [], "new": [], "sent": []}
     for r in range(repeats):
         cold_dir, warm_dir = tmp / f"{path.stem}-cold-{r}", tmp / f"{path.stem}-warm-{r}"
         best["cold"] = min(best["cold"], run(["indices", str(path), "--json", "--data-dir",
@@ -132,6 +135,9 @@ def measure(path: Path, tmp: Path, repeats: int
             base, warm = local(xn, yn), run([*command[:1], str(new), *command[2:]])
             best["new"] = min(best["new"], warm)
             ratios["new"].append(warm / base)
+            base, warm = local(x, y), run([*command, "--no-store"])
+            best["sent"] = min(best["sent"], warm)
+            ratios["sent"].append(warm / base)
         finally:
             stop(warm_dir)
     return best, ratios
@@ -163,10 +169,12 @@ def main() -> None:
             for name, label in (("cold", "cold (--keep-warm 0)"),
                                 ("first", "first (starts a warm server)"),
                                 ("warm", "warm (second command)"),
-                                ("new", "warm, new data (uploaded)")):
+                                ("new", "warm, new data (uploaded)"),
+                                ("sent", "warm, --no-store (sent with the call)")):
                 body.append([f"{shape}: layerscope indices, {label}", f"{got[name]:.3f}",
                              f"{got[name] / base:.2f}", ""])
-            for name, label in (("warm", "warm command"), ("new", "warm, new data")):
+            for name, label in (("warm", "warm command"), ("new", "warm, new data"),
+                                ("sent", "warm, --no-store")):
                 notes.append(f"{shape}: {label} / in-process call beside it: "
                              f"{spread(ratios[name], 'pairs')}")
         lines += pool_lines(thread_pools())
