@@ -342,6 +342,8 @@ def test_the_server_rests_once_a_call_is_answered(server: F.ServerProcess,
     told otherwise; the server tells them to sleep after ~6 ms (OPENBLAS_THREAD_TIMEOUT,
     set before NumPy loads): in the 0.4 s after each of three answers it uses about
     nothing, where the spinning threads took 0.05-0.1 s after each."""
+    F.wait_until(lambda: all(j.state not in ("queued", "running") for j in client.jobs()),
+                 60, "the module's earlier jobs to end")  # work of their own would count
     x, y = _blobs(2000, 64, [0, 1, 2], seed=25)
     after = []
     for _ in range(3):
