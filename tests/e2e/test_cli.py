@@ -32,6 +32,23 @@ def cls_files(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     return train, test, x, y
 
 
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes of each chunk the client sends (uploads and ComputeIndices), as they go."""
+    import layerscope.client.client as client_module
+
+    counts: list[int] = []
+    chunk_requests = client_module._chunk_requests
+
+    def counted(message, pieces, *rest):
+        for req in chunk_requests(message, pieces, *rest):
+            counts.append(len(req.chunk.data))
+            yield req
+
+    monkeypatch.setattr(client_module, "_chunk_requests", counted)
+    return counts
+
+
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(args)
     out, err = capsys.readouterr()
@@ -146,21 +163,10 @@ def test_test_set_of_other_task_is_refused(cls_files, tmp_path, capsys):
     assert "same task" in err
 
 
-def test_data_indexed_again_is_not_sent_again(tmp_path, capsys, monkeypatch):
+def test_data_indexed_again_is_not_sent_again(tmp_path, capsys, sent):
     """The first `indices` on a file uploads its features and labels (an .npz's other
     arrays stay home) and indexes them by id; later runs, with other options or a test set
     beside, send the header alone. Each answer is checked against brute force."""
-    import layerscope.client.client as client_module
-
-    sent: list[int] = []
-    chunk_requests = client_module._chunk_requests
-
-    def counted(message, pieces, *rest):
-        for req in chunk_requests(message, pieces, *rest):
-            sent.append(len(req.chunk.data))
-            yield req
-
-    monkeypatch.setattr(client_module, "_chunk_requests", counted)
     rng = np.random.default_rng(8)
     x = rng.normal(size=(90, 4))
     y = rng.integers(0, 3, 90)
@@ -185,19 +191,8 @@ def test_data_indexed_again_is_not_sent_again(tmp_path, capsys, monkeypatch):
     assert code == 0 and sent == []
 
 
-def test_no_store_sends_the_arrays_each_time_and_stores_nothing(tmp_path, capsys, monkeypatch,
+def test_no_store_sends_the_arrays_each_time_and_stores_nothing(tmp_path, capsys, sent,
                                                                 embedded_server):
-    import layerscope.client.client as client_module
-
-    sent: list[int] = []
-    chunk_requests = client_module._chunk_requests
-
-    def counted(message, pieces, *rest):
-        for req in chunk_requests(message, pieces, *rest):
-            sent.append(len(req.chunk.data))
-            yield req
-
-    monkeypatch.setattr(client_module, "_chunk_requests", counted)
     rng = np.random.default_rng(9)
     x, y = rng.normal(size=(70, 3)), rng.integers(0, 4, 70)
     xt, yt = rng.normal(size=(20, 3)), rng.integers(0, 4, 20)
@@ -224,21 +219,10 @@ def _server_address() -> str:
     return found.address
 
 
-def test_with_server_the_arrays_go_with_the_call_unless_store(tmp_path, capsys, monkeypatch,
+def test_with_server_the_arrays_go_with_the_call_unless_store(tmp_path, capsys, sent,
                                                               embedded_server):
     """A --server keeps nothing by default (a shared server's datasets are visible to its
     other users); --store keeps the data there, once."""
-    import layerscope.client.client as client_module
-
-    sent: list[int] = []
-    chunk_requests = client_module._chunk_requests
-
-    def counted(message, pieces, *rest):
-        for req in chunk_requests(message, pieces, *rest):
-            sent.append(len(req.chunk.data))
-            yield req
-
-    monkeypatch.setattr(client_module, "_chunk_requests", counted)
     rng = np.random.default_rng(10)
     x, y = rng.normal(size=(50, 3)), rng.integers(0, 3, 50)
     path = tmp_path / "remote.npz"
