@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..lazy import lazy_module
 from ..local import default_data_dir, write_atomic
-from ..protos import write_protos
+from ..protos import codec, write_protos
 from ..protos.options import IndexOptions
 from .client import Client, LayerscopeError, _is_id
 from .loaders import (
@@ -353,13 +353,10 @@ def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
 
 
 def _storable(source: Source) -> bool:
-    """Whether a data file's labels or targets are what a stored dataset holds (1-D integer
-    labels; float targets of shape (m,) or (m, t)); the engine also takes (m, 1) labels and
-    integer targets, which are then sent with the call."""
+    """Whether a data file's labels or targets are what a stored dataset holds; the engine
+    also takes (m, 1) labels and integer targets, which are then sent with the call."""
     _, dtype, shape = next(s for s in source.specs if s[0] == source.key)
-    if source.key == "labels":
-        return len(shape) == 1 and dtype.startswith(("int", "uint", "bool"))
-    return len(shape) <= 2 and dtype.startswith("float")
+    return codec.dataset_target_problem(source.key, dtype, list(shape)) is None
 
 
 def _stored_indices(args: argparse.Namespace, client: Client, train: Source,

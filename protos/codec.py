@@ -51,6 +51,18 @@ def dataset_id(specs: list[dict[str, Any]], data_sha256: str) -> str:
     return hashlib.sha256(f"{canon}\n{data_sha256}".encode()).hexdigest()
 
 
+def dataset_target_problem(name: str, dtype: str, shape: list[int]) -> str | None:
+    """What keeps a tensor named ``labels`` or ``targets`` out of a stored dataset (the
+    contract's UploadDatasetHeader: 1-D integer labels, float targets of shape (m,) or
+    (m, t)), or None. ``dtype`` is a contract dtype name; other names pass."""
+    if name == "labels" and (len(shape) != 1 or not dtype.startswith(("int", "uint", "bool"))):
+        return f"labels must be a 1-D integer tensor; got dtype {dtype} shape {shape}"
+    if name == "targets" and (len(shape) > 2 or not dtype.startswith("float")):
+        return (f"targets must be a float tensor of shape (m,) or (m, t); got dtype {dtype} "
+                f"shape {shape}")
+    return None
+
+
 def state_name(value: int) -> str:
     """The name of a JobState enum value ("unspecified" for one this codec does not know)."""
     return _STATE_NAMES.get(value, "unspecified")

@@ -199,6 +199,7 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
         h = streams.header(requests, "ComputeIndices")
         options, specs = codec.options_from_message(h.options), convert.specs(h.tensors)
         cancel = for_call(context)
+        stored: dict[str, Any] | None = None
         if h.dataset_id or h.test_dataset_id:  # stored datasets: the header is the request
             stored = admission.stored_indices(self.store, h.dataset_id, h.test_dataset_id,
                                               specs, options)
@@ -207,9 +208,9 @@ class AnalysisService(analysis_pb2_grpc.AnalysisServicer):
                      for k, a in stored.items()]
         else:
             admission.compute_indices([s["name"] for s in specs], options)
-        est = memory.compute_indices_estimate(specs, options, stored=bool(h.dataset_id))
+        est = memory.compute_indices_estimate(specs, options, stored=stored is not None)
         with self.memory.hold(est) as resize:  # admitted at the header, before any bytes
-            arrays: dict[str, Any] = stored if h.dataset_id else streams.tensors(
+            arrays: dict[str, Any] = stored if stored is not None else streams.tensors(
                 specs, requests, self.store.max_upload_bytes, cancel)
             resize(memory.with_classes(est, options, arrays))
             result = compute_indices(device=self.device, cancel=cancel, **arrays,

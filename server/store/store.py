@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ...local import announce, default_data_dir, read_announcement, withdraw
-from ...protos.codec import dataset_id
+from ...protos.codec import dataset_id, dataset_target_problem
 from ..field_limits import DTYPES
 from .blobs import DIR_MODE, FILE_MODE, BlobError, BlobStore, BlobWriter, SetWriter
 from .catalog import Catalog, NotFound
@@ -80,15 +80,9 @@ def check_dataset_specs(specs: list[dict[str, Any]]) -> tuple[int, str, int]:
             raise InvalidUpload(
                 f"tensor {s['name']!r} has {shape[0]} samples but {names[0]!r} has {n}"
             )
-        if s["name"] == "labels" and (len(shape) != 1 or np.dtype(s["dtype"]).kind not in "iub"):
-            raise InvalidUpload(
-                f"labels must be a 1-D integer tensor; got dtype {s['dtype']} shape {shape}"
-            )
-        if s["name"] == "targets" and (len(shape) > 2 or np.dtype(s["dtype"]).kind != "f"):
-            raise InvalidUpload(
-                f"targets must be a float tensor of shape (m,) or (m, t); got dtype "
-                f"{s['dtype']} shape {shape}"
-            )
+        problem = dataset_target_problem(s["name"], s["dtype"], shape)
+        if problem:
+            raise InvalidUpload(problem)
         total += int(np.prod(shape, dtype=np.int64)) * np.dtype(s["dtype"]).itemsize
     if not n:
         raise InvalidUpload("the dataset has no samples")
