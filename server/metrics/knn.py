@@ -259,8 +259,9 @@ def _faiss_module() -> ModuleType | None:
 def _candidates_faiss(
     faiss: ModuleType, prep: _Prepared, rows: Any, want: int, self_mode: bool
 ) -> tuple[Any, Any]:
-    """Return (idx, d32) of the ``want`` best candidates per row, self excluded, ascending."""
-    q = np.ascontiguousarray(prep.query32[rows])
+    """Return (idx, d32) of the ``want`` best candidates per row (``rows``: consecutive),
+    self excluded, ascending."""
+    q = prep.query32[_span(rows)]  # a view: the rows' copy was 20 MB at 20 000 x 256
     kq = min(want + (1 if self_mode else 0), prep.base32.shape[0])
     d32, idx = faiss.knn(q, prep.base32, kq)
     if self_mode:
@@ -274,7 +275,7 @@ def _candidates_faiss(
 def _candidates_blas(
     xp: ModuleType, prep: _Prepared, rows: Any, want: int, self_mode: bool
 ) -> tuple[Any, Any]:
-    q = prep.query32[rows]
+    q = prep.query32[_span(rows)]
     base = prep.base32
     d32 = base.dtype.type(-2.0) * (q @ base.T)
     d32 += prep.query_n[rows].astype(xp.float32)[:, None]
@@ -292,6 +293,14 @@ def _candidates_blas(
     vals = xp.take_along_axis(d32, part, axis=1)
     order = xp.argsort(vals, axis=1)
     return xp.take_along_axis(part, order, axis=1), xp.take_along_axis(vals, order, axis=1)
+
+
+def _span(rows: Any) -> slice:
+    """The slice of consecutive row numbers ``rows`` (a block of a search): the rows of an
+    array as a view, where indexing by ``rows`` would copy them. Its ends are read from the
+    array's length and its first element, one value (on a GPU, one small copy to the host)."""
+    start = int(rows[0]) if len(rows) else 0
+    return slice(start, start + len(rows))
 
 
 def _augmented(prep: _Prepared) -> Any:
@@ -431,13 +440,15 @@ class _Pools:
         """Offer every entry of ``g = -D/2`` (rows ``s..``, columns ``j0..``) to its row."""
         xp, nc = self.xp, g.shape[1]
         flat = xp.flatnonzero(g >= self.h[s : s + g.shape[0], None])
-        self.push(s // self.block, flat // nc, flat % nc + j0, g.ravel()[flat])
+        self.push(s // self.block, flat // nc + s % self.block, flat % nc + j0,
+                  g.ravel()[flat])
 
     def push_cols(self, t: int, g: Any, i0: int) -> None:
         """Offer every entry of ``g`` (rows ``i0..``, columns ``t..``) to its column's row."""
         xp, nc = self.xp, g.shape[1]
         flat = xp.flatnonzero(g >= self.h[None, t : t + nc])
-        self.push(t // self.block, flat % nc, flat // nc + i0, g.ravel()[flat])
+        self.push(t // self.block, flat % nc + t % self.block, flat // nc + i0,
+                  g.ravel()[flat])
 
     def result(self) -> tuple[Any, Any]:
         """``(idx, d32)`` of every row, ascending by float32 distance."""
@@ -576,11 +587,11 @@ def _selfjoin_candidates(
 ) -> tuple[Any, Any, int]:
     """Return ``(idx, d32, products)``: each point's ``want`` best candidates among the
     others by float32 distance (ascending; every point left out is not closer than the last)
-    and the number of block products computed: each block pair once.
+    and the number of block pairs computed: each block pair once.
 
     The upper triangle of ``X X^T`` block by block: block ``(I, J)``, ``I < J``, feeds the
-    rows of ``I`` and, through its columns, the rows of ``J``; a diagonal block feeds its
-    rows only (each pair in it is seen from both of its rows). A candidate enters a row's
+    rows of ``I`` and, through its columns, the rows of ``J``; a diagonal block is the
+    upper triangle of panels of its rows (see ``tiles``). A candidate enters a row's
     pool only when it is not worse than the row's current threshold, so a block costs its
     product and two comparisons (on the CPU with faiss, its heaps take the rows' offers).
     """
@@ -615,16 +626,22 @@ def _selfjoin_candidates(
         if cs.stop > cs.start:
             pools.push_cols(c0 + cs.start, g[:, cs], r0)
 
-    def tiles(t: int, bt: Any, row_blocks: list[int]) -> Iterator[tuple[int, Any, int]]:
-        """``(row start, rows, first column offered)`` of column block ``t``'s products:
-        its diagonal block (rows only), then the row blocks above it. (A SYRK-like
-        diagonal block, two products of 3/4 of the work, measured 4% slower in all at
-        m = 20 000: the smaller products ran less efficiently, and more entries were hits.)
-        """
+    def tiles(t: int, bt: Any, row_blocks: list[int]
+              ) -> Iterator[tuple[int, Any, int, Any, int, bool]]:
+        """``(row start, rows, column start, columns' operand, first column offered, last
+        product of its block pair)`` of column block ``t``'s products: its diagonal block,
+        then the row blocks above it. The diagonal block is the upper triangle of panels
+        of its rows (SYRK-like): each panel against the columns from its own first row on,
+        the last panel first; a panel's square at the diagonal goes to its rows only (each
+        pair there seen from both rows), its columns after the square to theirs, whose
+        pools the panels before it have filled (refusing most offers)."""
         nt = bt.shape[1]
-        yield t, w[t : t + nt], nt
+        panels = _split(nt, max(1, min(DIAGONAL_PANELS, nt // DIAGONAL_PANEL_MIN)))
+        for ps in reversed(panels):
+            yield (t + ps.start, w[t + ps.start : t + ps.stop], t + ps.start,
+                   bt[:, ps.start :], ps.stop - ps.start, ps.start == 0)
         for s in row_blocks[1:]:
-            yield s, w[s : s + block], 0
+            yield s, w[s : s + block], t, bt, 0, True
 
     # On the CPU with faiss's heaps, every step runs in threads of the join's own, one per
     # core BLAS would use: a product as slices of its rows (BLAS on one thread per call for
@@ -640,19 +657,20 @@ def _selfjoin_candidates(
         try:
             for t, row_blocks in order:
                 bt = _column_operand(xp, w[t : t + block], pool, parts)
-                for r0, a, cfrom in tiles(t, bt, row_blocks):
+                for r0, a, c0, bc, cfrom, closes in tiles(t, bt, row_blocks):
                     if cancel is not None:
                         cancel.check()
                     if pool is None or buf is None:
-                        offer(r0, t, block_product(a, bt), cfrom)
+                        offer(r0, c0, block_product(a, bc), cfrom)
                     else:
-                        g = block_product(a, bt, buf[: len(a) * bt.shape[1]].reshape(
-                            len(a), bt.shape[1]), pool, parts)
-                        _run_all(pool, [(offer, r0, t, g, cfrom, part, parts)
+                        g = block_product(a, bc, buf[: len(a) * bc.shape[1]].reshape(
+                            len(a), bc.shape[1]), pool, parts)
+                        _run_all(pool, [(offer, r0, c0, g, cfrom, part, parts)
                                         for part in range(parts)])
-                    products += 1
-                    if progress is not None:
-                        progress(products, n_pairs)
+                    if closes:
+                        products += 1
+                        if progress is not None:
+                            progress(products, n_pairs)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -686,7 +704,8 @@ def knn(
     memory_budget_mb : bound on the working memory beyond the inputs; sets the block size.
     block_rows : force the number of query rows per block (tests use it).
     candidate_search : ``"auto"`` (the symmetric self-join without queries, else faiss on
-        the CPU when installed), ``"selfjoin"``, ``"faiss"`` or ``"blas"``.
+        the CPU when installed, unless every base point is a candidate), ``"selfjoin"``,
+        ``"faiss"`` or ``"blas"``.
     xp : NumPy or CuPy; inputs are moved to it.
     cancel : checked before each block of rows (raises ``Stopped``).
 
@@ -709,6 +728,13 @@ def knn(
     if search == "selfjoin" and candidate_search == "auto" and not selfjoin_fits(
             m, search_plan(m, d, m, k, True, budget, search)[0], budget):
         search = _choose_search("auto", xp, False)  # the row-block searches then
+    nq = m if queries is None else queries.shape[0]
+    if search == "faiss" and candidate_search == "auto" and search_plan(
+            m, d, nq, k, self_mode, budget, search)[0] >= avail:
+        # Every base point is a candidate (a few class means): nothing to search, and the
+        # product alone is cheaper than faiss's heaps (20 against 27-32 ms for 20 000
+        # queries and 10 points).
+        search = "blas"
     prep = _Prepared(xp, base, queries, chunk=max(1, budget // (16 * d)),
                      augment=search == "selfjoin")
     return _run_search(xp, prep, base, queries, k, precision=precision,
@@ -898,6 +924,11 @@ def _choose_search(candidate_search: str, xp: ModuleType, self_mode: bool = Fals
 # hits fit in a quarter of the budget; on the CPU no more than the caches serve well,
 # on a GPU as many as a fifth of the free device memory holds.
 SELFJOIN_CPU_BLOCK = 2048
+# A diagonal block is computed as the upper triangle of up to DIAGONAL_PANELS panels of at
+# least DIAGONAL_PANEL_MIN rows: 4 panels compute 5/8 of its square (the whole square, as
+# before, was 9% of all the products at m = 20 000; thinner panels run BLAS less well).
+DIAGONAL_PANELS = 4
+DIAGONAL_PANEL_MIN = 256
 SELFJOIN_BYTES_PER_ENTRY = 4 + 2 + 8  # the product, a mask, a hit's flat index (worst case)
 
 

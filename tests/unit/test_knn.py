@@ -467,6 +467,72 @@ def test_self_join_computes_each_block_pair_once(
     np.testing.assert_array_equal(nb.indices, reference_knn(x, 5)[0])
 
 
+@pytest.mark.parametrize(("panels", "with_faiss"), [(4, True), (3, True), (4, False),
+                                                   (9, False)])
+def test_a_diagonal_block_computes_the_upper_triangle_of_its_panels(
+    panels: int, with_faiss: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A diagonal block is computed as panels of its rows, each against the columns from
+    its own first row on: every pair of points is computed once, except the pairs inside
+    one panel (its square at the diagonal, twice); the panels are consecutive rows of
+    sizes within one. The neighbours are still exactly the reference's, with duplicates
+    and ties too, on faiss's heaps and on the NumPy pools (rows and columns offered from
+    panels that do not start a block)."""
+    knn_module = importlib.import_module("layerscope.server.metrics.knn")
+    monkeypatch.setattr(knn_module, "DIAGONAL_PANELS", panels)
+    monkeypatch.setattr(knn_module, "DIAGONAL_PANEL_MIN", 3)
+    if not with_faiss:
+        monkeypatch.setattr(knn_module, "_faiss_module", lambda: None)
+    rng = np.random.default_rng(11)
+    m, block = 110, 40  # blocks of 40, 40 and 30 points
+    x = rng.normal(size=(m, 5))
+    computed = np.zeros((m, m), dtype=np.int64)
+    real = knn_module.block_product
+
+    def counting(a: np.ndarray, bt: np.ndarray, out: np.ndarray | None = None,
+                 pool: Any = None, parts: int = 1) -> np.ndarray:
+        # a point is known by its norm: the row operand's column -|z|^2 / 2, the column
+        # operand's last row
+        rows = np.searchsorted(key_sorted, a[:, -2])
+        cols = np.searchsorted(key_sorted, bt[-1])
+        assert (key_sorted[rows] == a[:, -2]).all() and (key_sorted[cols] == bt[-1]).all()
+        computed[np.ix_(order[rows], order[cols])] += 1
+        return real(a, bt, out, pool, parts)
+
+    prep = knn_module._Prepared(np, x, None, chunk=m, augment=True)
+    keys = prep.w[:, -2].copy()
+    order = np.argsort(keys)
+    key_sorted = keys[order]
+    assert len(np.unique(keys)) == m
+    monkeypatch.setattr(knn_module, "block_product", counting)
+    nb = knn(x, 6, candidate_search="selfjoin", block_rows=block)
+
+    both = computed + computed.T
+    np.testing.assert_array_equal(np.diag(computed), 1)
+    twice = both == 2
+    np.fill_diagonal(twice, True)
+    assert set(np.unique(both[~twice])) == {1}  # every other pair once, none left out
+    for start, size in [(0, 40), (40, 40), (80, 30)]:
+        # the pairs computed twice: squares of consecutive points, inside their block
+        sub = twice[start : start + size, start : start + size]
+        assert not twice[start : start + size].sum() - sub.sum()
+        cuts = [0] + [i for i in range(1, size) if not sub[i, i - 1]] + [size]
+        sizes = np.diff(cuts)
+        assert len(sizes) == min(panels, size // 3) and sizes.max() - sizes.min() <= 1
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            assert sub[a:b, a:b].all()
+            assert not sub[a:b, b:].any()
+    assert nb.products == 3 * 4 // 2  # block pairs, as before
+    np.testing.assert_array_equal(nb.indices, reference_knn(x, 6)[0])
+    # duplicates and ties (points the product cannot tell apart, so not counted above)
+    monkeypatch.setattr(knn_module, "block_product", real)
+    y = np.concatenate([x[:60], np.repeat(x[60:64], 5, 0),
+                        rng.integers(0, 2, size=(30, 5)).astype(np.float64)])
+    y = y[rng.permutation(len(y))]
+    np.testing.assert_array_equal(knn(y, 6, candidate_search="selfjoin", block_rows=block).indices,
+                                  reference_knn(y, 6)[0])
+
+
 @pytest.mark.parametrize(("with_faiss", "threads"), [(True, None), (True, 3), (True, 7),
                                                     (False, None)])
 def test_self_join_is_exact_with_and_without_faiss_heaps(
@@ -568,3 +634,17 @@ def test_self_join_is_refused_with_queries() -> None:
     x = np.zeros((10, 2))
     with pytest.raises(ValueError, match="against itself"):
         knn(x, 2, queries=x, candidate_search="selfjoin")
+
+
+def test_auto_computes_every_distance_when_every_base_point_is_a_candidate() -> None:
+    """Queries against a few points (class means): every base point is a candidate (k = 1
+    keeps 10), so ``auto`` takes the product alone, not faiss's heaps; against more points,
+    faiss when installed. Both give the reference's neighbours."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(500, 8))
+    for m, expected in ((3, "blas"), (10, "blas"), (11, "faiss"), (200, "faiss")):
+        base = np.concatenate([rng.normal(size=(m - 2, 8)), q[:2]])  # two at distance 0
+        nb = knn(base, 1, queries=q)
+        assert nb.candidate_search == expected, m
+        np.testing.assert_array_equal(nb.indices, reference_knn(base, 1, q)[0])
