@@ -41,6 +41,7 @@ from .loaders import (
     open_source,
 )
 from .npz import DataFileError, check_input, load_npz, save_npz
+from .remembered import RememberedDatasets, identity
 from .report import (
     format_certify,
     format_compression,
@@ -329,27 +330,84 @@ def _index_options(args: argparse.Namespace, names: Sequence[str]) -> IndexOptio
 
 def run_indices(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """Return the result dict of the ``indices`` command."""
-    train, test = _train_and_test(args, args.data, args.test, input_name="features")
     options = _index_options(args, ("indices", "orders", "gamma", "normalize", "margin_cap",
                                     "max_features", "patience", "precision",
                                     "memory_budget_mb", "per_sample"))
     progress = _show_progress(args)
-    train = _indexed(args.data, train)
-    test = None if test is None else _indexed(args.test, test)
     store = not args.server if args.store is None else args.store
-    result = None
-    if store and (args.store or all(_storable(s) for s in (train, test) if s is not None)):
-        result = _stored_indices(args, client, train, test, options, progress)
-    if result is None:  # the arrays go with the call, and nothing stays on the server
-        arrays, key = train.tensors(), train.key
-        held = {} if test is None else {f"test_{k}": v for k, v in test.tensors().items()}
-        result = client.compute_indices(arrays["features"], **{key: arrays[key]}, **held,
-                                        options=options, progress=progress)
+    result = _remembered_indices(args, client, options, progress) if store else None
+    if result is None:
+        result = _read_indices(args, client, store, options, progress)
     out = result.to_dict()
     out["data"] = str(args.data)
     if args.test:
         out["test"] = str(args.test)
     return out
+
+
+def _read_indices(args: argparse.Namespace, client: Client, store: bool,
+                  options: IndexOptions, progress: bool) -> IndicesResult:
+    """The indices of the data files, read: stored as datasets (and remembered), or sent
+    with the call."""
+    files = _data_files(args)
+    before = {path: identity(path) for path in files}
+    train, test = _train_and_test(args, args.data, args.test, input_name="features")
+    train = _indexed(args.data, train)
+    test = None if test is None else _indexed(args.test, test)
+    if store and (args.store or all(_storable(s) for s in (train, test) if s is not None)):
+        stored = _stored_indices(args, client, train, test, options, progress)
+        if stored is not None:
+            result, datasets = stored
+            book = _book(args)
+            for path, dataset in zip(files, datasets, strict=True):
+                book.remember(path, REMEMBERED_FOR, before[path], dataset)
+            return result
+    # the arrays go with the call, and nothing stays on the server
+    arrays, key = train.tensors(), train.key
+    held = {} if test is None else {f"test_{k}": v for k, v in test.tensors().items()}
+    return client.compute_indices(arrays["features"], **{key: arrays[key]}, **held,
+                                  options=options, progress=progress)
+
+
+REMEMBERED_FOR = "indices"
+"""What ``indices`` stores from a data file (its features and labels or targets), the
+purpose its datasets are remembered under (``client/remembered.py``)."""
+
+
+def _book(args: argparse.Namespace) -> RememberedDatasets:
+    return RememberedDatasets(args.data_dir or default_data_dir())
+
+
+def _data_files(args: argparse.Namespace) -> list[str]:
+    return [args.data] + ([args.test] if args.test else [])
+
+
+def _remembered_indices(args: argparse.Namespace, client: Client, options: IndexOptions,
+                        progress: bool) -> IndicesResult | None:
+    """The indices of .npz files whose datasets are remembered (the files unchanged since
+    they were stored: not read again), or None (not remembered, or the server does not
+    hold the datasets, or it predates ComputeIndices on stored datasets)."""
+    files = _data_files(args)
+    if any(kind_of(path) != "npz" for path in files) or any(
+            getattr(args, flag, None) is not None
+            for flag in ("labels", "targets", "test_labels", "test_targets")):
+        return None  # the flags' errors and other loaders: read as always
+    book = _book(args)
+    ids = [book.recall(path, REMEMBERED_FOR) for path in files]
+    if not all(ids):
+        return None
+    try:
+        return client.compute_indices(ids[0], test_features=ids[1] if args.test else None,
+                                      options=options, progress=progress)
+    except LayerscopeError as exc:
+        if exc.code == "NOT_FOUND" or (exc.code == "INVALID_ARGUMENT"
+                                       and OLD_SERVER_REFUSAL in exc.details):
+            for path in files:
+                book.forget(path, REMEMBERED_FOR)
+            return None  # read and sent as the first time
+        if exc.code == "FAILED_PRECONDITION":
+            return None  # a pair never checked together: reading it names the file at fault
+        raise
 
 
 def _storable(source: Source) -> bool:
@@ -361,24 +419,25 @@ def _storable(source: Source) -> bool:
 
 def _stored_indices(args: argparse.Namespace, client: Client, train: Source,
                     test: Source | None, options: IndexOptions, progress: bool
-                    ) -> IndicesResult | None:
+                    ) -> tuple[IndicesResult, list[str]] | None:
     """The indices of the data files stored as datasets (not sent again when the server
-    holds them), or None from a server that predates ComputeIndices on stored datasets
-    (what it stored stays). A dataset deleted by someone else between its upload and the
-    call is uploaded once more."""
+    holds them), and the datasets' ids; None from a server that predates ComputeIndices on
+    stored datasets (what it stored stays). A dataset deleted by someone else between its
+    upload and the call is uploaded once more."""
     for attempt in (1, 2):
         data = client.upload_source(train, Path(args.data).name, progress)
         held = None if test is None else client.upload_source(
             test, Path(args.test).name, progress)
         try:
-            return client.compute_indices(data, test_features=held, options=options,
-                                          progress=progress)
+            result = client.compute_indices(data, test_features=held, options=options,
+                                            progress=progress)
         except LayerscopeError as exc:
             if exc.code == "NOT_FOUND" and attempt == 1:
                 continue
             if exc.code == "INVALID_ARGUMENT" and OLD_SERVER_REFUSAL in exc.details:
                 return None
             raise
+        return result, [data.id] + ([] if held is None else [held.id])
     raise AssertionError("not reached")
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,105 @@ def test_data_indexed_again_is_not_sent_again(tmp_path, capsys, sent):
     sent.clear()
     code, out, _ = run_cli(["indices", str(path), "--test", str(test), "--json"], capsys)
     assert code == 0 and sent == []
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Files count as settled at once (no wait for SETTLED_NS); the files read, by path."""
+    import layerscope.client.cli as cli_module
+    import layerscope.client.remembered as remembered_module
+
+    monkeypatch.setattr(remembered_module, "SETTLED_NS", 0)
+    read: list[str] = []
+    read_data = cli_module.read_data
+
+    def counted(args, path, *rest, **kw):
+        read.append(str(path))
+        return read_data(args, path, *rest, **kw)
+
+    monkeypatch.setattr(cli_module, "read_data", counted)
+    return read
+
+
+def test_an_unchanged_file_is_not_read_again(tmp_path, capsys, sent, settled,
+                                             embedded_server):
+    """A file stored by `indices` is remembered: run again while unchanged, the command
+    names its dataset without reading it. Changed (even to the same size and mtime), it is
+    read and its new values indexed; its dataset deleted, it is read and stored again."""
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(80, 4)), rng.integers(0, 3, 80)
+    xt, yt = rng.normal(size=(25, 4)), rng.integers(0, 3, 25)
+    path, test = tmp_path / "kept.npz", tmp_path / "kept-test.npz"
+    np.savez(path, features=x, labels=y)
+    np.savez(test, features=xt, labels=yt)
+
+    def si(*flags):
+        code, out, err = run_cli(["indices", str(path), *flags, "--json"], capsys)
+        assert code == 0, err
+        return json.loads(out)
+
+    assert si()["si"] == pytest.approx(H.si(x, y), abs=0)
+    assert settled == [str(path)] and sum(sent) == x.nbytes + y.nbytes
+    settled.clear()
+    sent.clear()
+    res = si("--orders", "2", "--test", str(test))
+    assert settled == [str(path), str(test)]  # the test file is new: both read, once
+    assert res["cross"]["si"] == pytest.approx(F.brute_si(x, y, xt, yt), abs=0)
+    settled.clear()
+    sent.clear()
+    for flags in ([], ["--test", str(test)]):
+        res = si(*flags)
+        assert settled == [] and sent == []  # not read, not sent
+        assert res["si"] == pytest.approx(H.si(x, y), abs=0)
+    assert res["cross"]["si"] == pytest.approx(F.brute_si(x, y, xt, yt), abs=0)
+
+    st = os.stat(path)
+    time.sleep(0.05)  # past the clock's tick
+    y2 = (y + 1) % 3
+    np.savez(path, features=x, labels=y2)  # same size: only the labels differ
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size
+    assert si()["si"] == pytest.approx(H.si(x, y2), abs=0)
+    assert settled == [str(path)] and sum(sent) == x.nbytes + y2.nbytes
+    settled.clear()
+    sent.clear()
+
+    for d in embedded_server.datasets():  # someone's `datasets delete`
+        embedded_server.delete_dataset(d)
+    assert si()["si"] == pytest.approx(H.si(x, y2), abs=0)
+    assert settled == [str(path)] and sum(sent) == x.nbytes + y2.nbytes
+    settled.clear()
+    assert si()["si"] == pytest.approx(H.si(x, y2), abs=0)
+    assert settled == []
+
+
+def test_remembered_files_of_different_widths_are_read_and_refused(cls_files, tmp_path,
+                                                                     capsys, settled):
+    """Two files remembered from runs of their own, never checked together: the server's
+    refusal of the pair sends the command back to reading them, which names the file."""
+    train, _, _, _ = cls_files
+    other = tmp_path / "wide.npz"
+    np.savez(other, features=np.zeros((4, 9), np.float32), labels=np.array([-2, 5, 5, -2]))
+    for f in (train, other, train, other):
+        assert run_cli(["indices", str(f), "--json"], capsys)[0] == 0
+    assert settled == [str(train), str(other)]
+    code, _, err = run_cli(["indices", str(train), "--test", str(other)], capsys)
+    assert code == 2
+    assert "9 features" in err and "6" in err
+
+
+def test_npy_pairs_are_read_each_time(tmp_path, capsys, settled):
+    """Only .npz files are remembered: an .npy pair's labels come from a second file."""
+    rng = np.random.default_rng(13)
+    x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    for _ in range(2):
+        code, out, err = run_cli(["indices", str(tmp_path / "x.npy"), "--labels",
+                                  str(tmp_path / "y.npy"), "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["si"] == pytest.approx(H.si(x, y), abs=0)
+    assert len(settled) == 2
 
 
 def test_no_store_sends_the_arrays_each_time_and_stores_nothing(tmp_path, capsys, sent,
