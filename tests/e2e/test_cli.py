@@ -164,17 +164,26 @@ def test_test_set_of_other_task_is_refused(cls_files, tmp_path, capsys):
     assert "same task" in err
 
 
+def labelled_pair(folder: Path, stem: str, seed: int, m: int, mt: int, d: int, classes: int,
+                  **extra: np.ndarray
+                  ) -> tuple[Path, Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A training and a test .npz of random features and labels (``extra`` arrays beside
+    the training ones): ``(train, test, x, y, xt, yt)``."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(m, d)), rng.integers(0, classes, m)
+    xt, yt = rng.normal(size=(mt, d)), rng.integers(0, classes, mt)
+    path, test = folder / f"{stem}.npz", folder / f"{stem}-test.npz"
+    np.savez(path, features=x, labels=y, **extra)
+    np.savez(test, features=xt, labels=yt)
+    return path, test, x, y, xt, yt
+
+
 def test_data_indexed_again_is_not_sent_again(tmp_path, capsys, sent):
     """The first `indices` on a file uploads its features and labels (an .npz's other
     arrays stay home) and indexes them by id; later runs, with other options or a test set
     beside, send the header alone. Each answer is checked against brute force."""
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(90, 4))
-    y = rng.integers(0, 3, 90)
-    xt, yt = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
-    path, test = tmp_path / "again.npz", tmp_path / "again-test.npz"
-    np.savez(path, features=x, labels=y, ids=np.arange(90))
-    np.savez(test, features=xt, labels=yt)
+    path, test, x, y, xt, yt = labelled_pair(tmp_path, "again", 8, 90, 30, 4, 3,
+                                             ids=np.arange(90))
 
     code, out, _ = run_cli(["indices", str(path), "--json"], capsys)
     assert code == 0 and json.loads(out)["si"] == pytest.approx(H.si(x, y), abs=0)
@@ -215,12 +224,7 @@ def test_an_unchanged_file_is_not_read_again(tmp_path, capsys, sent, settled,
     """A file stored by `indices` is remembered: run again while unchanged, the command
     names its dataset without reading it. Changed (even to the same size and mtime), it is
     read and its new values indexed; its dataset deleted, it is read and stored again."""
-    rng = np.random.default_rng(12)
-    x, y = rng.normal(size=(80, 4)), rng.integers(0, 3, 80)
-    xt, yt = rng.normal(size=(25, 4)), rng.integers(0, 3, 25)
-    path, test = tmp_path / "kept.npz", tmp_path / "kept-test.npz"
-    np.savez(path, features=x, labels=y)
-    np.savez(test, features=xt, labels=yt)
+    path, test, x, y, xt, yt = labelled_pair(tmp_path, "kept", 12, 80, 25, 4, 3)
 
     def si(*flags):
         code, out, err = run_cli(["indices", str(path), *flags, "--json"], capsys)
@@ -293,12 +297,7 @@ def test_npy_pairs_are_read_each_time(tmp_path, capsys, settled):
 
 def test_no_store_sends_the_arrays_each_time_and_stores_nothing(tmp_path, capsys, sent,
                                                                 embedded_server):
-    rng = np.random.default_rng(9)
-    x, y = rng.normal(size=(70, 3)), rng.integers(0, 4, 70)
-    xt, yt = rng.normal(size=(20, 3)), rng.integers(0, 4, 20)
-    path, test = tmp_path / "once.npz", tmp_path / "once-test.npz"
-    np.savez(path, features=x, labels=y)
-    np.savez(test, features=xt, labels=yt)
+    path, test, x, y, xt, yt = labelled_pair(tmp_path, "once", 9, 70, 20, 3, 4)
     before = {d.id for d in embedded_server.datasets()}
     for _ in range(2):
         code, out, _ = run_cli(["indices", str(path), "--test", str(test), "--no-store",
