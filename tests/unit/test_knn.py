@@ -648,3 +648,23 @@ def test_auto_computes_every_distance_when_every_base_point_is_a_candidate() -> 
         nb = knn(base, 1, queries=q)
         assert nb.candidate_search == expected, m
         np.testing.assert_array_equal(nb.indices, reference_knn(base, 1, q)[0])
+
+
+def test_cpu_self_join_blocks_are_even_and_never_a_multiple_of_1024_rows() -> None:
+    """The CPU self-join's block: the points in blocks of about one size (within 16 rows
+    of the fewest blocks' equal size), a multiple of 16 rows, never a multiple of 1024
+    (rows of 4 KiB multiples alias in the caches), at most the budget's side plus 15."""
+    knn_module = importlib.import_module("layerscope.server.metrics.knn")
+    for side in (100, 1000, 2048):
+        for m in [*range(side - 3, side + 3), 2 * side, 10 * side + 1, 20_000, 20_480, 50_000,
+                  200_000, 1_000_000]:
+            rows = knn_module._even_block(m, side)
+            if m <= side:
+                assert rows == m
+                continue
+            even = -(-m // -(-m // side))  # the fewest blocks' equal size
+            assert rows % 16 == 0 and rows % 1024, (m, side, rows)
+            assert even - 16 <= rows <= min(side + 15, even + 15), (m, side, rows)
+    assert knn_module._even_block(20_000, 2048) == 2000  # ten blocks, not 9 x 2048 + 1568
+    budget = 256 * knn_module.MIB
+    assert knn_module.selfjoin_block(np, 50_000, 512, budget) == 2000
