@@ -946,7 +946,7 @@ def selfjoin_block(xp: ModuleType, m: int, d: int, budget: int) -> int:
     if xp is np:
         side = int(math.isqrt(max(1, budget // 4 // per_entry)))
         side = min(side, SELFJOIN_CPU_BLOCK)
-        return _even_block(m, side)
+        return _even_block(m, max(64, side))
     else:
         free, _total = xp.cuda.Device().mem_info
         side = int(math.isqrt(max(1, int(free) // 5 // per_entry)))
@@ -956,10 +956,10 @@ def selfjoin_block(xp: ModuleType, m: int, d: int, budget: int) -> int:
 
 def _even_block(m: int, side: int) -> int:
     """Rows of a CPU self-join block at most ``side`` (give or take 15): the points in
-    blocks of about one size (no small last block from a remainder), a multiple of 16
-    rows, and never a multiple of 1024 (a product's rows of 4 KiB multiples alias in the
-    caches: m = 20 000 took 4-6% longer in blocks of 2048 than of 2000, and as much more
-    CPU time; m = 50 000, d = 512 5-8%)."""
+    blocks of about one size (not 9 x 2048 and 1568 for m = 20 000, but 10 x 2000), a
+    multiple of 16 rows, and never a multiple of 1024 (a product's rows of 4 KiB
+    multiples alias in the caches: m = 20 000 took 4-6% longer in blocks of 2048 than of
+    2000, and as much more CPU time; m = 50 000, d = 512 5-8%)."""
     if m <= side:
         return max(1, m)
     even = -(-m // -(-m // side))

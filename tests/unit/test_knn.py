@@ -668,3 +668,4 @@ def test_cpu_self_join_blocks_are_even_and_never_a_multiple_of_1024_rows() -> No
     assert knn_module._even_block(20_000, 2048) == 2000  # ten blocks, not 9 x 2048 + 1568
     budget = 256 * knn_module.MIB
     assert knn_module.selfjoin_block(np, 50_000, 512, budget) == 2000
+    assert knn_module.selfjoin_block(np, 50_000, 512, 1024) == 64  # a tiny budget: 64 rows
