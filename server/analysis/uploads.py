@@ -17,6 +17,7 @@ import numpy as np
 from ...onnx_external import ExternalDataError, check_set_path, files_id
 from ..cancellation import Cancellation
 from ..graph import ModelError, describe, load_model
+from ..metrics.validation import check_finite as finite
 from ..store import InvalidUpload, NotFound, Store, check_dataset_specs, dataset_id
 from ..store.store import split_tensors
 from .memory import MemoryBudget, model_estimate
@@ -168,25 +169,8 @@ def store_dataset(store: Store, name: str, specs: list[dict[str, Any]], size: in
         }), False
 
 
-def check_finite(arrays: dict[str, np.ndarray], chunk_bytes: int = 64 << 20) -> None:
-    """Raise InvalidUpload at the first tensor with NaN or Inf, in bounded memory."""
+def check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """Raise InvalidUpload at the first tensor with NaN or Inf (the engine's check, a chunk
+    of samples at a time: a mapped upload is never read whole into memory)."""
     for name, arr in arrays.items():
-        if arr.dtype.kind != "f" or not arr.size:
-            continue
-        per = max(1, arr[:1].nbytes)
-        step = max(1, chunk_bytes // per)
-        count, first, at = 0, -1, 0
-        for s in range(0, len(arr), step):
-            bad = ~np.isfinite(arr[s : s + step]).reshape(min(step, len(arr) - s), -1)
-            rows = bad.any(axis=1)
-            if rows.any():
-                count += int(bad.sum())
-                if first < 0:
-                    row = int(np.argmax(rows))
-                    first, at = s + row, int(np.argmax(bad[row]))
-        if count:
-            where = {1: "", 2: f", feature {at}"}.get(arr.ndim, f", value {at} of it (flattened)")
-            raise InvalidUpload(
-                f"tensor {name!r} holds {count} non-finite value(s) (NaN or Inf); "
-                f"the first in sample {first}{where}"
-            )
+        finite(arr, f"tensor {name!r}", InvalidUpload)

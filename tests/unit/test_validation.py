@@ -114,6 +114,33 @@ def test_non_finite_one_dimensional_targets_are_refused() -> None:
         compute_indices(x, targets=y)
 
 
+@pytest.mark.parametrize("shape", [(500,), (300, 7), (40, 3, 5)])
+@pytest.mark.parametrize("chunk", [8, 64, 1 << 20])
+def test_the_finiteness_check_counts_and_places_across_chunks(
+        shape: tuple[int, ...], chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check reads a chunk of samples at a time (the uploads' mapped datasets and the
+    engine's arrays alike): the count, the first sample and its position inside the sample
+    are those of the whole array, whatever the chunks, computed here with np.argwhere."""
+    from layerscope.server.metrics import validation
+
+    monkeypatch.setattr(validation, "FINITE_CHUNK_BYTES", chunk)
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=shape).astype(np.float32)
+    validation.check_finite(a, "x")  # all finite: no error
+    flat = a.reshape(shape[0], -1)
+    for row, col, value in ((shape[0] - 1, 0, np.inf), (shape[0] // 3, flat.shape[1] - 1,
+                                                        np.nan), (shape[0] // 3 + 1, 0, -np.inf)):
+        flat[row, col] = value
+    bad = np.argwhere(~np.isfinite(flat))
+    sample, inside = bad[0]
+    where = {1: "", 2: f", feature {inside}"}.get(a.ndim, f", value {inside} of it (flattened)")
+    with pytest.raises(KeyError) as err:
+        validation.check_finite(a, "tensor 'x'", KeyError)
+    assert err.value.args[0] == (f"tensor 'x' contains {len(bad)} non-finite value(s) (NaN or "
+                                 f"Inf); the first is at sample {sample}{where}")
+    validation.check_finite(np.full(shape, 7, np.int64), "ints")  # integers are finite
+
+
 # --- orders -----------------------------------------------------------------------------------
 
 
