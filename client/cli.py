@@ -41,7 +41,7 @@ from .loaders import (
     open_source,
 )
 from .npz import DataFileError, check_input, load_npz, save_npz
-from .remembered import RememberedDatasets, identity
+from .remembered import RememberedDatasets
 from .report import (
     format_certify,
     format_compression,
@@ -349,8 +349,8 @@ def _read_indices(args: argparse.Namespace, client: Client, store: bool,
                   options: IndexOptions, progress: bool) -> IndicesResult:
     """The indices of the data files, read: stored as datasets (and remembered), or sent
     with the call."""
-    files = _data_files(args)
-    before = {path: identity(path) for path in files}
+    files, book = _data_files(args), _book(args)
+    seen = {path: book.see(path) for path in files}
     train, test = _train_and_test(args, args.data, args.test, input_name="features")
     train = _indexed(args.data, train)
     test = None if test is None else _indexed(args.test, test)
@@ -358,9 +358,8 @@ def _read_indices(args: argparse.Namespace, client: Client, store: bool,
         stored = _stored_indices(args, client, train, test, options, progress)
         if stored is not None:
             result, datasets = stored
-            book = _book(args)
             for path, dataset in zip(files, datasets, strict=True):
-                book.remember(path, REMEMBERED_FOR, before[path], dataset)
+                book.remember(path, REMEMBERED_FOR, seen[path], dataset, train.key)
             return result
     # the arrays go with the call, and nothing stays on the server
     arrays, key = train.tensors(), train.key
@@ -393,9 +392,10 @@ def _remembered_indices(args: argparse.Namespace, client: Client, options: Index
             for flag in ("labels", "targets", "test_labels", "test_targets")):
         return None  # the flags' errors and other loaders: read as always
     book = _book(args)
-    ids = [book.recall(path, REMEMBERED_FOR) for path in files]
-    if not all(ids):
-        return None
+    found = [book.recall(path, REMEMBERED_FOR) for path in files]
+    if any(f is None for f in found) or len({f.key for f in found if f}) > 1:
+        return None  # not remembered; or a pair of two tasks, whose reading names the file
+    ids = [f.dataset for f in found if f]
     try:
         return client.compute_indices(ids[0], test_features=ids[1] if args.test else None,
                                       options=options, progress=progress)
@@ -405,8 +405,6 @@ def _remembered_indices(args: argparse.Namespace, client: Client, options: Index
             for path in files:
                 book.forget(path, REMEMBERED_FOR)
             return None  # read and sent as the first time
-        if exc.code == "FAILED_PRECONDITION":
-            return None  # a pair never checked together: reading it names the file at fault
         raise
 
 

@@ -955,16 +955,18 @@ def selfjoin_block(xp: ModuleType, m: int, d: int, budget: int) -> int:
 
 
 def _even_block(m: int, side: int) -> int:
-    """Rows of a CPU self-join block at most ``side`` (give or take 15): the points in
-    blocks of about one size (not 9 x 2048 and 1568 for m = 20 000, but 10 x 2000), a
-    multiple of 16 rows, and never a multiple of 1024 (a product's rows of 4 KiB
+    """Rows of a CPU self-join block, about ``side`` at most: the fewest blocks of one
+    size (not 9 x 2048 and 1568 for m = 20 000, but 10 x 2000), rounded up to a multiple
+    of 16 rows and, from a multiple of 1024, 16 rows more (a product's rows of 4 KiB
     multiples alias in the caches: m = 20 000 took 4-6% longer in blocks of 2048 than of
-    2000, and as much more CPU time; m = 50 000, d = 512 5-8%)."""
+    2000, and as much more CPU time; m = 50 000, d = 512 5-8%). Up to 31 rows above the
+    equal size, never fewer: the blocks stay as many, the last one a little smaller (m =
+    4096: 2064 and 2032 rows, not 2032, 2032 and 32)."""
     if m <= side:
         return max(1, m)
     even = -(-m // -(-m // side))
     rows = 16 * -(-even // 16)
-    return rows - 16 if rows % 1024 == 0 else rows
+    return rows + 16 if rows % 1024 == 0 else rows
 
 
 def _resolve_block(

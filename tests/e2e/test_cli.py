@@ -266,19 +266,28 @@ def test_an_unchanged_file_is_not_read_again(tmp_path, capsys, sent, settled,
     assert settled == []
 
 
-def test_remembered_files_of_different_widths_are_read_and_refused(cls_files, tmp_path,
-                                                                     capsys, settled):
-    """Two files remembered from runs of their own, never checked together: the server's
-    refusal of the pair sends the command back to reading them, which names the file."""
+def test_remembered_files_that_do_not_fit_together_are_refused_as_when_read(
+        cls_files, tmp_path, capsys, settled):
+    """Two files remembered from runs of their own, never checked together. Of another
+    width: the server refuses the pair by id, naming both widths, as it does when the
+    files are read (nothing is read). Of another task: the command reads them, so that the
+    error names the file, as always."""
     train, _, _, _ = cls_files
-    other = tmp_path / "wide.npz"
-    np.savez(other, features=np.zeros((4, 9), np.float32), labels=np.array([-2, 5, 5, -2]))
-    for f in (train, other, train, other):
+    wide, reg = tmp_path / "wide.npz", tmp_path / "reg.npz"
+    np.savez(wide, features=np.zeros((4, 9), np.float32), labels=np.array([-2, 5, 5, -2]))
+    np.savez(reg, features=np.ones((5, 6), np.float32), targets=np.arange(5.0))
+    for f in (train, wide, reg, train, wide, reg):
         assert run_cli(["indices", str(f), "--json"], capsys)[0] == 0
-    assert settled == [str(train), str(other)]
-    code, _, err = run_cli(["indices", str(train), "--test", str(other)], capsys)
+    assert settled == [str(train), str(wide), str(reg)]
+    settled.clear()
+    code, _, err = run_cli(["indices", str(train), "--test", str(wide)], capsys)
     assert code == 2
     assert "9 features" in err and "6" in err
+    assert settled == []
+    code, _, err = run_cli(["indices", str(train), "--test", str(reg)], capsys)
+    assert code == 2
+    assert "same task" in err and str(reg) in err
+    assert settled == [str(train), str(reg)]
 
 
 def test_npy_pairs_are_read_each_time(tmp_path, capsys, settled):

@@ -651,21 +651,28 @@ def test_auto_computes_every_distance_when_every_base_point_is_a_candidate() -> 
 
 
 def test_cpu_self_join_blocks_are_even_and_never_a_multiple_of_1024_rows() -> None:
-    """The CPU self-join's block: the points in blocks of about one size (within 16 rows
-    of the fewest blocks' equal size), a multiple of 16 rows, never a multiple of 1024
-    (rows of 4 KiB multiples alias in the caches), at most the budget's side plus 15."""
+    """The CPU self-join's block: no more blocks than the budget's side allows, of about
+    one size (up to 31 rows above the fewest blocks' equal size; at the default side no
+    last block under a quarter of the others), a multiple of 16 rows, never of 1024 (rows of
+    4 KiB multiples alias in the caches)."""
     knn_module = importlib.import_module("layerscope.server.metrics.knn")
     for side in (100, 1000, 2048):
-        for m in [*range(side - 3, side + 3), 2 * side, 10 * side + 1, 20_000, 20_480, 50_000,
-                  200_000, 1_000_000]:
+        for m in [*range(side - 3, side + 3), 2 * side, 10 * side + 1, 4096, 8192, 16_384,
+                  20_000, 20_480, 50_000, 65_536, 200_000, 1_000_000]:
             rows = knn_module._even_block(m, side)
             if m <= side:
                 assert rows == m
                 continue
-            even = -(-m // -(-m // side))  # the fewest blocks' equal size
+            fewest = -(-m // side)
+            even = -(-m // fewest)  # the fewest blocks' equal size
             assert rows % 16 == 0 and rows % 1024, (m, side, rows)
-            assert even - 16 <= rows <= min(side + 15, even + 15), (m, side, rows)
+            assert even <= rows <= even + 31, (m, side, rows)
+            blocks = -(-m // rows)
+            assert blocks <= fewest, (m, side, rows)
+            if side == 2048:  # the default: no tiny last block
+                assert m - (blocks - 1) * rows >= rows // 4, (m, side, rows)
     assert knn_module._even_block(20_000, 2048) == 2000  # ten blocks, not 9 x 2048 + 1568
+    assert knn_module._even_block(4096, 2048) == 2064  # 2064 + 2032, not 2 x 2032 + 32
     budget = 256 * knn_module.MIB
     assert knn_module.selfjoin_block(np, 50_000, 512, budget) == 2000
     assert knn_module.selfjoin_block(np, 50_000, 512, 1024) == 64  # a tiny budget: 64 rows
